@@ -1,0 +1,189 @@
+"""Batched generation with per-token statistics under the raw ``p`` and the sampling ``q``.
+
+Our own decoding loop over a KV cache: every step computes ``[batch, vocab]`` float32 logits once,
+reduces them to a few numbers per sequence (DESIGN.md §1) and drops them, so memory grows with
+batch × length (the cache and the per-token rows), never with length × vocabulary.
+
+Sequences in one batch may have different prompts (left padding with an attention mask and
+explicit position ids) and seeds; each samples with its own counter-based noise, so its tokens do
+not depend on its batch-mates.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+import pandas as pd
+import torch
+from tqdm.auto import tqdm
+
+from .params import Sampling
+from .sampling import SamplingWarp, eos_ids, sample
+from .stats import token_stats
+
+TOKEN_COLUMNS = [
+    "position", "token_id", "token_text", "ctx_len",
+    "surprisal_raw", "entropy_raw", "varentropy_raw", "rank_raw", "greedy_id",
+    "surprisal_samp", "entropy_samp", "varentropy_samp",
+]  # fmt: skip
+
+
+@dataclass
+class Generation:
+    """One generated continuation and its per-token statistics (``tokens``: one row per token)."""
+
+    prompt: str
+    seed: int
+    prompt_ids: list[int]
+    token_ids: list[int]
+    text: str
+    stop_reason: str  # "length" | "eos"
+    tokens: pd.DataFrame
+    elapsed_s: float = 0.0
+    extra: dict = field(default_factory=dict)
+
+
+def cache_kwargs(model, cache) -> dict:
+    """The keyword under which this transformers version takes the KV cache."""
+    import inspect
+
+    params = inspect.signature(model.forward).parameters
+    return {"cache": cache} if "cache" in params else {"past_key_values": cache}
+
+
+def new_cache(model):
+    from transformers import DynamicCache
+
+    try:
+        return DynamicCache(config=model.config)
+    except TypeError:
+        return DynamicCache()
+
+
+def left_pad(batch_ids: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """``[batch, max_len]`` ids and attention mask, padded on the left."""
+    width = max(len(ids) for ids in batch_ids)
+    input_ids = torch.full((len(batch_ids), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(batch_ids), width), dtype=torch.long)
+    for i, ids in enumerate(batch_ids):
+        input_ids[i, width - len(ids) :] = torch.tensor(ids, dtype=torch.long)
+        mask[i, width - len(ids) :] = 1
+    return input_ids, mask
+
+
+def encode_prompt(tokenizer, prompt: str) -> list[int]:
+    ids = tokenizer(prompt, add_special_tokens=True)["input_ids"]
+    if not ids:
+        raise ValueError("empty prompt and the tokenizer adds no BOS token: nothing to condition on")
+    return list(ids)
+
+
+@torch.no_grad()
+def generate(
+    model,
+    tokenizer,
+    prompts: list[str],
+    seeds: list[int],
+    sampling: Sampling,
+    max_new_tokens: int,
+    record_topk: int = 0,
+    progress: bool = True,
+) -> list[Generation]:
+    """Generate one continuation per ``(prompts[i], seeds[i])``, all in one batch.
+
+    Records per generated token: ``surprisal/entropy/varentropy`` under ``p`` (``_raw``) and ``q``
+    (``_samp``, bits), ``rank_raw``, ``greedy_id``, the token id and text, and ``ctx_len`` (tokens
+    conditioned on). With ``record_topk=k`` also the ``k`` most probable ids and probabilities of ``p``.
+    Stops at ``max_new_tokens``, or at EOS when ``sampling.on_eos == "stop"``.
+    """
+    if len(prompts) != len(seeds):
+        raise ValueError(f"{len(prompts)} prompts but {len(seeds)} seeds: give one seed per prompt")
+    if max_new_tokens < 1:
+        raise ValueError("max_new_tokens must be at least 1")
+    device = next(model.parameters()).device
+    batch = len(prompts)
+    prompt_ids = [encode_prompt(tokenizer, p) for p in prompts]
+    eos = eos_ids(tokenizer, model)
+    warp = SamplingWarp(sampling, eos)
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else (eos[0] if eos else 0)
+
+    input_ids, mask = left_pad(prompt_ids, pad_id)
+    input_ids, mask = input_ids.to(device), mask.to(device)
+    position_ids = (mask.cumsum(-1) - 1).clamp(min=0)
+    cache = new_cache(model)
+    ckw = cache_kwargs(model, cache)
+
+    start = time.perf_counter()
+    out = model(input_ids=input_ids, attention_mask=mask, position_ids=position_ids, use_cache=True,
+                logits_to_keep=1, **ckw)
+    logits = out.logits[:, -1, :]
+    next_pos = position_ids[:, -1] + 1
+    ctx_len = torch.tensor([len(p) for p in prompt_ids])
+
+    columns: dict[str, list] = {c: [] for c in TOKEN_COLUMNS if c != "token_text"}
+    topk_ids, topk_probs = [], []
+    active = torch.ones(batch, dtype=torch.bool)
+    stop_reason = ["length"] * batch
+    steps = tqdm(range(max_new_tokens), disable=not progress, unit="tok", desc=f"generate x{batch}",
+                 leave=False, mininterval=1.0)
+    for step in steps:
+        logits = logits.float()
+        q_logits = warp(logits)
+        tokens = sample(q_logits, seeds, step)
+        raw = token_stats(logits, tokens, with_rank=True)
+        samp = token_stats(q_logits, tokens, with_rank=False)
+        for name, values in [
+            ("position", torch.full((batch,), step)), ("token_id", tokens), ("ctx_len", ctx_len + step),
+            ("surprisal_raw", raw["surprisal"]), ("entropy_raw", raw["entropy"]),
+            ("varentropy_raw", raw["varentropy"]), ("rank_raw", raw["rank"]), ("greedy_id", raw["greedy"]),
+            ("surprisal_samp", samp["surprisal"]), ("entropy_samp", samp["entropy"]),
+            ("varentropy_samp", samp["varentropy"]),
+        ]:  # fmt: skip
+            columns[name].append(values.cpu())
+        if record_topk:
+            probs, ids = torch.softmax(logits, -1).topk(record_topk, dim=-1)
+            topk_ids.append(ids.cpu())
+            topk_probs.append(probs.cpu())
+        columns.setdefault("_active", []).append(active.clone())
+
+        if sampling.on_eos == "stop" and eos:
+            hit = torch.isin(tokens.cpu(), torch.tensor(eos)) & active
+            for i in torch.nonzero(hit).flatten().tolist():
+                stop_reason[i] = "eos"
+            active &= ~hit
+            if not active.any():
+                break
+        if step == max_new_tokens - 1:
+            break
+        feed = torch.where(active.to(device), tokens, torch.full_like(tokens, pad_id))
+        mask = torch.cat([mask, active.to(device).long().unsqueeze(-1)], dim=-1)
+        out = model(input_ids=feed.unsqueeze(-1), attention_mask=mask, position_ids=next_pos.unsqueeze(-1),
+                    use_cache=True, **ckw)
+        logits = out.logits[:, -1, :]
+        next_pos = next_pos + 1
+        if progress:
+            steps.set_postfix(tok_s=f"{batch * (step + 1) / (time.perf_counter() - start):.1f}")
+    elapsed = time.perf_counter() - start
+
+    stacked = {name: torch.stack(vals, dim=1) for name, vals in columns.items()}  # [batch, steps]
+    results = []
+    for i in range(batch):
+        keep = stacked["_active"][i]
+        frame = {name: stacked[name][i][keep].numpy() for name in columns if name != "_active"}
+        token_ids = frame["token_id"].tolist()
+        frame["token_text"] = [tokenizer.decode([t]) for t in token_ids]
+        df = pd.DataFrame({c: frame[c] for c in TOKEN_COLUMNS})
+        if record_topk:
+            ids_i = torch.stack(topk_ids, 1)[i][keep]
+            probs_i = torch.stack(topk_probs, 1)[i][keep]
+            df["topk_ids"] = [row.tolist() for row in ids_i]
+            df["topk_probs"] = [row.tolist() for row in probs_i]
+        results.append(
+            Generation(
+                prompt=prompts[i], seed=int(seeds[i]), prompt_ids=prompt_ids[i], token_ids=token_ids,
+                text=tokenizer.decode(token_ids, skip_special_tokens=True), stop_reason=stop_reason[i],
+                tokens=df, elapsed_s=elapsed,
+            )
+        )
+    return results

@@ -1,0 +1,219 @@
+"""Teacher-forced scoring: the per-token statistics of a given text under a model.
+
+The text is fed in chunks with the KV cache carried between them (exact), so peak memory holds one
+chunk's ``[chunk, vocab]`` logits, never the whole text's. Positions before ``first_scored`` (the
+prompt, the "source") are context only. Beyond the model's context window a sliding window with a
+stride is used and each position records its ``ctx_len``.
+
+``score_ids`` scores token ids (a stored generation re-scored under its own model and warps gives
+back the statistics recorded while generating). ``score_text`` tokenizes ``prompt + continuation``
+and scores exactly the tokens whose character span starts at or after the end of the prompt.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import pandas as pd
+import torch
+
+from .generate import cache_kwargs, new_cache
+from .params import Sampling
+from .sampling import SamplingWarp, eos_ids
+from .stats import cross_stats, token_stats
+
+
+class ScoringError(ValueError):
+    """The text cannot be scored as asked; the message says why and what to change."""
+
+
+@dataclass
+class ScoredText:
+    tokens: pd.DataFrame  # one row per scored token
+    input_ids: list[int]  # the whole tokenized text, prompt included
+    first_scored: int  # index in input_ids of the first scored token
+    n_bytes: int  # UTF-8 bytes of the scored character span (for bits per byte)
+    bits_per_byte: float
+
+
+def context_window(model) -> int:
+    return int(getattr(model.config, "max_position_embeddings", 0) or 2048)
+
+
+def _stats_rows(logits, targets, warp, record_samp, row_block):
+    """Statistics of ``[rows, vocab]`` logits in row blocks (bounded temporaries)."""
+    parts = []
+    for a in range(0, logits.shape[0], row_block):
+        block, tgt = logits[a : a + row_block].float(), targets[a : a + row_block]
+        raw = token_stats(block, tgt, with_rank=True)
+        row = {
+            "surprisal_raw": raw["surprisal"], "entropy_raw": raw["entropy"],
+            "varentropy_raw": raw["varentropy"], "rank_raw": raw["rank"], "greedy_id": raw["greedy"],
+        }  # fmt: skip
+        if record_samp:
+            samp = token_stats(warp(block), tgt, with_rank=False)
+            row |= {"surprisal_samp": samp["surprisal"], "entropy_samp": samp["entropy"],
+                    "varentropy_samp": samp["varentropy"]}
+        parts.append({k: v.cpu() for k, v in row.items()})
+    return {k: torch.cat([p[k] for p in parts]) for k in parts[0]}
+
+
+def _forward_spans(model, ids: torch.Tensor, first_scored: int, chunk_size: int, max_context: int, stride):
+    """Yield ``(targets_index [k], logits [k, vocab], ctx_len [k])`` for every scored position.
+
+    Within ``max_context``: one pass in chunks with the cache carried. Beyond: windows of
+    ``max_context`` tokens starting every ``stride`` tokens, each scoring the positions not yet scored.
+    """
+    n = ids.shape[0]
+    if n > max_context and not stride:
+        raise ScoringError(
+            f"text of {n} tokens is longer than the model's context window ({max_context}): "
+            "pass stride=<tokens> to score it with a sliding window"
+        )
+    if stride and not 0 < stride <= max_context:
+        raise ScoringError(f"stride must be between 1 and the context window ({max_context}), got {stride}")
+    windows = []
+    if n <= max_context:
+        windows.append((0, n))
+    else:
+        begin = 0
+        while True:
+            end = min(begin + max_context, n)
+            windows.append((begin, end))
+            if end == n:
+                break
+            begin += stride
+    done = max(first_scored, 1)  # next target index still to score (index 0 has no context)
+    device = next(model.parameters()).device
+    for begin, end in windows:
+        if end <= done:
+            continue
+        cache = new_cache(model)
+        ckw = cache_kwargs(model, cache)
+        for a in range(begin, end - 1, chunk_size):
+            b = min(a + chunk_size, end - 1)  # feed ids[a:b]; outputs predict targets a+1..b
+            first_target = max(a + 1, done)
+            keep = b - first_target + 1  # targets first_target..b come from the last `keep` outputs
+            chunk = ids[a:b].unsqueeze(0).to(device)
+            pos = torch.arange(a - begin, b - begin, device=device).unsqueeze(0)
+            out = model(input_ids=chunk, position_ids=pos, use_cache=True, logits_to_keep=max(keep, 1), **ckw)
+            if keep <= 0:
+                continue
+            targets = torch.arange(first_target, b + 1)
+            yield targets, out.logits[0, -keep:, :], targets - begin
+            done = b + 1
+
+
+@torch.no_grad()
+def score_ids(
+    model,
+    input_ids,
+    first_scored: int,
+    sampling: Sampling | None = None,
+    eos_token_ids: list[int] | None = None,
+    chunk_size: int = 256,
+    max_context: int | None = None,
+    stride: int | None = None,
+    row_block: int = 64,
+    reference=None,
+    reference_sampling: Sampling | None = None,
+) -> pd.DataFrame:
+    """Per-token statistics of ``input_ids[first_scored:]`` given everything before.
+
+    Columns: ``position`` (0 = first scored token), ``token_id``, ``ctx_len``, the ``_raw`` statistics
+    and ``rank_raw``/``greedy_id``; with ``sampling`` also the ``_samp`` statistics under that ``q``.
+    With a ``reference`` model on the same vocabulary (the joint pass of DESIGN.md §1), also
+    ``entropy_ref``, ``cross_entropy``, ``cross_varentropy`` and ``kl`` of the reference's ``q_A``
+    (its raw ``p_A`` warped by ``reference_sampling``) against this model's ``p``.
+    """
+    ids = torch.as_tensor(list(input_ids), dtype=torch.long)
+    if not 0 <= first_scored <= len(ids):
+        raise ScoringError(f"first_scored={first_scored} outside the text of {len(ids)} tokens")
+    max_context = max_context or context_window(model)
+    warp = SamplingWarp(sampling, eos_token_ids) if sampling is not None else None
+    ref_warp = SamplingWarp(reference_sampling or Sampling(on_eos="continue"), eos_token_ids)
+    if reference is not None:
+        check_same_vocabulary(model, reference)
+        max_context = min(max_context, context_window(reference))
+    ref_spans = (
+        _forward_spans(reference, ids, first_scored, chunk_size, max_context, stride) if reference is not None else None
+    )
+    parts = []
+    for targets, logits, ctx in _forward_spans(model, ids, first_scored, chunk_size, max_context, stride):
+        tgt_ids = ids[targets].to(logits.device)
+        part = _stats_rows(logits, tgt_ids, warp, warp is not None, row_block)
+        part |= {"target_index": targets, "token_id": ids[targets], "ctx_len": ctx}
+        if ref_spans is not None:
+            _, ref_logits, _ = next(ref_spans)
+            crosses = [
+                cross_stats(ref_warp(ref_logits[a : a + row_block].float()), logits[a : a + row_block].float())
+                for a in range(0, logits.shape[0], row_block)
+            ]
+            part |= {k: torch.cat([c[k] for c in crosses]).cpu() for k in crosses[0]}
+        parts.append(part)
+    if not parts:
+        return pd.DataFrame(columns=["position", "token_id", "ctx_len", "surprisal_raw"])
+    frame = {k: torch.cat([p[k] for p in parts]).numpy() for k in parts[0]}
+    df = pd.DataFrame(frame)
+    df.insert(0, "position", df.pop("target_index") - max(first_scored, 1))
+    return df
+
+
+def check_same_vocabulary(a, b, tokenizer_a=None, tokenizer_b=None) -> None:
+    """Raise ``ScoringError`` unless two models (and tokenizers, if given) share one token-to-id map."""
+    va, vb = int(a.config.vocab_size), int(b.config.vocab_size)
+    if va != vb:
+        raise ScoringError(
+            f"vocabulary mismatch: {va} vs {vb} tokens; cross-entropy h^(A,B) needs one shared vocabulary "
+            "(compare models with different tokenizers by their own l, h, z and bits per byte)"
+        )
+    if tokenizer_a is not None and tokenizer_b is not None and tokenizer_a.get_vocab() != tokenizer_b.get_vocab():
+        raise ScoringError(
+            "vocabulary mismatch: the two tokenizers map tokens to ids differently; cross-entropy h^(A,B) needs "
+            "one shared vocabulary (compare them by their own l, h, z and bits per byte)"
+        )
+
+
+def tokenize_with_prompt(tokenizer, prompt: str, continuation: str) -> tuple[list[int], int, int]:
+    """``(ids, first_scored, n_bytes)`` for ``prompt + continuation`` under ``tokenizer``.
+
+    A token is scored iff its character span starts at or after ``len(prompt)`` (special tokens,
+    such as BOS, never are).
+    """
+    text = prompt + continuation
+    try:
+        enc = tokenizer(text, add_special_tokens=True, return_offsets_mapping=True, return_special_tokens_mask=True)
+    except NotImplementedError:
+        raise ScoringError("this tokenizer gives no character offsets (a 'fast' tokenizer is needed)") from None
+    ids, offsets, special = enc["input_ids"], enc["offset_mapping"], enc["special_tokens_mask"]
+    boundary = len(prompt)
+    first = len(ids)
+    for i, ((start, _end), sp) in enumerate(zip(offsets, special)):
+        if not sp and start >= boundary:
+            first = i
+            break
+    span_start = offsets[first][0] if first < len(ids) else len(text)
+    return list(ids), first, len(text[span_start:].encode("utf-8"))
+
+
+def score_text(
+    model,
+    tokenizer,
+    continuation: str,
+    prompt: str = "",
+    sampling: Sampling | None = None,
+    chunk_size: int = 256,
+    stride: int | None = None,
+    max_context: int | None = None,
+) -> ScoredText:
+    """Score ``continuation`` after ``prompt`` (prompt masked out); see ``score_ids`` for the columns."""
+    ids, first, n_bytes = tokenize_with_prompt(tokenizer, prompt, continuation)
+    if first >= len(ids):
+        raise ScoringError("nothing to score: the continuation is empty after tokenization")
+    df = score_ids(
+        model, ids, first, sampling=sampling, eos_token_ids=eos_ids(tokenizer, model), chunk_size=chunk_size,
+        stride=stride, max_context=max_context,
+    )
+    df.insert(2, "token_text", [tokenizer.decode([t]) for t in df["token_id"].tolist()])
+    bpb = float(df["surprisal_raw"].sum() / n_bytes) if n_bytes else float("nan")
+    return ScoredText(tokens=df, input_ids=ids, first_scored=first, n_bytes=n_bytes, bits_per_byte=bpb)

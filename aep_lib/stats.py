@@ -1,0 +1,125 @@
+"""The statistics of DESIGN.md §1, in bits.
+
+Per position (torch, from logits): surprisal ``s_t``, entropy ``H_t``, varentropy ``V_t``, rank ``r_t``
+and greedy token ``g_t`` of one next-token distribution; for two models on a shared vocabulary the
+cross-entropy ``c_t``, cross-varentropy ``W_t`` and ``KL_t``.
+
+Running (numpy, over the continuation of one run): ``l_n``, ``h_n``, ``D_n``, ``sigma_n``, ``z_n``, and a
+per-run summary.
+
+Conventions: ``0·log 0 = 0``; a token outside the support has surprisal ``+inf`` (never NaN); a
+one-hot distribution has ``H = V = 0``; ``z`` is NaN where ``sigma`` is 0 (the summary says why).
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+
+LN2 = math.log(2.0)
+
+
+def log2_probs(logits: torch.Tensor) -> torch.Tensor:
+    """``[..., vocab]`` logits (``-inf`` = excluded) -> ``[..., vocab]`` float64 ``log2 p``.
+
+    The reductions run in float64: a float32 sum over a 262k vocabulary drifts by ~1e-5 bits.
+    """
+    return torch.log_softmax(logits.double(), dim=-1) / LN2
+
+
+def entropy_varentropy(log2p: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """``[..., vocab]`` log2-probabilities -> ``(H, V)``, each ``[...]`` bits / bits².
+
+    Two passes (``V = sum p (log2 p + H)^2``) so a flat distribution gives exactly ``V = 0``.
+    """
+    p = torch.exp2(log2p)
+    support = p > 0
+    safe = torch.where(support, log2p, torch.zeros_like(log2p))
+    entropy = -(p * safe).sum(-1)
+    dev = torch.where(support, safe + entropy.unsqueeze(-1), torch.zeros_like(safe))
+    varentropy = (p * dev * dev).sum(-1)
+    return entropy, varentropy
+
+
+def token_stats(logits: torch.Tensor, tokens: torch.Tensor, with_rank: bool = True) -> dict[str, torch.Tensor]:
+    """Statistics of ``[rows, vocab]`` logits at the observed ``[rows]`` tokens.
+
+    Returns ``surprisal``, ``entropy``, ``varentropy`` (``[rows]`` float64, bits) and, with
+    ``with_rank``, ``rank`` (``[rows]`` int64, 1 = greedy) and ``greedy`` (``[rows]`` int64 ids).
+    """
+    log2p = log2_probs(logits)
+    entropy, varentropy = entropy_varentropy(log2p)
+    observed = log2p.gather(-1, tokens.long().unsqueeze(-1)).squeeze(-1)
+    out = {"surprisal": -observed, "entropy": entropy, "varentropy": varentropy}
+    if with_rank:
+        out["rank"] = 1 + (log2p > observed.unsqueeze(-1)).sum(-1)
+        out["greedy"] = log2p.argmax(-1)
+    return out
+
+
+def cross_stats(ref_logits: torch.Tensor, scorer_logits: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Cross statistics of a reference ``q_A`` against a scorer ``p_B``, both ``[rows, vocab]``.
+
+    ``cross_entropy`` ``c = -sum q_A log2 p_B``, ``cross_varentropy`` ``W = sum q_A (log2 p_B + c)^2``,
+    ``entropy_ref`` ``H^A`` and ``kl = c - H^A`` (all ``[rows]`` float64, bits). Where ``q_A`` puts mass
+    on a token ``p_B`` excludes, ``c`` is ``+inf``.
+    """
+    log2q = log2_probs(ref_logits)
+    log2p = log2_probs(scorer_logits)
+    q = torch.exp2(log2q)
+    support = q > 0
+    masked = torch.where(support, log2p, torch.zeros_like(log2p))
+    cross = -(q * masked).sum(-1)
+    dev = torch.where(support, masked + cross.unsqueeze(-1), torch.zeros_like(masked))
+    cross_var = (q * dev * dev).sum(-1)
+    entropy_ref, _ = entropy_varentropy(log2q)
+    return {"cross_entropy": cross, "cross_varentropy": cross_var, "entropy_ref": entropy_ref, "kl": cross - entropy_ref}
+
+
+# --- running averages over one run --------------------------------------------------------------------
+
+
+def running(surprisal, entropy, varentropy) -> dict[str, np.ndarray]:
+    """Running ``l_n, h_n, D_n, sigma_n, z_n`` (``n = 1..N``) of one run's per-token arrays.
+
+    For cross-model typicality pass the cross-entropy as ``entropy`` and the cross-varentropy as
+    ``varentropy``: then ``h_n`` is ``h^(A,B)_n`` and ``z_n`` is ``z^(A,B)_n``.
+    """
+    s = np.asarray(surprisal, dtype=np.float64)
+    h = np.asarray(entropy, dtype=np.float64)
+    v = np.asarray(varentropy, dtype=np.float64)
+    n = np.arange(1, len(s) + 1, dtype=np.float64)
+    l_n = np.cumsum(s) / n
+    h_n = np.cumsum(h) / n
+    with np.errstate(invalid="ignore"):
+        d_n = l_n - h_n
+    sigma_n = np.sqrt(np.cumsum(v)) / n
+    with np.errstate(divide="ignore", invalid="ignore"):
+        z_n = np.where(sigma_n > 0, d_n / np.where(sigma_n > 0, sigma_n, 1.0), np.nan)
+    return {"n": n.astype(np.int64), "l_n": l_n, "h_n": h_n, "D_n": d_n, "sigma_n": sigma_n, "z_n": z_n}
+
+
+def summarize(surprisal, entropy, varentropy, burn_in: int = 0) -> dict:
+    """Final ``l, h, D, sigma, z`` of one run, and the share of positions ``n > burn_in`` with
+    ``|z_n| <= 1`` and ``<= 2``. ``z_reason`` explains a NaN ``z``."""
+    r = running(surprisal, entropy, varentropy)
+    n_tokens = len(r["n"])
+    out = {"n_tokens": n_tokens, "burn_in": burn_in, "n_inf_surprisal": int(np.isinf(np.asarray(surprisal)).sum())}
+    if n_tokens == 0:
+        return out | {"l": np.nan, "h": np.nan, "D": np.nan, "sigma": np.nan, "z": np.nan,
+                      "frac_within_1sigma": np.nan, "frac_within_2sigma": np.nan, "z_reason": "no tokens"}
+    for key, name in [("l_n", "l"), ("h_n", "h"), ("D_n", "D"), ("sigma_n", "sigma"), ("z_n", "z")]:
+        out[name] = float(r[key][-1])
+    z_after = r["z_n"][burn_in:]
+    z_valid = z_after[~np.isnan(z_after)]
+    out["frac_within_1sigma"] = float(np.mean(np.abs(z_valid) <= 1)) if len(z_valid) else np.nan
+    out["frac_within_2sigma"] = float(np.mean(np.abs(z_valid) <= 2)) if len(z_valid) else np.nan
+    if out["sigma"] == 0:
+        out["z_reason"] = "zero varentropy (one-hot distributions): z undefined"
+    elif out["n_inf_surprisal"]:
+        out["z_reason"] = "a token outside the support (infinite surprisal)"
+    else:
+        out["z_reason"] = ""
+    return out

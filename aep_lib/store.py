@@ -1,0 +1,454 @@
+"""
+The run store: one folder per run, Parquet files inside, DuckDB views on top.
+
+Every run (a generation, or a scoring of a text) is one row of a runs table and its tokens are
+rows of a tokens table (one row per token, the column names of DESIGN.md section 1). On disk:
+
+    <root>/<kind>/<model>/<prompt_id>/<label>__<run_id>/run.parquet      one row
+    <root>/<kind>/<model>/<prompt_id>/<label>__<run_id>/tokens.parquet   one row per token (optional)
+    <root>/.tmp/                                                         writes in progress
+
+The folder names are for humans (sanitised to [A-Za-z0-9._=-]); the identity of a run is its
+run_id, the last "__"-separated part of its folder name. A run is written into .tmp/ first and
+renamed into place, so a reader sees a whole run or none of it. Readers never raise because of one
+bad file: a corrupt run shows up in runs() as a row with status "failed" and an error naming the
+file, and the DuckDB views leave it out.
+
+    store = RunStore("outputs/cpu/store")
+    store.write_run({"run_id": rid, "kind": "generate", "model": "smollm2-135m",
+                     "prompt_id": "p01", "label": "s3_t1.0", "status": "ok"}, tokens_df)
+    store.runs(kind="generate", status="ok")                      # pandas, one row per run
+    store.connect().sql("SELECT run_id, avg(surprisal_raw) FROM tokens GROUP BY run_id")
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import re
+import shutil
+import uuid
+from pathlib import Path
+from typing import Any, Callable, Iterable
+
+import duckdb
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+RUN_FILE = "run.parquet"
+TOKENS_FILE = "tokens.parquet"
+TMP_DIR = ".tmp"
+SEP = "__"  # between label and run_id in a run folder name
+
+_UNSAFE = re.compile(r"[^A-Za-z0-9._=-]")
+_RUN_ID = re.compile(r"[A-Za-z0-9.=-]+")  # no "_" so that "<label>__<run_id>" splits unambiguously
+_MAX_COMPONENT = 120  # characters per path component (file systems allow 255 bytes)
+_BASE_COLUMNS = ["run_id", "kind", "model", "status", "error"]  # always present in runs()
+
+
+class StoreError(Exception):
+    """A stored file cannot be read, or a run cannot be written as asked."""
+
+
+def canonical_run_id(params: dict, n: int = 16) -> str:
+    """
+    First n hex chars of sha256 over the canonical JSON of params: keys sorted at every level,
+    separators (",", ":"), floats written by repr. Same params -> same id, on any machine.
+
+    Types matter: {"temperature": 1} and {"temperature": 1.0} give different ids (JSON "1" vs
+    "1.0"), as do True and 1, and a tuple is the same as a list. Normalise params (e.g. through the
+    validated Params model) before hashing. Only JSON types are accepted (dict with str keys, list,
+    tuple, str, int, float, bool, None); anything else raises TypeError, so that an id never depends
+    on some object's str().
+    """
+    if not 1 <= n <= 64:
+        raise ValueError(f"n must be in 1..64, got {n}")
+    text = json.dumps(params, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:n]
+
+
+def sanitize(component: Any) -> str:
+    """One path component: characters outside [A-Za-z0-9._=-] become "-", no leading ".", not empty."""
+    s = _UNSAFE.sub("-", str(component))[:_MAX_COMPONENT]
+    if s == "" or s.startswith("."):
+        s = "_" + s  # never "", ".", ".." or a hidden name like ".tmp"
+    return s
+
+
+def _row_value(key: str, v: Any) -> Any:
+    """A run-row value as stored: str/int/float/bool/None as is, dict/list/tuple as a JSON string."""
+    if isinstance(v, np.generic):
+        v = v.item()
+    if v is None or isinstance(v, (str, bool, int, float)):
+        return v
+    if isinstance(v, (dict, list, tuple)):
+        return json.dumps(v, sort_keys=True, default=str)
+    if isinstance(v, os.PathLike):
+        return os.fspath(v)
+    raise TypeError(f"run[{key!r}]: cannot store a {type(v).__name__}; use str/int/float/bool/None/dict/list")
+
+
+def _read_run_file(path: Path) -> tuple[pa.Table, dict]:
+    """A run.parquet as (1-row table, row dict)."""
+    table = pq.ParquetFile(path).read(use_threads=False)
+    if table.num_rows != 1:
+        raise StoreError(f"expected 1 row, found {table.num_rows}")
+    return table, table.to_pylist()[0]
+
+
+def _tokens_schema(path: Path) -> pa.Schema:
+    """The Arrow schema in a tokens.parquet footer (reading the footer is the validity check)."""
+    return pq.read_metadata(path).schema.to_arrow_schema().remove_metadata()
+
+
+def _positive(v: Any) -> bool:
+    """True if v is a number > 0 (None, NaN and strings are not)."""
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and not math.isnan(v) and v > 0
+
+
+class RunStore:
+    """Runs and their tokens as Parquet files under one root folder (created on first write)."""
+
+    def __init__(self, root: str | os.PathLike):
+        self.root = Path(root)
+        self._index: dict[str, Path] = {}  # run_id -> run folder, refreshed on a miss
+        self._cache: dict[str, tuple[tuple, bool, Any]] = {}  # path -> (stat key, ok, value or error)
+
+    def __repr__(self) -> str:
+        return f"RunStore({str(self.root)!r})"
+
+    # ------------------------------------------------------------------ layout
+
+    def run_relpath(self, run: dict) -> Path:
+        """<kind>/<model>/<prompt_id>/<label>__<run_id>, relative to root, every part sanitised."""
+        run_id = self._check_run_id(run.get("run_id"))
+        return Path(
+            sanitize(run["kind"]),
+            sanitize(run["model"]),
+            sanitize(run.get("prompt_id") or "_"),
+            sanitize(run.get("label") or "run") + SEP + run_id,
+        )
+
+    @staticmethod
+    def _check_run_id(run_id: Any) -> str:
+        if not isinstance(run_id, str) or not _RUN_ID.fullmatch(run_id):
+            raise StoreError(f"run_id must be a non-empty str of [A-Za-z0-9.=-] (e.g. hex), got {run_id!r}")
+        return run_id
+
+    def _scan(self) -> dict[str, list[Path]]:
+        """All run folders by run_id (several only after an interrupted replace), .tmp skipped."""
+        found: dict[str, list[Path]] = {}
+
+        def subdirs(path):
+            try:
+                with os.scandir(path) as it:
+                    return sorted(e.path for e in it if e.is_dir() and not e.name.startswith("."))
+            except (FileNotFoundError, NotADirectoryError):
+                return []
+
+        for kind in subdirs(self.root):
+            for model in subdirs(kind):
+                for prompt in subdirs(model):
+                    for run_dir in subdirs(prompt):
+                        name = os.path.basename(run_dir)
+                        if SEP in name:
+                            found.setdefault(name.rsplit(SEP, 1)[1], []).append(Path(run_dir))
+        return found
+
+    @staticmethod
+    def _newest(dirs: list[Path]) -> Path:
+        """The most recently written of several folders of one run_id."""
+        def mtime(d: Path) -> int:
+            try:
+                return d.stat().st_mtime_ns
+            except FileNotFoundError:
+                return -1
+        return max(dirs, key=mtime) if len(dirs) > 1 else dirs[0]
+
+    def _refresh(self) -> dict[str, Path]:
+        """Rescan the disk; returns (and keeps) run_id -> folder, the newest folder if several."""
+        self._index = {rid: self._newest(dirs) for rid, dirs in self._scan().items()}
+        return self._index
+
+    def _find(self, run_id: str) -> Path | None:
+        """The folder of run_id: the in-memory index if still valid, else a rescan."""
+        path = self._index.get(run_id)
+        if path is not None and path.is_dir():
+            return path
+        return self._refresh().get(run_id)
+
+    def _dirs_of(self, run_id: str) -> list[Path]:
+        """Every folder holding run_id, straight from the disk."""
+        self._check_run_id(run_id)
+        return [p for p in self.root.glob(f"*/*/*/*{SEP}{run_id}") if not p.parts[-4].startswith(".")]
+
+    def _trash(self, path: Path) -> None:
+        """Take a folder out of view at once (rename into .tmp), then delete it."""
+        tmp = self.root / TMP_DIR / f"old-{path.name}-{uuid.uuid4().hex}"
+        tmp.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(path, tmp)
+        shutil.rmtree(tmp, ignore_errors=True)
+
+    # ------------------------------------------------------------------ writing
+
+    def write_run(self, run: dict, tokens: pd.DataFrame | pa.Table | None) -> Path:
+        """
+        Store one run atomically; returns its folder. Replaces any stored run with the same run_id.
+
+        run: must hold "run_id" (str of [A-Za-z0-9.=-]), "kind", "model", "status" ("ok"|"failed");
+            optional "prompt_id" and "label" name the folder. Values are str/int/float/bool/None;
+            dict/list/tuple values are stored as JSON strings; a "path" key is dropped (readers add
+            it). "n_tokens" is the number of token rows: added when tokens are given, a StoreError
+            if it says otherwise (runs() uses it to notice a lost tokens file).
+        tokens: one row per token, any columns and dtypes (float32 stays float32); a "run_id"
+            column is added if absent. None: no tokens file (e.g. a failed run).
+        """
+        for key in ("run_id", "kind", "model", "status"):
+            if key not in run:
+                raise StoreError(f"run is missing {key!r}")
+        run_id = self._check_run_id(run["run_id"])
+        if run["status"] not in ("ok", "failed"):
+            raise StoreError(f"run status must be 'ok' or 'failed', got {run['status']!r}")
+        row = {k: _row_value(k, v) for k, v in run.items() if k != "path"}
+
+        table = None
+        if tokens is not None:
+            table = tokens if isinstance(tokens, pa.Table) else pa.Table.from_pandas(tokens, preserve_index=False)
+            if "run_id" in table.column_names:
+                ids = set(table.column("run_id").to_pylist())
+                if ids - {run_id}:
+                    raise StoreError(f"tokens carry run_id {sorted(map(str, ids - {run_id}))[:3]}, expected {run_id!r}")
+            else:
+                table = table.add_column(0, "run_id", pa.array([run_id] * table.num_rows, pa.string()))
+            if row.setdefault("n_tokens", table.num_rows) != table.num_rows:
+                raise StoreError(f"run says n_tokens={row['n_tokens']} but tokens has {table.num_rows} rows")
+
+        dest = self.root / self.run_relpath(run)
+        tmp = self.root / TMP_DIR / f"{run_id}-{uuid.uuid4().hex}"
+        tmp.mkdir(parents=True)
+        try:
+            # One row: no compression or dictionary (a 1-row zstd file reads ~3x slower, for nothing).
+            pq.write_table(pa.Table.from_pylist([row]), tmp / RUN_FILE, compression="none", use_dictionary=False)
+            if table is not None:
+                pq.write_table(table, tmp / TOKENS_FILE, compression="zstd")
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            if dest.exists():  # same folder: move the old one aside first (a rename cannot overwrite a folder)
+                self._trash(dest)
+            os.replace(tmp, dest)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        for old in self._dirs_of(run_id):  # the same run_id under another label/prompt/model
+            if old != dest:
+                self._trash(old)
+        self._index[run_id] = dest
+        return dest
+
+    def delete_run(self, run_id: str) -> bool:
+        """Remove every folder of run_id; True if there was one."""
+        dirs = self._dirs_of(run_id)
+        for d in dirs:
+            self._trash(d)
+        self._index.pop(run_id, None)
+        return bool(dirs)
+
+    def clean_tmp(self) -> int:
+        """
+        Delete what interrupted writes left in <root>/.tmp; returns how many entries were removed.
+        Only call it while no other process is writing to this store (it would remove their work).
+        """
+        tmp = self.root / TMP_DIR
+        if not tmp.is_dir():
+            return 0
+        n = 0
+        for entry in tmp.iterdir():
+            if entry.is_dir() and not entry.is_symlink():
+                shutil.rmtree(entry, ignore_errors=True)
+            else:
+                entry.unlink(missing_ok=True)
+            n += 1
+        return n
+
+    # ------------------------------------------------------------------ reading
+
+    def _cached(self, path: Path, read: Callable[[Path], Any]) -> Any:
+        """read(path), memoised on (path, mtime, size, inode); errors are memoised and re-raised."""
+        st = path.stat()
+        key = (st.st_mtime_ns, st.st_size, st.st_ino)
+        hit = self._cache.get(str(path))
+        if hit is None or hit[0] != key:
+            try:
+                hit = (key, True, read(path))
+            except Exception as e:  # noqa: BLE001 - any unreadable file is reported, not raised
+                hit = (key, False, e)
+            self._cache[str(path)] = hit
+        if not hit[1]:
+            raise hit[2]
+        return hit[2]
+
+    def _tokens_problem(self, run_dir: Path, row: dict) -> str | None:
+        """Why the tokens file of a run is unusable, or None: corrupt, or missing though n_tokens > 0."""
+        path = run_dir / TOKENS_FILE
+        if not path.exists():
+            if row.get("status") == "ok" and _positive(row.get("n_tokens")):
+                return f"missing tokens file: {path} (n_tokens={row['n_tokens']})"
+            return None
+        try:
+            self._cached(path, _tokens_schema)
+        except Exception as e:  # noqa: BLE001
+            return f"corrupt tokens file: {path}: {e}"
+        return None
+
+    def _load(self, run_dir: Path) -> tuple[dict, pa.Table | None]:
+        """
+        (row, table) for one run folder. row is the stored run row plus "path"; if a file is bad,
+        status is "failed" and "error" says which file (for a corrupt run.parquet the row holds only
+        run_id, status, error, path). table is the stored 1-row table, None when a file is bad.
+        """
+        run_id = run_dir.name.rsplit(SEP, 1)[1]
+        path = run_dir / RUN_FILE
+        try:
+            table, row = self._cached(path, _read_run_file)
+        except Exception as e:  # noqa: BLE001
+            return {"run_id": run_id, "status": "failed", "error": f"corrupt run file: {path}: {e}",
+                    "path": str(run_dir)}, None
+        row = dict(row)
+        problem = self._tokens_problem(run_dir, row)
+        if problem is not None:
+            row["status"], row["error"] = "failed", problem
+        row["path"] = str(run_dir)
+        return row, table if problem is None else None
+
+    def get_run(self, run_id: str) -> dict | None:
+        """The run row of run_id as a dict (as runs() shows it, with "path"), or None if not stored."""
+        run_dir = self._find(self._check_run_id(run_id))
+        return None if run_dir is None else self._load(run_dir)[0]
+
+    def has_ok_run(self, run_id: str) -> bool:
+        """True if run_id is stored with status "ok" and its files are readable (a cache check)."""
+        row = self.get_run(run_id)
+        return row is not None and row.get("status") == "ok"
+
+    def runs(self, **filters: Any) -> pd.DataFrame:
+        """
+        One row per stored run, columns unioned over runs (missing -> NA), plus "path" (the folder).
+        Always has the columns run_id, kind, model, status, error, path. Bad files give "failed" rows.
+
+        filters: column=value keeps rows equal to value; a list/tuple/set keeps rows in it; None
+        keeps rows where the column is missing. A column no run has matches nothing.
+        """
+        rows = [self._load(d)[0] for _, d in sorted(self._refresh().items(), key=lambda kv: str(kv[1]))]
+        df = pd.DataFrame(rows)
+        for col in _BASE_COLUMNS + ["path"]:
+            if col not in df.columns:
+                df[col] = None
+        df = df[[c for c in df.columns if c != "path"] + ["path"]]
+        for col, value in filters.items():
+            if col not in df.columns:
+                keep = pd.Series(value is None, index=df.index)
+            elif value is None:
+                keep = df[col].isna()
+            elif isinstance(value, (list, tuple, set, frozenset)):
+                keep = df[col].isin(list(value))
+            else:
+                keep = df[col] == value
+            df = df[keep.fillna(False).astype(bool)]
+        return df.reset_index(drop=True)
+
+    def tokens(self, run_ids: Iterable[str] | str, columns: list[str] | None = None) -> pd.DataFrame:
+        """
+        Token rows of the given runs: runs in the order given (duplicates dropped), each sorted by
+        "position" if it has that column. columns: the columns to return ("run_id" is always added
+        first); a column some runs lack is NA for them. Raises StoreError for an unknown run_id, a
+        corrupt or missing tokens file, or a column that none of the runs has. A run stored without
+        tokens (n_tokens absent or 0, or status "failed") contributes no rows.
+        """
+        ids = [run_ids] if isinstance(run_ids, str) else list(dict.fromkeys(run_ids))
+        tables = []
+        for run_id in ids:
+            run_dir = self._find(self._check_run_id(run_id))
+            if run_dir is None:
+                raise StoreError(f"no stored run {run_id!r} in {self.root}")
+            path = run_dir / TOKENS_FILE
+            if not path.exists():
+                row, table = self._load(run_dir)
+                if table is None:  # tokens were expected (n_tokens > 0), or the run file is corrupt
+                    raise StoreError(row["error"])
+                continue
+            try:
+                pf = pq.ParquetFile(path)
+                wanted = None
+                if columns is not None:
+                    wanted = [c for c in dict.fromkeys(["run_id", *columns, "position"]) if c in pf.schema_arrow.names]
+                table = pf.read(columns=wanted)
+            except Exception as e:  # noqa: BLE001
+                raise StoreError(f"corrupt tokens file: {path}: {e}") from e
+            if "position" in table.column_names:
+                table = table.sort_by("position")
+            tables.append(table)
+        if columns is not None:
+            present = set().union(*(t.column_names for t in tables)) if tables else set()
+            missing = [c for c in columns if c not in present]
+            if tables and missing:
+                raise StoreError(f"no tokens column {missing} in runs {ids[:5]}{'...' if len(ids) > 5 else ''}")
+        if not tables:
+            return pd.DataFrame(columns=["run_id", *(c for c in (columns or []) if c != "run_id")])
+        try:
+            df = pa.concat_tables(tables, promote_options="permissive").to_pandas()
+        except pa.ArrowTypeError as e:
+            raise StoreError(f"tokens of runs {ids[:5]} have clashing column types: {e}") from e
+        if columns is not None:
+            df = df[list(dict.fromkeys(["run_id", *columns]))]
+        return df.reset_index(drop=True)
+
+    def connect(self) -> duckdb.DuckDBPyConnection:
+        """
+        A new in-memory DuckDB connection with views `runs` and `tokens` over the intact runs
+        (runs() lists the others as "failed"). A snapshot: connect again after writing.
+
+        runs:   the run rows plus "path", registered from memory (runs() has read them anyway, and
+                a query then does not reopen thousands of tiny files).
+        tokens: read_parquet over the tokens files (footers checked, memoised on path, mtime, size),
+                one scan per schema joined by UNION ALL BY NAME: what union_by_name=true gives,
+                without DuckDB reading every footer at each query. Columns a run lacks are NULL.
+        Both views exist, with no rows, in an empty store.
+        """
+        tables, paths, by_schema = [], [], {}
+        for _, run_dir in sorted(self._refresh().items(), key=lambda kv: str(kv[1])):
+            _, table = self._load(run_dir)
+            if table is None:
+                continue
+            tables.append(table)
+            paths.append(str(run_dir))
+            tok = run_dir / TOKENS_FILE
+            try:
+                if tok.exists():
+                    by_schema.setdefault(self._cached(tok, _tokens_schema), []).append(tok)
+            except Exception:  # noqa: BLE001 - changed since _load looked at it: leave it out
+                continue
+        con = duckdb.connect(":memory:")
+        empty = "SELECT NULL::VARCHAR AS run_id WHERE false"
+        if not tables:
+            con.execute(f"CREATE VIEW runs AS {empty}")
+        else:
+            try:
+                runs = pa.concat_tables(tables, promote_options="permissive")
+                con.register("runs", runs.append_column("path", pa.array(paths, pa.string())))
+            except pa.ArrowTypeError:  # one column with clashing types (int here, str there): DuckDB casts
+                files = _sql_list(Path(p) / RUN_FILE for p in paths)
+                con.execute(f"CREATE VIEW runs AS SELECT * EXCLUDE (filename), "
+                            f"regexp_replace(filename, '/{RUN_FILE}$', '') AS path FROM read_parquet("
+                            f"{files}, union_by_name=true, hive_partitioning=false, filename=true)")
+        scans = [f"SELECT * FROM read_parquet({_sql_list(files)}, hive_partitioning=false)"
+                 for files in by_schema.values()]
+        con.execute("CREATE VIEW tokens AS " + (" UNION ALL BY NAME ".join(scans) if scans else empty))
+        return con
+
+
+def _sql_list(paths: Iterable[Path]) -> str:
+    """A SQL list literal of file paths: ['a', 'b']."""
+    return "[" + ", ".join("'" + str(p).replace("'", "''") + "'" for p in paths) + "]"

@@ -1,0 +1,167 @@
+"""The statistics of DESIGN.md §1 on distributions whose answers are known by hand."""
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from aep_lib.params import Sampling
+from aep_lib.sampling import SamplingWarp, gumbel_noise, sample
+from aep_lib.stats import cross_stats, running, summarize, token_stats
+
+NEG = float("-inf")
+
+
+def logits_of(probs):
+    return torch.tensor(probs, dtype=torch.float64).log().float().unsqueeze(0)
+
+
+@pytest.mark.parametrize("k", [1, 2, 7, 1000, 49152])
+def test_uniform_over_k(k):
+    logits = torch.zeros(1, k)
+    out = token_stats(logits, torch.tensor([0]))
+    assert out["entropy"].item() == pytest.approx(math.log2(k), abs=1e-6)
+    assert out["varentropy"].item() == pytest.approx(0.0, abs=1e-6)
+    assert out["surprisal"].item() == pytest.approx(math.log2(k), abs=1e-5)
+    assert out["rank"].item() == 1  # ties do not count: nothing is strictly more probable
+
+
+def test_uniform_over_k_of_a_larger_vocabulary():
+    logits = torch.full((1, 10), NEG)
+    logits[0, [2, 5, 7, 9]] = 3.0
+    out = token_stats(logits, torch.tensor([5]))
+    assert out["entropy"].item() == pytest.approx(2.0, abs=1e-6)
+    assert out["varentropy"].item() == pytest.approx(0.0, abs=1e-6)
+    assert out["surprisal"].item() == pytest.approx(2.0, abs=1e-6)
+    outside = token_stats(logits, torch.tensor([0]))
+    assert math.isinf(outside["surprisal"].item()) and outside["surprisal"].item() > 0  # +inf, never NaN
+    assert outside["rank"].item() == 5
+
+
+def test_one_hot():
+    logits = torch.full((1, 5), NEG)
+    logits[0, 3] = 0.0
+    out = token_stats(logits, torch.tensor([3]))
+    assert out["entropy"].item() == 0.0 and out["varentropy"].item() == 0.0
+    assert out["surprisal"].item() == pytest.approx(0.0, abs=1e-7)
+    assert out["greedy"].item() == 3 and out["rank"].item() == 1
+
+
+@pytest.mark.parametrize("p", [0.5, 0.1, 0.9, 0.001])
+def test_two_point(p):
+    logits = logits_of([p, 1 - p])
+    h = -p * math.log2(p) - (1 - p) * math.log2(1 - p)
+    v = p * (1 - p) * math.log2(p / (1 - p)) ** 2
+    out = token_stats(logits, torch.tensor([0]))
+    assert out["entropy"].item() == pytest.approx(h, abs=1e-6)
+    assert out["varentropy"].item() == pytest.approx(v, abs=1e-5)
+    assert out["surprisal"].item() == pytest.approx(-math.log2(p), abs=1e-5)
+    assert out["rank"].item() == (1 if p >= 0.5 else 2)
+
+
+def test_rank_counts_strictly_greater():
+    logits = logits_of([0.4, 0.3, 0.2, 0.1])
+    out = token_stats(logits.repeat(4, 1), torch.tensor([0, 1, 2, 3]))
+    assert out["rank"].tolist() == [1, 2, 3, 4]
+    assert out["greedy"].tolist() == [0, 0, 0, 0]
+
+
+def test_cross_stats_by_hand():
+    q, p = [0.5, 0.5], [0.25, 0.75]
+    c = -0.5 * math.log2(0.25) - 0.5 * math.log2(0.75)
+    w = 0.5 * (math.log2(0.25) + c) ** 2 + 0.5 * (math.log2(0.75) + c) ** 2
+    out = cross_stats(logits_of(q), logits_of(p))
+    assert out["cross_entropy"].item() == pytest.approx(c, abs=1e-6)
+    assert out["cross_varentropy"].item() == pytest.approx(w, abs=1e-6)
+    assert out["entropy_ref"].item() == pytest.approx(1.0, abs=1e-6)
+    assert out["kl"].item() == pytest.approx(c - 1.0, abs=1e-6)
+
+
+def test_cross_stats_of_a_distribution_with_itself():
+    logits = torch.randn(3, 50)
+    own = token_stats(logits, torch.zeros(3, dtype=torch.long))
+    out = cross_stats(logits, logits)
+    assert torch.allclose(out["cross_entropy"], own["entropy"], atol=1e-5)
+    assert torch.allclose(out["cross_varentropy"], own["varentropy"], atol=1e-4)
+    assert torch.allclose(out["kl"], torch.zeros(3, dtype=torch.float64), atol=1e-9)
+
+
+def test_running_by_hand():
+    r = running([1.0, 3.0], [2.0, 2.0], [1.0, 3.0])
+    assert r["l_n"].tolist() == [1.0, 2.0]
+    assert r["D_n"].tolist() == [-1.0, 0.0]
+    assert r["sigma_n"].tolist() == pytest.approx([1.0, 1.0])
+    assert r["z_n"].tolist() == pytest.approx([-1.0, 0.0])
+
+
+def test_zero_varentropy_gives_nan_z_with_a_reason():
+    s = summarize([0.0, 0.0], [0.0, 0.0], [0.0, 0.0])
+    assert math.isnan(s["z"]) and "zero varentropy" in s["z_reason"]
+
+
+def test_summary_shares_after_burn_in():
+    # l_n = 1, 2, 5; h_n = 2; sigma_n = 1, 1, 2/3; z_n = -1, 0, 4.5: after burn-in 1, half within
+    s = summarize([1.0, 3.0, 11.0], [2.0, 2.0, 2.0], [1.0, 3.0, 0.0], burn_in=1)
+    assert s["z"] == pytest.approx(4.5)
+    assert s["frac_within_1sigma"] == pytest.approx(0.5)
+    assert s["frac_within_2sigma"] == pytest.approx(0.5)
+
+
+# --- warps -------------------------------------------------------------------------------------------
+
+
+def test_temperature_zero_is_one_hot_at_the_argmax():
+    logits = logits_of([0.1, 0.6, 0.3])
+    q = SamplingWarp(Sampling(temperature=0.0))(logits)
+    out = token_stats(q, torch.tensor([1]))
+    assert out["entropy"].item() == 0.0 and out["varentropy"].item() == 0.0 and out["surprisal"].item() == 0.0
+    assert math.isinf(token_stats(q, torch.tensor([2]))["surprisal"].item())
+
+
+@pytest.mark.parametrize("sampling", [Sampling(top_k=1), Sampling(top_p=1e-9), Sampling(temperature=0.7, top_k=1)])
+def test_degenerate_truncations_are_one_hot(sampling):
+    q = SamplingWarp(sampling)(logits_of([0.1, 0.6, 0.3]))
+    assert torch.isfinite(q).sum().item() == 1 and q.argmax().item() == 1
+
+
+def test_top_k_and_top_p_keep_the_expected_support():
+    logits = logits_of([0.05, 0.5, 0.3, 0.15])
+    q = torch.softmax(SamplingWarp(Sampling(top_k=2))(logits), -1)[0]
+    assert q.tolist() == pytest.approx([0, 0.5 / 0.8, 0.3 / 0.8, 0], abs=1e-6)
+    q = torch.softmax(SamplingWarp(Sampling(top_p=0.85))(logits), -1)[0]  # 0.5 + 0.3 < 0.85 -> keep 3
+    assert q.tolist() == pytest.approx([0, 0.5 / 0.95, 0.3 / 0.95, 0.15 / 0.95], abs=1e-6)
+
+
+def test_temperature_scales_logits():
+    logits = torch.tensor([[0.0, 1.0, 2.0]])
+    q = SamplingWarp(Sampling(temperature=0.5))(logits)
+    assert torch.allclose(torch.softmax(q, -1), torch.softmax(logits / 0.5, -1))
+
+
+def test_eos_suppression_is_part_of_q():
+    logits = logits_of([0.5, 0.25, 0.25])
+    q = SamplingWarp(Sampling(on_eos="suppress"), eos_token_ids=[0])(logits)
+    assert math.isinf(q[0, 0].item())
+    assert torch.softmax(q, -1)[0, 1:].tolist() == pytest.approx([0.5, 0.5])
+    assert SamplingWarp(Sampling(on_eos="continue"), eos_token_ids=[0]).is_identity
+
+
+# --- counter-based sampling --------------------------------------------------------------------------
+
+
+def test_noise_of_a_sequence_does_not_depend_on_its_batch():
+    alone = gumbel_noise([7], step=3, vocab_size=100)
+    batched = gumbel_noise([1, 7, 9, 7], step=3, vocab_size=100)
+    assert torch.equal(alone[0], batched[1]) and torch.equal(alone[0], batched[3])
+    assert not torch.equal(batched[0], batched[1])
+    assert not torch.equal(gumbel_noise([7], 4, 100), alone)
+
+
+def test_gumbel_max_draws_from_q():
+    probs = [0.5, 0.3, 0.15, 0.05]
+    q = logits_of(probs)
+    draws = torch.stack([sample(q, [s], step=0) for s in range(4000)]).flatten()
+    freq = torch.bincount(draws, minlength=4).double() / len(draws)
+    se = np.sqrt(np.array(probs) * (1 - np.array(probs)) / len(draws))
+    assert np.all(np.abs(freq.numpy() - probs) < 4 * se)
