@@ -48,14 +48,27 @@ def token_stats(logits: torch.Tensor, tokens: torch.Tensor, with_rank: bool = Tr
 
     Returns ``surprisal``, ``entropy``, ``varentropy`` (``[rows]`` float64, bits) and, with
     ``with_rank``, ``rank`` (``[rows]`` int64, 1 = greedy) and ``greedy`` (``[rows]`` int64 ids).
+
+    With ``y = logit - max`` and ``p = e^y / Z``: ``H = log Z - E_p[y]`` and ``V = Var_p[y]`` (nats,
+    then bits), computed in float64 with excluded tokens (``-inf``) as a huge finite negative so
+    that ``0 * y`` stays 0 without masking passes.
     """
-    log2p = log2_probs(logits)
-    entropy, varentropy = entropy_varentropy(log2p)
-    observed = log2p.gather(-1, tokens.long().unsqueeze(-1)).squeeze(-1)
-    out = {"surprisal": -observed, "entropy": entropy, "varentropy": varentropy}
+    x = logits.double()
+    top, greedy = x.max(-1, keepdim=True)
+    y = (x - top).nan_to_num_(neginf=-1e150, nan=-1e150)  # excluded tokens: p = 0, finite y
+    e = y.exp()
+    z = e.sum(-1, keepdim=True)
+    mean_y = (e * y).sum(-1, keepdim=True) / z
+    dev = y - mean_y
+    var_y = (e * dev * dev).sum(-1) / z.squeeze(-1)
+    log_z = z.log()
+    entropy = (log_z - mean_y).squeeze(-1) / LN2
+    y_obs = y.gather(-1, tokens.long().unsqueeze(-1))
+    surprisal = ((log_z - y_obs).squeeze(-1) / LN2).where(y_obs.squeeze(-1) > -1e149, torch.inf)
+    out = {"surprisal": surprisal, "entropy": entropy, "varentropy": var_y / (LN2 * LN2)}
     if with_rank:
-        out["rank"] = 1 + (log2p > observed.unsqueeze(-1)).sum(-1)
-        out["greedy"] = log2p.argmax(-1)
+        out["rank"] = 1 + (y > y_obs).sum(-1)
+        out["greedy"] = greedy.squeeze(-1)
     return out
 
 
