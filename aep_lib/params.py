@@ -64,7 +64,12 @@ class Sampling(Strict):
 
 
 class Grid(Strict):
-    """Models × prompts × seeds at one sampling setting and length."""
+    """Models × prompts × seeds × warps × lengths.
+
+    One sampling setting and length by default (``temperature``, ``top_k``, ``top_p``, ``on_eos``,
+    ``max_new_tokens``); ``warps`` (a list of mappings with those sampling keys) and ``lengths``
+    (a list of ints, or "256,1024") replace them with several.
+    """
 
     models: list[str] = Field(min_length=1)
     prompts: list[str] = Field(min_length=1)
@@ -78,11 +83,25 @@ class Grid(Strict):
     batch_size: int = Field(8, ge=1, le=4096)
     device: str = "auto"
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
+    warps: list[Sampling] | None = Field(None, min_length=1)
+    lengths: list[int] | None = Field(None, min_length=1)
 
     @field_validator("models", "prompts", mode="before")
     @classmethod
     def _comma_list(cls, v):
         return _split(v)
+
+    @field_validator("lengths", mode="before")
+    @classmethod
+    def _comma_ints(cls, v):
+        return _split(v) if isinstance(v, str) else v
+
+    @field_validator("lengths")
+    @classmethod
+    def _positive_lengths(cls, v):
+        if v is not None and any(n < 1 or n > 1_000_000 for n in v):
+            raise ValueError(f"every length must be between 1 and 1000000, got {v}")
+        return v
 
     @model_validator(mode="after")
     def _check_prompts(self):
@@ -90,6 +109,11 @@ class Grid(Strict):
         unknown = [p for p in self.prompts if p not in known]
         if unknown:
             raise ValueError(f"prompts: unknown prompt id(s) {unknown}; known: {', '.join(known)}")
+        clash = self.model_fields_set & {"temperature", "top_k", "top_p", "on_eos"} if self.warps else set()
+        if clash:
+            raise ValueError(f"give either warps or {sorted(clash)}, not both")
+        if self.lengths and "max_new_tokens" in self.model_fields_set:
+            raise ValueError("give either lengths or max_new_tokens, not both")
         return self
 
     @property
@@ -99,6 +123,16 @@ class Grid(Strict):
     @property
     def sampling(self) -> Sampling:
         return Sampling(temperature=self.temperature, top_k=self.top_k, top_p=self.top_p, on_eos=self.on_eos)
+
+    @property
+    def samplings(self) -> list[Sampling]:
+        """The warps of the grid (``warps``, or the one setting of the scalar keys)."""
+        return list(dict.fromkeys(self.warps)) if self.warps else [self.sampling]
+
+    @property
+    def all_lengths(self) -> list[int]:
+        """The lengths of the grid (``lengths``, or ``[max_new_tokens]``)."""
+        return list(dict.fromkeys(self.lengths)) if self.lengths else [self.max_new_tokens]
 
 
 # --- per-notebook schemas: the fields are exactly the names of the notebook's parameters cell ------
@@ -202,3 +236,372 @@ def prompt_text(prompt_id: str) -> str:
     if prompt_id not in prompts:
         raise ParamsError(f"unknown prompt id {prompt_id!r}; known: {', '.join(prompts)}")
     return prompts[prompt_id]
+
+
+# --- issue 5: cross-model notebooks ---------------------------------------------------------------
+
+
+def _check_variant(spec: str) -> str:
+    from .cross import Variant
+
+    Variant.parse(spec)  # ValueError with the expected syntax
+    return spec.strip()
+
+
+class CrossGridParams(NotebookParams):
+    """The source generations every cross-model notebook shares: variants × prompts × seeds × length."""
+
+    prompts: list[str] = Field(min_length=1)
+    n_seeds: int = Field(2, ge=1, le=100_000)
+    max_new_tokens: int = Field(128, ge=2, le=1_000_000)
+    on_eos: Literal["suppress", "stop", "continue"] = "suppress"
+    batch_size: int = Field(8, ge=1, le=4096)
+    device: str = "auto"
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
+
+    @field_validator("prompts", mode="before")
+    @classmethod
+    def _comma_list(cls, v):
+        return _split(v)
+
+    @field_validator("prompts")
+    @classmethod
+    def _known_prompts(cls, v):
+        known = load_prompts()
+        unknown = [p for p in v if p not in known]
+        if unknown:
+            raise ValueError(f"unknown prompt id(s) {unknown}; known: {', '.join(known)}")
+        return v
+
+    @property
+    def seeds(self) -> list[int]:
+        return list(range(self.n_seeds))
+
+
+class CrossPairParams(CrossGridParams):
+    """One ordered pair: ``source`` (A, generates) and ``scorer`` (B), as variant specs
+    ``<model>[@t<temperature>][k<top_k>][p<top_p>]``."""
+
+    source: str
+    scorer: str
+
+    @field_validator("source", "scorer")
+    @classmethod
+    def _variant(cls, v):
+        return _check_variant(v)
+
+    def pair(self):
+        from .cross import Variant
+
+        return Variant.parse(self.source, self.on_eos), Variant.parse(self.scorer, self.on_eos)
+
+
+@notebook_schema("fig02_single_sequence_divergence")
+class Fig02Params(CrossPairParams):
+    prompt: str = "p01"
+    seed: int = Field(0, ge=0)
+
+    @model_validator(mode="after")
+    def _in_grid(self):
+        if self.prompt not in self.prompts or self.seed >= self.n_seeds:
+            raise ValueError(f"prompt {self.prompt!r} / seed {self.seed} must lie in the grid "
+                             f"(prompts {self.prompts}, seeds 0..{self.n_seeds - 1})")
+        return self
+
+
+@notebook_schema("fig03_cross_scatter")
+class Fig03Params(CrossPairParams):
+    pass
+
+
+@notebook_schema("fig06_cross_entropy_histogram")
+class Fig06Params(CrossGridParams):
+    variants: list[str] = Field(min_length=1)
+    low_below: float = Field(2.0, gt=0)
+    high_above: float = Field(4.0, gt=0)
+    bins: int = Field(20, ge=2, le=500)
+
+    @field_validator("variants", mode="before")
+    @classmethod
+    def _comma_variants(cls, v):
+        return [_check_variant(s) for s in _split(v)]
+
+    @model_validator(mode="after")
+    def _regimes(self):
+        if self.low_below >= self.high_above:
+            raise ValueError(f"low_below ({self.low_below}) must be below high_above ({self.high_above})")
+        return self
+
+
+@notebook_schema("fig07_cross_running")
+class Fig07Params(CrossPairParams):
+    pass
+
+
+@notebook_schema("fig08_cross_entropy_profile")
+class Fig08Params(CrossPairParams):
+    window: int = Field(16, ge=1, le=100_000)
+
+
+@notebook_schema("fig10_entropy_vs_perplexity")
+class Fig10Params(CrossPairParams):
+    window: int = Field(16, ge=1, le=100_000)
+
+
+@notebook_schema("memorised_texts")
+class MemorisedParams(CrossGridParams):
+    models: list[str] = Field(min_length=1)
+    classics: list[str] = Field(min_length=1)
+    news_file: str = "benchmarks/fast-detect-gpt/exp_main/xsum_gpt2-xl.raw_data.json"
+    essays_file: str = "benchmarks/fast-detect-gpt/exp_main/writing_gpt2-xl.raw_data.json"
+    n_human: int = Field(4, ge=0, le=10_000)
+    window_tokens: int = Field(64, ge=8, le=100_000)
+    n_windows: int = Field(2, ge=1, le=10_000)
+    reflow: bool = True
+
+    @field_validator("models", "classics", mode="before")
+    @classmethod
+    def _comma_list2(cls, v):
+        return _split(v)
+
+    @model_validator(mode="after")
+    def _window_fits(self):
+        if self.window_tokens > self.max_new_tokens:
+            raise ValueError(f"window_tokens ({self.window_tokens}) must be at most max_new_tokens "
+                             f"({self.max_new_tokens}): the self-generated baseline needs whole windows")
+        return self
+
+
+# --- issue 6: applications notebooks ---------------------------------------------------------------
+
+
+def _comma_field(*names):
+    return field_validator(*names, mode="before")(lambda cls, v: _split(v))
+
+
+def _known_prompt_ids(v):
+    known = load_prompts()
+    unknown = [p for p in v if p not in known]
+    if unknown:
+        raise ValueError(f"unknown prompt id(s) {unknown}; known: {', '.join(known)}")
+    return v
+
+
+@notebook_schema("app_detection_benchmark")
+class DetectionBenchmarkParams(NotebookParams):
+    models: list[str] = Field(min_length=1)
+    reference: str = ""
+    datasets: list[str] = Field(min_length=1)
+    n_texts: int = Field(12, ge=0, le=100_000)
+    max_tokens: int = Field(128, ge=8, le=100_000)
+    min_k: float = Field(0.2, gt=0.0, le=1.0)
+    n_resamples: int = Field(1000, ge=10, le=1_000_000)
+    alpha: float = Field(0.05, gt=0.0, lt=1.0)
+    calib_frac: float = Field(0.5, gt=0.0, lt=1.0)
+    seed: int = Field(0, ge=0)
+    device: str = "auto"
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
+
+    _lists = _comma_field("models", "datasets")
+
+    @field_validator("datasets")
+    @classmethod
+    def _known_datasets(cls, v):
+        from .detect import BENCHMARKS
+
+        unknown = [d for d in v if d not in BENCHMARKS]
+        if unknown:
+            raise ValueError(f"unknown dataset(s) {unknown}; known: {', '.join(BENCHMARKS)}")
+        return v
+
+
+@notebook_schema("app_attribution")
+class AttributionParams(NotebookParams):
+    variants: list[str] = Field(min_length=2)
+    prompts: list[str] = Field(min_length=1)
+    n_seeds: int = Field(2, ge=1, le=100_000)
+    lengths: list[int] = Field(min_length=1)
+    batch_size: int = Field(8, ge=1, le=4096)
+    device: str = "auto"
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
+
+    _lists = _comma_field("variants", "prompts", "lengths")
+
+    @field_validator("prompts")
+    @classmethod
+    def _prompts(cls, v):
+        return _known_prompt_ids(v)
+
+    @field_validator("lengths")
+    @classmethod
+    def _lengths(cls, v):
+        if any(n < 1 or n > 100_000 for n in v):
+            raise ValueError(f"every length must be between 1 and 100000, got {v}")
+        return sorted(set(v))
+
+    @field_validator("variants")
+    @classmethod
+    def _variants(cls, v):
+        from .cross import Variant
+
+        for spec in v:
+            Variant.parse(spec)  # raises with the expected syntax
+        return v
+
+
+@notebook_schema("app_membership")
+class MembershipParams(NotebookParams):
+    models: list[str] = Field(min_length=1)
+    classics: list[str] = Field(min_length=1)
+    news_file: str = "benchmarks/fast-detect-gpt/exp_main/xsum_gpt2-xl.raw_data.json"
+    n_news: int = Field(8, ge=1, le=10_000)
+    window_tokens: int = Field(32, ge=8, le=100_000)
+    n_windows: int = Field(2, ge=1, le=10_000)
+    prompts: list[str] = Field(min_length=1)
+    n_seeds: int = Field(2, ge=1, le=100_000)
+    max_new_tokens: int = Field(64, ge=8, le=1_000_000)
+    min_k: float = Field(0.2, gt=0.0, le=1.0)
+    batch_size: int = Field(8, ge=1, le=4096)
+    device: str = "auto"
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
+
+    _lists = _comma_field("models", "classics", "prompts")
+
+    @field_validator("prompts")
+    @classmethod
+    def _prompts(cls, v):
+        return _known_prompt_ids(v)
+
+    @model_validator(mode="after")
+    def _window_fits(self):
+        if self.window_tokens > self.max_new_tokens:
+            raise ValueError(f"window_tokens ({self.window_tokens}) must be at most max_new_tokens "
+                             f"({self.max_new_tokens}): the self-generated baseline needs whole windows")
+        return self
+
+
+@notebook_schema("app_sampling_sensitivity")
+class SamplingSensitivityParams(NotebookParams):
+    models: list[str] = Field(min_length=1)
+    scorers: list[str] = Field(min_length=2)
+    settings: list[str] = Field(min_length=1)
+    prompts: list[str] = Field(min_length=1)
+    n_seeds: int = Field(2, ge=1, le=100_000)
+    max_new_tokens: int = Field(64, ge=8, le=1_000_000)
+    batch_size: int = Field(8, ge=1, le=4096)
+    device: str = "auto"
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
+
+    _lists = _comma_field("models", "scorers", "settings", "prompts")
+
+    @field_validator("prompts")
+    @classmethod
+    def _prompts(cls, v):
+        return _known_prompt_ids(v)
+
+    @field_validator("settings")
+    @classmethod
+    def _settings(cls, v):
+        from .cross import Variant
+
+        for spec in v:
+            Variant.parse(f"m@{spec}")  # t<temperature>, k<top_k>, p<top_p>, combined: t0.7p0.9
+        return v
+
+
+# --- issue 4: self-convergence notebooks ---
+
+
+class SelfGridParams(NotebookParams):
+    """The generation grid shared by the self-convergence notebooks (``aep_lib.figures``).
+
+    ``models × prompts × n_seeds`` at temperature 1 without truncation (``q = p``), plus the same
+    models and prompts with ``n_seeds_truncated`` seeds at ``top_p`` (``q != p``). Notebooks with
+    equal grid values share their runs in the store.
+    """
+
+    models: list[str] = Field(min_length=1)
+    prompts: list[str] = Field(min_length=1)
+    n_seeds: int = Field(4, ge=1, le=100_000)
+    n_seeds_truncated: int = Field(2, ge=1, le=100_000)
+    top_p: float = Field(0.9, gt=0.0, lt=1.0)
+    max_new_tokens: int = Field(256, ge=2, le=1_000_000)
+    batch_size: int = Field(16, ge=1, le=4096)
+    device: str = "auto"
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
+
+    @field_validator("models", "prompts", mode="before")
+    @classmethod
+    def _comma_list(cls, v):
+        return _split(v)
+
+    @model_validator(mode="after")
+    def _check_grid(self):
+        for key in ("models", "prompts"):
+            values = getattr(self, key)
+            if len(set(values)) != len(values):
+                raise ValueError(f"{key}: repeated entries in {values}")
+        known = load_prompts()
+        unknown = [p for p in self.prompts if p not in known]
+        if unknown:
+            raise ValueError(f"prompts: unknown prompt id(s) {unknown}; known: {', '.join(known)}")
+        return self
+
+
+class OneModelGridParams(SelfGridParams):
+    """A grid notebook that shows one of its models (``model``; empty: the first of ``models``)."""
+
+    model: str = ""
+
+    @model_validator(mode="after")
+    def _check_model(self):
+        if self.model and self.model not in self.models:
+            raise ValueError(f"model: {self.model!r} is not one of models {self.models}")
+        return self
+
+    @property
+    def shown_model(self) -> str:
+        return self.model or self.models[0]
+
+
+@notebook_schema("fig01_self_convergence")
+class Fig01Params(SelfGridParams):
+    pass
+
+
+@notebook_schema("fig04_final_differences")
+class Fig04Params(OneModelGridParams):
+    pass
+
+
+@notebook_schema("fig05_convergence_all_models")
+class Fig05Params(SelfGridParams):
+    pass
+
+
+@notebook_schema("fig09_diagnostics")
+class Fig09Params(OneModelGridParams):
+    pass
+
+
+@notebook_schema("fig12_prompt_scatter")
+class Fig12Params(SelfGridParams):
+    """One figure per prompt id (Figs 12-15): ``prompt`` must be one of ``prompts``."""
+
+    prompt: str = "p01"
+
+    @model_validator(mode="after")
+    def _check_prompt(self):
+        if self.prompt not in self.prompts:
+            raise ValueError(f"prompt: {self.prompt!r} is not one of prompts {self.prompts}")
+        return self
+
+
+@notebook_schema("length_scaling")
+class LengthScalingParams(SelfGridParams):
+    pass
+
+
+@notebook_schema("typical_set_size")
+class TypicalSetParams(SelfGridParams):
+    pass

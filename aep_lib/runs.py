@@ -1,9 +1,10 @@
 """Runs: from parameters to stored generations, and back to statistics.
 
-``ensure_generations`` expands models × prompts × seeds at one sampling setting into run specs,
-skips those already stored (status ok), generates the rest batched per model (one load, sequences
-batched) and writes each run atomically. ``generation_runs`` / ``run_summaries`` /
-``running_stats`` are the query side the notebooks use.
+``plan_generations`` expands models × prompts × seeds × warps × lengths into run specs, skips those
+already stored (status ok) and groups the rest into model-batches; ``execute_batch`` runs one of them
+(one model load, the sequences batched) and writes each run atomically. ``ensure_generations`` (one
+warp, one length) and ``ensure_grid`` (a ``params.Grid``, local or on Ray) put the two together.
+``run_summaries`` / ``running_stats`` are the query side the notebooks use.
 """
 
 from __future__ import annotations
@@ -15,9 +16,11 @@ import platform
 import subprocess
 import time
 import traceback
+from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
+from tqdm.auto import tqdm
 
 from .params import Sampling, prompt_text
 from .paths import project_root
@@ -95,6 +98,144 @@ def _summary_columns(tokens: pd.DataFrame) -> dict:
     return out
 
 
+@dataclass(frozen=True)
+class GenerationBatch:
+    """One model-batch: up to ``batch_size`` runs sharing a model, a sampling setting and a length.
+
+    The unit of execution: one process loads ``model`` once and generates ``specs`` in one batch
+    (``aep run --executor ray`` makes one Ray task of each).
+    """
+
+    model: str
+    sampling: Sampling
+    max_new_tokens: int
+    specs: tuple[dict, ...]
+
+    @property
+    def run_ids(self) -> list[str]:
+        return [s["run_id"] for s in self.specs]
+
+
+@dataclass
+class GenerationPlan:
+    """A grid expanded into run specs, and the missing ones grouped into model-batches."""
+
+    specs: list[dict]
+    batches: list[GenerationBatch]
+
+    @property
+    def n_missing(self) -> int:
+        return sum(len(b.specs) for b in self.batches)
+
+
+def stored_ok(store: RunStore, run_ids) -> set[str]:
+    """The subset of ``run_ids`` stored with status ok, with one scan of the store.
+
+    (``has_ok_run`` rescans the disk on every miss: one call per missing run of a large grid
+    would rescan it once per run.)
+    """
+    index = store._refresh()
+    return {rid for rid in run_ids if rid in index and store.has_ok_run(rid)}
+
+
+def plan_generations(
+    store: RunStore,
+    models: list[str],
+    prompt_ids: list[str],
+    seeds: list[int],
+    samplings: list[Sampling],
+    lengths: list[int],
+    batch_size: int = 8,
+    device: str = "auto",
+    dtype: str = "auto",
+) -> GenerationPlan:
+    """Expand models × prompts × seeds × warps × lengths into run specs; batch the missing ones.
+
+    Batches never mix models, warps or lengths; within one, runs are sorted by prompt length then
+    seed (similar prompts pad less) and cut into ``batch_size`` sequences.
+    """
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+    dtype_name = resolved_dtype(device, dtype)
+    texts = {p: prompt_text(p) for p in dict.fromkeys(prompt_ids)}
+    specs = [generation_spec(m, p, s, w, n, dtype_name, prompt=texts[p])
+             for m in models for w in samplings for n in lengths for p in prompt_ids for s in seeds]
+    done = stored_ok(store, [s["run_id"] for s in specs])
+    batches, seen = [], set()
+    for model in dict.fromkeys(models):
+        for sampling in dict.fromkeys(samplings):
+            for n in dict.fromkeys(lengths):
+                todo = [s for s in specs if s["model"] == model and s["max_new_tokens"] == n
+                        and s["run_id"] not in done and s["run_id"] not in seen
+                        and all(s[k] == v for k, v in sampling.as_dict().items())]
+                seen.update(s["run_id"] for s in todo)
+                todo.sort(key=lambda s: (len(s["prompt_text"]), s["seed"]))
+                for a in range(0, len(todo), batch_size):
+                    batches.append(GenerationBatch(model, sampling, int(n), tuple(todo[a : a + batch_size])))
+    return GenerationPlan(specs=specs, batches=batches)
+
+
+def execute_batch(
+    store: RunStore,
+    batch: GenerationBatch,
+    device: str = "auto",
+    dtype: str = "auto",
+    progress: bool = True,
+    on_written=None,
+) -> list[tuple[str, str]]:
+    """Generate one model-batch and write each of its runs atomically; ``[(run_id, status)]``.
+
+    Idempotent: runs already stored ok are skipped, so a batch that is re-executed after a crash
+    (a retried Ray task) writes each run exactly once. A batch whose generation raises is stored
+    as failed runs with the error. ``on_written(run_id)`` is called after each write.
+    """
+    from .generate import generate
+
+    done = stored_ok(store, batch.run_ids)
+    specs = [s for s in batch.specs if s["run_id"] not in done]
+    out = [(rid, "ok") for rid in batch.run_ids if rid in done]
+    if not specs:
+        return out
+    model, tokenizer = cached_model(batch.model, device, dtype)
+    started = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+    t0 = time.perf_counter()
+    try:
+        results = generate(model, tokenizer, [s["prompt_text"] for s in specs], [s["seed"] for s in specs],
+                           batch.sampling, batch.max_new_tokens, progress=progress)
+        error = None
+    except Exception as err:  # stored as failed runs; the grid goes on
+        results, error = [None] * len(specs), f"{type(err).__name__}: {err}\n{traceback.format_exc(limit=3)}"
+    elapsed = time.perf_counter() - t0
+    for spec, res in zip(specs, results):
+        row = spec | model.aep_identity | provenance() | {
+            "model": batch.model, "started_at": started, "elapsed_s": elapsed, "batch_size": len(specs),
+        }
+        if res is None:
+            store.write_run(row | {"status": "failed", "error": error}, None)
+        else:
+            n = len(res.token_ids)
+            row |= {"status": "ok", "error": None, "n_prompt_tokens": len(res.prompt_ids), "n_tokens": n,
+                    "stop_reason": res.stop_reason, "text": res.text,
+                    "tokens_per_s": len(specs) * batch.max_new_tokens / elapsed if elapsed else None}
+            row |= _summary_columns(res.tokens)
+            store.write_run(row, res.tokens)
+        out.append((spec["run_id"], row["status"]))
+        if on_written is not None:
+            on_written(spec["run_id"])
+    return out
+
+
+def execute_local(store: RunStore, plan: GenerationPlan, device: str = "auto", dtype: str = "auto",
+                  progress: bool = True) -> None:
+    """Run a plan's batches one after the other in this process, with a progress bar over the grid."""
+    bar = tqdm(total=len(plan.specs), initial=len(plan.specs) - plan.n_missing, unit="run", desc="grid",
+               disable=not progress or not plan.batches)
+    with bar:
+        for batch in plan.batches:
+            execute_batch(store, batch, device, dtype, progress=progress)
+            bar.update(len(batch.specs))
+
+
 def ensure_generations(
     store: RunStore,
     models: list[str],
@@ -112,43 +253,30 @@ def ensure_generations(
     Stored ok runs are reused, missing or failed ones are generated, ``batch_size`` sequences at a
     time per model. A batch that raises is stored as failed runs (with the error) and the others go on.
     """
-    from .generate import generate
+    plan = plan_generations(store, models, prompt_ids, seeds, [sampling], [max_new_tokens], batch_size, device, dtype)
+    execute_local(store, plan, device, dtype, progress=progress)
+    return store.runs(run_id=[s["run_id"] for s in plan.specs])
 
-    dtype_name = resolved_dtype(device, dtype)
-    specs = [generation_spec(m, p, s, sampling, max_new_tokens, dtype_name)
-             for m in models for p in prompt_ids for s in seeds]
-    missing = [s for s in specs if not store.has_ok_run(s["run_id"])]
-    for model_name in models:
-        todo = sorted((s for s in missing if s["model"] == model_name), key=lambda s: (len(s["prompt_text"]), s["seed"]))
-        if not todo:
-            continue
-        model, tokenizer = cached_model(model_name, device, dtype)
-        for start in range(0, len(todo), batch_size):
-            batch = todo[start : start + batch_size]
-            started = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
-            t0 = time.perf_counter()
-            try:
-                results = generate(model, tokenizer, [s["prompt_text"] for s in batch], [s["seed"] for s in batch],
-                                   sampling, max_new_tokens, progress=progress)
-                error = None
-            except Exception as err:  # stored as failed runs; the grid goes on
-                results, error = [None] * len(batch), f"{type(err).__name__}: {err}\n{traceback.format_exc(limit=3)}"
-            elapsed = time.perf_counter() - t0
-            for spec, res in zip(batch, results):
-                row = spec | model.aep_identity | provenance() | {
-                    "model": model_name, "started_at": started, "elapsed_s": elapsed, "batch_size": len(batch),
-                }
-                if res is None:
-                    store.write_run(row | {"status": "failed", "error": error}, None)
-                    continue
-                n = len(res.token_ids)
-                row |= {"status": "ok", "error": None, "n_prompt_tokens": len(res.prompt_ids), "n_tokens": n,
-                        "stop_reason": res.stop_reason, "text": res.text,
-                        "tokens_per_s": len(batch) * max_new_tokens / elapsed if elapsed else None}
-                row |= _summary_columns(res.tokens)
-                store.write_run(row, res.tokens)
-    runs = store.runs(run_id=[s["run_id"] for s in specs])
-    return runs
+
+def ensure_grid(store: RunStore, grid, executor: str = "local", address: str | None = None,
+                progress: bool = True, **ray_options) -> pd.DataFrame:
+    """Every run of a ``params.Grid`` (models × prompts × seeds × warps × lengths) in ``store``.
+
+    ``executor``: ``local`` (this process, batch after batch) or ``ray`` (one Ray task per
+    model-batch on the cluster at ``address``, a local Ray instance when None; see
+    ``aep_lib.distributed``). Returns the grid's run rows.
+    """
+    plan = plan_generations(store, grid.models, grid.prompts, grid.seeds, grid.samplings, grid.all_lengths,
+                            grid.batch_size, grid.device, grid.dtype)
+    if executor == "local":
+        execute_local(store, plan, grid.device, grid.dtype, progress=progress)
+    elif executor == "ray":
+        from .distributed import execute_ray
+
+        execute_ray(store, plan, grid.device, grid.dtype, address=address, progress=progress, **ray_options)
+    else:
+        raise ValueError(f"unknown executor {executor!r}; available: local, ray")
+    return store.runs(run_id=[s["run_id"] for s in plan.specs])
 
 
 # --- the query side ----------------------------------------------------------------------------------

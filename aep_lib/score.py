@@ -40,8 +40,13 @@ def context_window(model) -> int:
     return int(getattr(model.config, "max_position_embeddings", 0) or 2048)
 
 
-def _stats_rows(logits, targets, warp, record_samp, row_block):
-    """Statistics of ``[rows, vocab]`` logits in row blocks (bounded temporaries)."""
+def _stats_rows(logits, targets, warp, record_samp, row_block, ref_logits=None, ref_warp=None, cross_warp=None):
+    """Statistics of ``[rows, vocab]`` logits in row blocks (bounded temporaries).
+
+    With ``ref_logits`` (``[rows, vocab]``, the reference's raw logits at the same positions; the
+    scorer's own ``logits`` for a self-reference) also the cross statistics of ``ref_warp(ref_logits)``
+    against this model's raw ``p`` (``cross_warp`` None) or its warped ``q`` (``cross_warp``).
+    """
     parts = []
     for a in range(0, logits.shape[0], row_block):
         block, tgt = logits[a : a + row_block].float(), targets[a : a + row_block]
@@ -50,10 +55,14 @@ def _stats_rows(logits, targets, warp, record_samp, row_block):
             "surprisal_raw": raw["surprisal"], "entropy_raw": raw["entropy"],
             "varentropy_raw": raw["varentropy"], "rank_raw": raw["rank"], "greedy_id": raw["greedy"],
         }  # fmt: skip
+        warped = warp(block) if record_samp or cross_warp is not None else None
         if record_samp:
-            samp = token_stats(warp(block), tgt, with_rank=False)
+            samp = token_stats(warped, tgt, with_rank=False)
             row |= {"surprisal_samp": samp["surprisal"], "entropy_samp": samp["entropy"],
                     "varentropy_samp": samp["varentropy"]}
+        if ref_logits is not None:
+            ref_block = ref_logits[a : a + row_block].float()
+            row |= cross_stats(ref_warp(ref_block), warped if cross_warp is not None else block)
         parts.append({k: v.cpu() for k, v in row.items()})
     return {k: torch.cat([p[k] for p in parts]) for k in parts[0]}
 
@@ -117,6 +126,8 @@ def score_ids(
     row_block: int = 64,
     reference=None,
     reference_sampling: Sampling | None = None,
+    cross_with: str = "raw",
+    reference_eos_token_ids: list[int] | None = None,
 ) -> pd.DataFrame:
     """Per-token statistics of ``input_ids[first_scored:]`` given everything before.
 
@@ -125,31 +136,46 @@ def score_ids(
     With a ``reference`` model on the same vocabulary (the joint pass of DESIGN.md §1), also
     ``entropy_ref``, ``cross_entropy``, ``cross_varentropy`` and ``kl`` of the reference's ``q_A``
     (its raw ``p_A`` warped by ``reference_sampling``) against this model's ``p``.
+
+    ``reference="self"`` (or the scoring model itself): A and B are one network with different warps,
+    ``q_A = warp_A(p)`` and ``p_B = p`` from ONE forward pass. ``cross_with="samp"`` compares ``q_A``
+    with this model's sampling distribution ``q_B = warp(p)`` (needs ``sampling``) instead of its raw
+    ``p``: then ``surprisal_samp``, ``cross_entropy`` and ``cross_varentropy`` give ``z^(A,B)`` of a
+    scorer that is itself a decoding variant. ``reference_eos_token_ids``: the end-of-text ids of the
+    reference's warps (default ``eos_token_ids``).
     """
     ids = torch.as_tensor(list(input_ids), dtype=torch.long)
     if not 0 <= first_scored <= len(ids):
         raise ScoringError(f"first_scored={first_scored} outside the text of {len(ids)} tokens")
     max_context = max_context or context_window(model)
     warp = SamplingWarp(sampling, eos_token_ids) if sampling is not None else None
-    ref_warp = SamplingWarp(reference_sampling or Sampling(on_eos="continue"), eos_token_ids)
-    if reference is not None:
+    ref_eos = eos_token_ids if reference_eos_token_ids is None else reference_eos_token_ids
+    ref_warp = SamplingWarp(reference_sampling or Sampling(on_eos="continue"), ref_eos)
+    if cross_with not in ("raw", "samp"):
+        raise ScoringError(f"cross_with must be 'raw' or 'samp', got {cross_with!r}")
+    if cross_with == "samp" and warp is None:
+        raise ScoringError("cross_with='samp' compares against this model's sampling distribution: pass sampling=")
+    if isinstance(reference, str) and reference != "self":
+        raise ScoringError(f"reference must be a model or 'self', got {reference!r}")
+    self_reference = reference is model or (isinstance(reference, str) and reference == "self")
+    if reference is not None and not self_reference:
         check_same_vocabulary(model, reference)
         max_context = min(max_context, context_window(reference))
     ref_spans = (
-        _forward_spans(reference, ids, first_scored, chunk_size, max_context, stride) if reference is not None else None
+        _forward_spans(reference, ids, first_scored, chunk_size, max_context, stride)
+        if reference is not None and not self_reference else None
     )
+    cross_warp = warp if cross_with == "samp" else None
     parts = []
     for targets, logits, ctx in _forward_spans(model, ids, first_scored, chunk_size, max_context, stride):
         tgt_ids = ids[targets].to(logits.device)
-        part = _stats_rows(logits, tgt_ids, warp, warp is not None, row_block)
-        part |= {"target_index": targets, "token_id": ids[targets], "ctx_len": ctx}
-        if ref_spans is not None:
+        ref_logits = None
+        if self_reference:
+            ref_logits = logits
+        elif ref_spans is not None:
             _, ref_logits, _ = next(ref_spans)
-            crosses = [
-                cross_stats(ref_warp(ref_logits[a : a + row_block].float()), logits[a : a + row_block].float())
-                for a in range(0, logits.shape[0], row_block)
-            ]
-            part |= {k: torch.cat([c[k] for c in crosses]).cpu() for k in crosses[0]}
+        part = _stats_rows(logits, tgt_ids, warp, warp is not None, row_block, ref_logits, ref_warp, cross_warp)
+        part |= {"target_index": targets, "token_id": ids[targets], "ctx_len": ctx}
         parts.append(part)
     if not parts:
         return pd.DataFrame(columns=["position", "token_id", "ctx_len", "surprisal_raw"])
@@ -205,14 +231,22 @@ def score_text(
     chunk_size: int = 256,
     stride: int | None = None,
     max_context: int | None = None,
+    reference=None,
+    reference_sampling: Sampling | None = None,
+    cross_with: str = "raw",
 ) -> ScoredText:
-    """Score ``continuation`` after ``prompt`` (prompt masked out); see ``score_ids`` for the columns."""
+    """Score ``continuation`` after ``prompt`` (prompt masked out); see ``score_ids`` for the columns.
+
+    ``reference`` (a model on this tokenizer's vocabulary, or "self") adds the cross statistics as in
+    ``score_ids``; a reference with another vocabulary raises ``ScoringError`` ("vocabulary mismatch").
+    """
     ids, first, n_bytes = tokenize_with_prompt(tokenizer, prompt, continuation)
     if first >= len(ids):
         raise ScoringError("nothing to score: the continuation is empty after tokenization")
     df = score_ids(
         model, ids, first, sampling=sampling, eos_token_ids=eos_ids(tokenizer, model), chunk_size=chunk_size,
-        stride=stride, max_context=max_context,
+        stride=stride, max_context=max_context, reference=reference, reference_sampling=reference_sampling,
+        cross_with=cross_with,
     )
     df.insert(2, "token_text", [tokenizer.decode([t]) for t in df["token_id"].tolist()])
     bpb = float(df["surprisal_raw"].sum() / n_bytes) if n_bytes else float("nan")

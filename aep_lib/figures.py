@@ -1,0 +1,230 @@
+"""Shared computations of the self-convergence notebooks (issue 4): one generation grid, its tables.
+
+Every self-convergence notebook draws on the same grid, so its runs are generated once and reused:
+
+- the **main** setting: temperature 1, no truncation (``q = p``, up to the suppressed end-of-text
+  token, a warp of its own: DESIGN.md §1), ``models × prompts × n_seeds``;
+- the **truncated** contrast: the same models and prompts at ``top_p < 1`` (``q != p``),
+  ``n_seeds_truncated`` seeds each. Under its ``q`` the text is typical; under the raw ``p`` it is
+  over-typical (``l_n`` below ``h_n``, ``z_n`` large and negative): DESIGN.md §1.
+
+The tables are tidy (one row per run, or per run and position) and use the names of DESIGN.md §1:
+``l, h, D, sigma, z`` (final values) and ``l_n, h_n, D_n, sigma_n, z_n`` (running values), all bits.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+
+from .params import Sampling
+from .runs import ensure_generations, run_summaries, running_stats
+from .store import RunStore
+
+MAIN = "main"  # setting label of the untruncated grid (q = p)
+TRUNCATED = "truncated"  # setting label of the top-p contrast (q != p)
+
+
+# --- the shared grid ------------------------------------------------------------------------------
+
+
+def grid_settings(top_p: float, temperature: float = 1.0) -> dict[str, Sampling]:
+    """The two sampling settings of the grid: ``main`` (no truncation) and ``truncated`` (top-p)."""
+    return {MAIN: Sampling(temperature=temperature),
+            TRUNCATED: Sampling(temperature=temperature, top_p=top_p)}
+
+
+def ensure_self_grid(store: RunStore, P, progress: bool = False) -> pd.DataFrame:
+    """Generate what is missing of the grid described by notebook params ``P``; return its run rows.
+
+    ``P`` needs ``models, prompts, n_seeds, n_seeds_truncated, top_p, max_new_tokens, batch_size,
+    device, dtype``. The rows carry a ``setting`` column (``main`` or ``truncated``); a setting with
+    0 seeds is skipped. Failed runs raise: a figure drawn from part of its grid would mislead.
+    """
+    frames = []
+    for setting, sampling in grid_settings(P.top_p).items():
+        n_seeds = P.n_seeds if setting == MAIN else P.n_seeds_truncated
+        if n_seeds == 0:
+            continue
+        runs = ensure_generations(store, P.models, P.prompts, list(range(n_seeds)), sampling, P.max_new_tokens,
+                                  batch_size=P.batch_size, device=P.device, dtype=P.dtype, progress=progress)
+        frames.append(runs.assign(setting=setting))
+    runs = pd.concat(frames, ignore_index=True)
+    bad = runs[runs["status"] != "ok"]
+    if len(bad):
+        raise RuntimeError(f"{len(bad)} run(s) of the grid failed; first error: {bad['error'].iloc[0]}")
+    expected = sum(len(P.models) * len(P.prompts) * n for n in (P.n_seeds, P.n_seeds_truncated))
+    if len(runs) != expected:
+        raise RuntimeError(f"the grid has {len(runs)} runs, expected {expected}")
+    order = {m: i for i, m in enumerate(P.models)}
+    runs = runs.assign(_m=runs["model"].map(order)).sort_values(["_m", "setting", "prompt_id", "seed"])
+    return runs.drop(columns="_m").reset_index(drop=True)
+
+
+def describe_grid(runs: pd.DataFrame) -> str:
+    """One line: how many runs of which models, prompts, seeds and lengths the grid holds."""
+    parts = []
+    for setting, g in runs.groupby("setting", sort=False):
+        warp = "q = p" if setting == MAIN else f"top-p {g['top_p'].iloc[0]:g}"
+        parts.append(f"{setting} ({warp}): {len(g)} runs = {g['model'].nunique()} models x "
+                     f"{g['prompt_id'].nunique()} prompts x {g['seed'].nunique()} seeds")
+    lengths = sorted(set(int(n) for n in runs["max_new_tokens"]))
+    return "; ".join(parts) + f"; {', '.join(map(str, lengths))} tokens each"
+
+
+def final_table(store: RunStore, runs: pd.DataFrame, burn_in: int = 0) -> pd.DataFrame:
+    """One row per (run, dist): final ``l, h, D, sigma, z`` and shares within ±1σ/±2σ, with ``setting``."""
+    out = run_summaries(store, runs, burn_in=burn_in)
+    return out.merge(runs[["run_id", "setting"]], on="run_id", how="left")
+
+
+def running_table(store: RunStore, runs: pd.DataFrame, dist: str = "samp") -> pd.DataFrame:
+    """Running ``l_n, h_n, D_n, sigma_n, z_n`` of ``runs`` with their ``model, prompt_id, seed, setting``."""
+    out = running_stats(store, runs["run_id"].tolist(), dist=dist)
+    meta = runs[["run_id", "model", "prompt_id", "seed", "setting"]]
+    return out.merge(meta, on="run_id", how="left").assign(dist=dist)
+
+
+# --- final-value tables -----------------------------------------------------------------------------
+
+
+def share_table(finals: pd.DataFrame, by=("model", "setting", "dist")) -> pd.DataFrame:
+    """Per group: ``n_runs``, share of runs with final ``|z| <= 1`` and ``<= 2``, mean ``z`` and ``D``.
+
+    NaN ``z`` (undefined, see DESIGN.md §1) count as runs but never as within a bound.
+    """
+    by = list(by)
+
+    def shares(g: pd.DataFrame) -> pd.Series:
+        z = g["z"].to_numpy(dtype=float)
+        within = np.abs(np.nan_to_num(z, nan=np.inf))
+        return pd.Series({"n_runs": len(g), "share_z1": float(np.mean(within <= 1)),
+                          "share_z2": float(np.mean(within <= 2)), "mean_z": float(np.nanmean(z)) if len(g) else np.nan,
+                          "mean_D": float(g["D"].mean())})
+
+    rows = [dict(zip(by, key if isinstance(key, tuple) else (key,))) | shares(g).to_dict()
+            for key, g in finals.groupby(by, sort=False)]
+    out = pd.DataFrame(rows)
+    if len(out):
+        out["n_runs"] = out["n_runs"].astype(int)
+    return out
+
+
+def share_within_after(z_n, bound: float, burn_in: int = 0) -> float:
+    """Share of the positions after the first ``burn_in`` of one run with ``|z_n| <= bound`` (NaN: outside)."""
+    z = np.asarray(z_n, dtype=float)[burn_in:]
+    return float(np.mean(np.abs(np.nan_to_num(z, nan=np.inf)) <= bound)) if len(z) else float("nan")
+
+
+# --- length scaling ---------------------------------------------------------------------------------
+
+
+def log_grid(n_max: int, points: int = 40, n_min: int = 1) -> np.ndarray:
+    """About ``points`` distinct integers from ``n_min`` to ``n_max``, evenly spaced on a log axis."""
+    if n_max < n_min:
+        return np.array([], dtype=np.int64)
+    grid = np.unique(np.round(np.geomspace(n_min, n_max, points)).astype(np.int64))
+    return grid
+
+
+def length_scaling(running: pd.DataFrame, ns=None, group: str | list[str] | None = "prompt_id") -> pd.DataFrame:
+    """How the running statistics of many runs behave against length ``n``.
+
+    ``running``: columns ``run_id, n, l_n, D_n, sigma_n, z_n`` (and ``group`` if given); runs shorter
+    than some ``n`` simply drop out there. ``ns``: the lengths to tabulate (default every ``n``).
+    Returns one row per ``n``:
+
+    - ``n_runs``; ``share_z1`` / ``share_z2``: share of runs with ``|z_n| <= 1`` / ``<= 2`` (NaN z: outside);
+    - ``var_l``: variance (ddof 1) of ``l_n`` across runs, pooled within ``group`` (a column or list of
+      columns: runs of different prompts converge to different entropy rates, a spread that does not
+      shrink with ``n``; the pooled variance is ``sum of squared deviations from the group means /
+      (runs - groups)``); ``None``: across all runs;
+    - ``var_D``: variance (ddof 1) of ``D_n`` across all runs; ``mean_sigma2``: mean of ``sigma_n²``,
+      what the martingale CLT predicts ``var_D`` to be (both about ``const / n``).
+    """
+    df = running if ns is None else running[running["n"].isin(np.asarray(ns))]
+    rows = []
+    for n, g in df.groupby("n", sort=True):
+        z = np.abs(np.nan_to_num(g["z_n"].to_numpy(dtype=float), nan=np.inf))
+        if group is None:
+            var_l = g["l_n"].var(ddof=1)
+        else:
+            keys = [group] if isinstance(group, str) else list(group)
+            dev = g["l_n"] - g.groupby(keys)["l_n"].transform("mean")
+            dof = len(g) - g.groupby(keys).ngroups
+            var_l = float((dev**2).sum() / dof) if dof > 0 else np.nan
+        rows.append({"n": int(n), "n_runs": len(g), "share_z1": float(np.mean(z <= 1)),
+                     "share_z2": float(np.mean(z <= 2)), "var_l": float(var_l),
+                     "var_D": float(g["D_n"].var(ddof=1)) if len(g) > 1 else np.nan,
+                     "mean_sigma2": float(np.mean(g["sigma_n"].to_numpy(dtype=float) ** 2))})
+    return pd.DataFrame(rows, columns=["n", "n_runs", "share_z1", "share_z2", "var_l", "var_D", "mean_sigma2"])
+
+
+def loglog_slope(x, y) -> float:
+    """Least-squares slope of ``log y`` against ``log x`` over the finite, positive pairs (NaN if < 2)."""
+    x, y = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
+    ok = np.isfinite(x) & np.isfinite(y) & (x > 0) & (y > 0)
+    if ok.sum() < 2:
+        return float("nan")
+    return float(np.polyfit(np.log(x[ok]), np.log(y[ok]), 1)[0])
+
+
+def inverse_n_reference(n, y, anchor: str = "last") -> np.ndarray:
+    """``c / n`` through the point of ``(n, y)`` at its ``anchor`` (``last`` or ``first`` finite point)."""
+    n, y = np.asarray(n, dtype=float), np.asarray(y, dtype=float)
+    ok = np.flatnonzero(np.isfinite(y) & (y > 0))
+    if not len(ok):
+        return np.full_like(n, np.nan)
+    i = ok[-1] if anchor == "last" else ok[0]
+    return y[i] * n[i] / n
+
+
+# --- typical-set size ---------------------------------------------------------------------------------
+
+
+def typical_set_table(running: pd.DataFrame, vocab_sizes: dict[str, int], ns=None) -> pd.DataFrame:
+    """Log-size of the typical set against that of all token strings, per model and length ``n``.
+
+    ``running``: columns ``model, n, h_n`` (any number of runs); ``vocab_sizes``: model -> ``V``.
+    One row per (model, n): ``n_runs``, ``h_n`` (mean over runs, bits/token) and its range over runs
+    ``h_n_min, h_n_max``, ``log2_typical`` =
+    ``n·h_n`` (the typical set holds about ``2^(n h_n)`` strings), ``log2_all`` = ``n·log2 V``,
+    and ``log2_fraction`` = their difference (≤ 0: the typical set is a ``2^log2_fraction`` share).
+    """
+    df = running if ns is None else running[running["n"].isin(np.asarray(ns))]
+    missing = sorted(set(df["model"]) - set(vocab_sizes))
+    if missing:
+        raise KeyError(f"no vocabulary size for model(s) {missing}")
+    g = df.groupby(["model", "n"], sort=False)["h_n"].agg(["mean", "min", "max", "size"]).reset_index()
+    g = g.rename(columns={"mean": "h_n", "min": "h_n_min", "max": "h_n_max", "size": "n_runs"})
+    log2_v = g["model"].map(lambda m: math.log2(vocab_sizes[m]))
+    g["log2_typical"] = g["n"] * g["h_n"]
+    g["log2_all"] = g["n"] * log2_v
+    g["log2_fraction"] = g["log2_typical"] - g["log2_all"]
+    return g[["model", "n", "n_runs", "h_n", "h_n_min", "h_n_max", "log2_typical", "log2_all", "log2_fraction"]]
+
+
+# --- printed claims -----------------------------------------------------------------------------------
+
+
+def claim(label: str, value: float, at_least: float | None = None, at_most: float | None = None,
+          digits: int = 2) -> bool:
+    """Print ``label: value (claim >= at_least: ok|FAIL)`` with ``value`` rounded; return whether it holds.
+
+    Rounded on purpose: the printed line is compared across machines (nbval).
+    """
+    value = float(value)
+    ok = not math.isnan(value)
+    bounds = []
+    if at_least is not None:
+        ok &= value >= at_least
+        bounds.append(f">= {at_least:g}")
+    if at_most is not None:
+        ok &= value <= at_most
+        bounds.append(f"<= {at_most:g}")
+    shown = "nan" if math.isnan(value) else f"{round(value, digits) + 0.0:.{digits}f}"  # + 0.0: no "-0.00"
+    tail = f" (claim {' and '.join(bounds)}: {'ok' if ok else 'FAIL'})" if bounds else ""
+    print(f"{label}: {shown}{tail}")
+    return bool(ok)

@@ -1,0 +1,155 @@
+# ---
+# jupyter:
+#   jupytext:
+#     cell_metadata_filter: tags,-all
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#       format_version: '1.3'
+#       jupytext_version: 1.19.6
+#   kernelspec:
+#     display_name: Python 3 (ipykernel)
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# # Memorised texts: classics and human writing against each model's own text
+#
+# Training-data inference by over-typicality (DESIGN.md §1): text a model has memorised is more
+# predictable than the model's own entropy says, so its log-perplexity sits *below* its entropy,
+# `z << 0`, several σ below the self-generated baseline. Each model scores, under its raw `p`, the
+# opening windows (a fixed number of its own tokens) of classic books from the data directory
+# (`$AEP_DATA_DIR/corpora`) and human news and stories (`$AEP_DATA_DIR/benchmarks`, the `original`
+# texts of fast-detect-gpt's XSum and WritingPrompts sets); the baseline is the same statistic on
+# windows of the model's own temperature-1 generations. What the small models show is reported as
+# it is.
+
+# %%
+import warnings
+
+warnings.filterwarnings("ignore")  # before the imports: tqdm warns about ipywidgets on import
+
+import matplotlib.pyplot as plt
+import numpy as np
+import transformers
+
+import aep_lib.params
+from aep_lib import cross, plots
+from aep_lib.paths import store_dir
+from aep_lib.pipeline import save_figure
+from aep_lib.store import RunStore
+
+transformers.utils.logging.set_verbosity_error()
+transformers.utils.logging.disable_progress_bar()
+plots.set_style()
+import pandas as pd
+
+from aep_lib.params import Sampling
+
+# %% tags=["parameters"]
+profile = "cpu"  # params profile this execution belongs to (cpu or paper)
+models = "smollm2-135m,gemma-3-270m"  # comma-separated scorer models (raw p)
+classics = "carroll-alice,fitzgerald-gatsby,kjv-genesis"  # comma-separated corpora/<name>.txt, scored from their opening line
+news_file = "benchmarks/fast-detect-gpt/exp_main/xsum_gpt2-xl.raw_data.json"  # human news (its "original" texts), under the data dir
+essays_file = "benchmarks/fast-detect-gpt/exp_main/writing_gpt2-xl.raw_data.json"  # human stories/essays (its "original" texts)
+n_human = 3  # texts taken from each of news_file and essays_file
+window_tokens = 64  # tokens per window (of the scorer's own tokenization)
+n_windows = 2  # windows per classic, from its opening on (human texts: as many as fit, at most this)
+reflow = True  # join the hard-wrapped lines of the classics into paragraphs
+prompts = "p01,p02"  # comma-separated prompt ids of the shared source grid (params/prompts.yaml)
+n_seeds = 2  # seeds per prompt and variant (0..n_seeds-1)
+max_new_tokens = 64  # tokens per source generation
+on_eos = "suppress"  # end-of-text handling while generating: suppress (a warp, part of q), stop, continue
+batch_size = 8  # sequences generated together
+device = "auto"  # auto (CUDA if present), cpu or cuda
+dtype = "auto"  # auto (float32 on CPU, bfloat16 on CUDA), float32, bfloat16 or float16
+
+# %%
+P = aep_lib.params.notebook_params("memorised_texts", globals())
+store = RunStore(store_dir(P.profile))
+items = [cross.classic_text(name, reflowed=P.reflow) for name in P.classics]
+items += cross.benchmark_texts(P.news_file, "news", P.n_human, prefix="xsum")
+items += cross.benchmark_texts(P.essays_file, "essay", P.n_human, prefix="writing")
+windows, baseline, run_ids = [], [], []
+for model in P.models:
+    text_runs = cross.ensure_text_scores(store, model, items, P.window_tokens, P.n_windows, device=P.device,
+                                         dtype=P.dtype)
+    for _, run in text_runs.iterrows():
+        run_ids.append(run["run_id"])
+        if run["status"] != "ok":
+            print(f"{model}: {run['text_id']} failed: {str(run['error']).splitlines()[0]}")
+            continue
+        w = cross.window_summaries(store.tokens(run["run_id"]), P.window_tokens)
+        windows.append(w.assign(model=model, text_id=run["text_id"], group=run["group"]))
+    gens = cross.ensure_sources(store, [cross.Variant(model, Sampling(on_eos=P.on_eos))], P.prompts, P.seeds,
+                                P.max_new_tokens, batch_size=P.batch_size, device=P.device, dtype=P.dtype)
+    run_ids += gens["run_id"].tolist()
+    baseline.append(cross.self_baseline_windows(store, gens, P.window_tokens).assign(group="self"))
+windows, baseline = pd.concat(windows, ignore_index=True), pd.concat(baseline, ignore_index=True)
+print(f"{len(windows)} windows of {P.window_tokens} tokens from {len(items)} texts; "
+      f"{len(baseline)} self-generated baseline windows")
+
+# %% [markdown]
+# Per model: `z` of every window (one point each), the self-generated baseline (mean ± 2 sd of its
+# windows, grey) and the N(0, 1) band of the AEP (dotted).
+
+# %%
+order = [i.text_id for i in items if i.group == "classic"] + ["news", "essay", "self-generated"]
+fig, axes = plt.subplots(len(P.models), 1, figsize=(11, 3.4 * len(P.models)), squeeze=False)
+colors = {"classic": plots.CROSS_COLOR, "news": plots.OTHER_COLOR, "essay": "#e7298a", "self": plots.OWN_COLOR}
+rng = np.random.default_rng(0)
+for ax, model in zip(axes[:, 0], P.models):
+    base = baseline[baseline["model"] == model]["z"]
+    mean_b, sd_b = base.mean(), base.std(ddof=1)
+    ax.axhspan(mean_b - 2 * sd_b, mean_b + 2 * sd_b, color="#dddddd", zorder=-2, label="self baseline ±2 sd")
+    ax.axhline(mean_b, color="#666666", lw=0.8)
+    for s in (-2, 2):
+        ax.axhline(s, color="black", lw=0.6, ls=":")
+    w = windows[windows["model"] == model]
+    for x, name in enumerate(order):
+        if name == "self-generated":
+            z, group = base.to_numpy(), "self"
+        elif name in ("news", "essay"):
+            z, group = w.loc[w["group"] == name, "z"].to_numpy(), name
+        else:
+            z, group = w.loc[w["text_id"] == name, "z"].to_numpy(), "classic"
+        ax.scatter(x + rng.uniform(-0.15, 0.15, len(z)), z, s=18, color=colors[group], alpha=0.8)
+    ax.set_xticks(range(len(order)), order, fontsize=8)
+    ax.set_ylabel(f"window z ({P.window_tokens} tokens)")
+    ax.set_title(f"{model}")
+    ax.legend(loc="lower right")
+fig.tight_layout()
+
+rows = []
+for model in P.models:
+    base = baseline[baseline["model"] == model]["z"]
+    mean_b, sd_b = base.mean(), base.std(ddof=1)
+    w = windows[windows["model"] == model]
+    keys = [(t, "text_id") for t in order[:-3]] + [("news", "group"), ("essay", "group")]
+    for key, col in keys:
+        sel = w[w[col] == key]
+        rows.append({"model": model, "text": key, "windows": len(sel), "z": sel["z"].mean(), "D": sel["D"].mean(),
+                     "sd_from_baseline": (sel["z"].mean() - mean_b) / sd_b})
+    rows.append({"model": model, "text": "self-generated", "windows": len(base), "z": mean_b,
+                 "D": baseline.loc[baseline["model"] == model, "D"].mean(), "sd_from_baseline": 0.0})
+table = pd.DataFrame(rows)
+save_figure(fig, "memorised_texts",
+            f"Window z ({P.window_tokens} tokens) of classic openings and human news/stories under each model's raw p, "
+            "against windows of the model's own temperature-1 text (grey: mean ± 2 sd).",
+            numbers={f"{r.model}:{r.text}": round(float(r.z), 1) for r in table.itertuples()},
+            run_ids=run_ids)
+
+# %% [markdown]
+# Per model and text: mean window `z`, mean `l - h` (bits/token) and where the text's mean `z` lies
+# relative to the self-generated baseline, in baseline standard deviations (negative: below, the
+# direction of memorisation), rounded.
+
+# %%
+for model, g in table.groupby("model", sort=False):
+    print(model)
+    for r in g.itertuples():
+        print(f"  {r.text:<28} windows {r.windows:>2}  mean z {r.z:+6.1f}  l-h {r.D:+.2f}  "
+              f"vs baseline {r.sd_from_baseline:+.1f} sd")
+    classics_ = g[g["text"].isin(order[:-3])]
+    print(f"  classics more than 2 sd below the baseline: {int((classics_['sd_from_baseline'] < -2).sum())} of {len(classics_)}")

@@ -1,0 +1,92 @@
+"""The benchmark code runs and prints its fields (tiny sizes; no timings are asserted)."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+from typer.testing import CliRunner
+
+from aep_lib import bench
+from aep_lib.cli import app
+
+
+def test_store_bench_quick_prints_its_fields(capsys):
+    (res,) = bench.run_bench(["store"], repeats=1, quick=True)
+    out = capsys.readouterr().out
+    assert res.target == "store" and res.ours > 0 and res.baseline > 0 and isinstance(res.holds, bool)
+    for field in ("layout", "bytes per token row", "query over one compacted file", "holds", "ratio"):
+        assert field in out
+    assert "target" in out.splitlines()[-3] and out.splitlines()[-1].startswith("store")
+
+
+def test_gpu_bench_code_runs_on_cpu_with_a_tiny_config():
+    cfg = bench.llama_8b_config(1)
+    for k, v in dict(hidden_size=64, intermediate_size=128, num_attention_heads=4, num_key_value_heads=2,
+                     vocab_size=512, bos_token_id=1, eos_token_id=2).items():
+        setattr(cfg, k, v)
+    res = bench.bench_gpu(1, quick=True, device="cpu", config=cfg, n_gen=4, n_score=64)
+    assert res.ours > 0 and res.baseline > 0 and res.holds is None
+    assert any(k.startswith("generate batch 32") for k in res.details)
+    assert any(k.startswith("score_ids") for k in res.details)
+
+
+def test_gpu_target_without_cuda_says_so():
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("CUDA present")
+    res = bench.bench_gpu(1, quick=True)
+    assert res.holds is None and math.isnan(res.ours) and "not measured" in res.notes[0]
+
+
+def test_flops_and_kv_bytes_count_windows():
+    from transformers import Gemma3TextConfig
+
+    cfg = Gemma3TextConfig(vocab_size=100, hidden_size=64, intermediate_size=128, num_hidden_layers=6,
+                           num_attention_heads=2, num_key_value_heads=1, head_dim=32, sliding_window=4)
+    assert cfg.layer_types.count("full_attention") == 1
+    # 5 sliding layers hold 4 tokens, the full layer holds all 10: K and V, 1 head of 32, float32
+    assert bench.kv_cache_bytes(cfg, 10) == 2 * 32 * 4 * (5 * 4 + 10)
+
+    class M:
+        config = cfg
+
+        def parameters(self):
+            import torch
+
+            return [torch.zeros(3, 5), torch.zeros(7)]
+
+    weights, attention = bench.flops_per_token(M(), 8)
+    assert weights == 2 * 15
+    mean_ctx = 5 * sum(min(i + 1, 4) for i in range(8)) / 8 + sum(range(1, 9)) / 8
+    assert attention == pytest.approx(4 * 2 * 32 * mean_ctx)
+
+
+def test_peak_rss_sees_an_allocation():
+    import numpy as np
+
+    with bench.PeakRSS() as peak:
+        before = bench.rss()
+        block = np.ones(64 * 2**20 // 8)  # 64 MiB, touched
+        del block
+    assert peak.peak >= before + 60 * 2**20
+
+
+@pytest.mark.slow
+def test_cli_bench_quick_runs_the_model_targets():
+    result = CliRunner().invoke(app, ["bench", "--quick", "--repeats", "1", "--threads", "1", "--target", "generation",
+                                      "--target", "pair", "--target", "scoring", "--target", "memory"])
+    assert result.exit_code == 0, result.output
+    out = result.output
+    for target in ("generation", "pair", "scoring", "memory"):
+        assert f"== {target}" in out
+        assert any(line.startswith(target) for line in out.splitlines()), f"{target} missing from the table"
+    for field in ("ours batch 1", "baseline 1 x 16 tok", "FLOP per token", "float32 matmul",
+                  "growth 16->64 tok", "joint pair pass"):
+        assert field in out, field
+
+
+def test_cli_bench_rejects_unknown_targets():
+    result = CliRunner().invoke(app, ["bench", "--target", "nope"])
+    assert result.exit_code == 2 and "unknown bench target" in result.output

@@ -1,0 +1,259 @@
+"""Issue 4, the self-convergence notebooks: their params, their shared computations, their code path.
+
+- the params files of both profiles validate, and every notebook of a profile names the same grid
+  (so that its runs are generated once);
+- ``aep_lib.figures`` on constructed inputs with hand-computed answers; ``aep_lib.plots`` draws;
+- the notebooks run end to end under the ``paper`` params with a tiny random model substituted for
+  the hub models (no download), through the pipeline (papermill, ``_runs`` included).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+
+import matplotlib
+
+matplotlib.use("Agg")
+
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+import pytest  # noqa: E402
+import yaml  # noqa: E402
+
+from aep_lib import figures, pipeline, plots  # noqa: E402
+from aep_lib.params import NOTEBOOK_SCHEMAS, ParamsError, SelfGridParams, load_params_file, validate  # noqa: E402
+from aep_lib.paths import params_dir  # noqa: E402
+
+NOTEBOOKS = ["fig01_self_convergence", "fig04_final_differences", "fig05_convergence_all_models", "fig09_diagnostics",
+             "fig12_prompt_scatter", "length_scaling", "typical_set_size"]
+GRID_KEYS = ["models", "prompts", "n_seeds", "n_seeds_truncated", "top_p", "max_new_tokens", "device", "dtype"]
+PAPER_MODELS = ["meta-llama/Llama-3.1-8B", "meta-llama/Llama-3.1-70B", "google/gemma-3-1b-pt", "google/gemma-3-12b-pt"]
+
+
+# --- params -----------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("profile", ["cpu", "paper"])
+def test_params_files_validate_and_share_one_grid(profile):
+    grids = {}
+    for name in NOTEBOOKS:
+        assert issubclass(NOTEBOOK_SCHEMAS[name], SelfGridParams)
+        path = params_dir() / profile / f"{name}.yaml"
+        for _, values in pipeline.expand_runs(path):
+            p = validate(NOTEBOOK_SCHEMAS[name], values, where=str(path))
+            assert p.profile == profile
+            grids[name] = tuple(str(getattr(p, k)) for k in GRID_KEYS)
+    assert len(set(grids.values())) == 1, f"the {profile} notebooks name different grids: {grids}"
+
+
+def test_paper_profile_is_the_studys_setting():
+    p = load_params_file(params_dir() / "paper" / "fig05_convergence_all_models.yaml")
+    assert p.models == PAPER_MODELS
+    assert p.max_new_tokens == 15_000
+    assert p.n_seeds * len(p.prompts) == 100  # generations per model
+    prompts = [v["prompt"] for _, v in pipeline.expand_runs(params_dir() / "paper" / "fig12_prompt_scatter.yaml")]
+    assert prompts == p.prompts  # one per-prompt figure per prompt: Figs 12-15
+
+
+def test_cpu_profile_has_the_embedded_models_and_enough_runs():
+    p = load_params_file(params_dir() / "cpu" / "fig05_convergence_all_models.yaml")
+    assert p.models == ["smollm2-135m", "gemma-3-270m"]
+    assert len(p.prompts) >= 4 and p.n_seeds * len(p.prompts) >= 16 and p.max_new_tokens >= 512
+
+
+def test_schema_rejects_a_shown_model_or_prompt_outside_the_grid():
+    base = {"models": "a,b", "prompts": "p01,p02"}
+    with pytest.raises(ParamsError, match="model"):
+        validate(NOTEBOOK_SCHEMAS["fig04_final_differences"], base | {"model": "c"})
+    assert validate(NOTEBOOK_SCHEMAS["fig09_diagnostics"], base).shown_model == "a"
+    assert validate(NOTEBOOK_SCHEMAS["fig09_diagnostics"], base | {"model": "b"}).shown_model == "b"
+    with pytest.raises(ParamsError, match="prompt"):
+        validate(NOTEBOOK_SCHEMAS["fig12_prompt_scatter"], base | {"prompt": "p03"})
+    with pytest.raises(ParamsError, match="repeated"):
+        validate(NOTEBOOK_SCHEMAS["fig05_convergence_all_models"], {"models": "a,a", "prompts": "p01"})
+    with pytest.raises(ParamsError, match="top_p"):
+        validate(NOTEBOOK_SCHEMAS["fig01_self_convergence"], base | {"top_p": 1.0})  # no contrast at top_p 1
+
+
+# --- aep_lib.figures ----------------------------------------------------------------------------------
+
+
+def _running() -> pd.DataFrame:
+    """Four runs, two prompts, n = 1 and 2 (values chosen so the answers are easy by hand)."""
+    return pd.DataFrame({
+        "run_id": ["r1", "r2", "r3", "r4"] * 2,
+        "prompt_id": ["A", "A", "B", "B"] * 2,
+        "n": [1] * 4 + [2] * 4,
+        "l_n": [1.0, 3.0, 10.0, 14.0, 2.0, 2.0, 5.0, 5.0],
+        "h_n": [1.0, 3.0, 9.0, 15.0, 1.0, 2.0, 3.0, 6.0],
+        "D_n": [0.5, -0.5, 1.5, -1.5, 0.1, 0.1, 0.1, 0.1],
+        "sigma_n": [1.0, 1.0, 1.0, 1.0, 0.5, 0.5, 1.0, 1.0],
+        "z_n": [0.5, -0.5, 1.5, np.nan, 0.2, 0.2, 0.1, 0.1],
+    })
+
+
+def test_length_scaling_by_hand():
+    t = figures.length_scaling(_running())
+    first = t.iloc[0]
+    assert list(t["n"]) == [1, 2] and list(t["n_runs"]) == [4, 4]
+    # l_n at n = 1: prompt A {1, 3} (mean 2), B {10, 14} (mean 12): squared deviations 1+1+4+4 = 10, 4 - 2 dof
+    assert first["var_l"] == pytest.approx(5.0)
+    assert first["var_D"] == pytest.approx(5.0 / 3.0)  # D: ±0.5, ±1.5 around 0 -> (0.25*2 + 2.25*2) / 3
+    assert first["mean_sigma2"] == pytest.approx(1.0)
+    assert first["share_z1"] == pytest.approx(0.5)  # 0.5, -0.5 in; 1.5 out; NaN counts as out
+    assert first["share_z2"] == pytest.approx(0.75)
+    assert t.iloc[1]["var_l"] == pytest.approx(0.0) and t.iloc[1]["var_D"] == pytest.approx(0.0)
+    assert t.iloc[1]["mean_sigma2"] == pytest.approx((0.25 * 2 + 1 * 2) / 4)
+    assert figures.length_scaling(_running(), group=None).iloc[0]["var_l"] == pytest.approx(110.0 / 3.0)
+    assert list(figures.length_scaling(_running(), ns=[2])["n"]) == [2]
+    two_keys = figures.length_scaling(_running().assign(setting="main"), group=["prompt_id", "setting"])
+    assert two_keys.iloc[0]["var_l"] == pytest.approx(5.0)
+
+
+def test_typical_set_table_by_hand():
+    running = pd.DataFrame({"model": ["m", "m", "m", "m"], "run_id": ["a", "b", "a", "b"], "n": [1, 1, 2, 2],
+                            "h_n": [0.5, 1.5, 1.0, 2.0]})
+    t = figures.typical_set_table(running, {"m": 8})  # log2 V = 3 bits
+    row = t[t["n"] == 2].iloc[0]
+    assert row["n_runs"] == 2 and row["h_n"] == pytest.approx(1.5)
+    assert (row["h_n_min"], row["h_n_max"]) == (1.0, 2.0)
+    assert row["log2_typical"] == pytest.approx(3.0)  # 2 tokens x 1.5 bits
+    assert row["log2_all"] == pytest.approx(6.0)  # 2 tokens x 3 bits
+    assert row["log2_fraction"] == pytest.approx(-3.0)
+    with pytest.raises(KeyError, match="m"):
+        figures.typical_set_table(running, {"other": 8})
+
+
+def test_share_table_counts_nan_z_as_outside():
+    finals = pd.DataFrame({"model": ["m"] * 4 + ["k"], "setting": "main", "dist": "samp",
+                           "z": [0.5, 1.5, -2.5, np.nan, 0.0], "D": [0.1, 0.2, -0.3, 0.0, 0.0]})
+    t = figures.share_table(finals).set_index("model")
+    assert t.loc["m", "n_runs"] == 4
+    assert t.loc["m", "share_z1"] == pytest.approx(0.25) and t.loc["m", "share_z2"] == pytest.approx(0.5)
+    assert t.loc["m", "mean_z"] == pytest.approx(-0.5 / 3)
+    assert t.loc["m", "mean_D"] == pytest.approx(0.0)
+    assert t.loc["k", "share_z2"] == 1.0
+
+
+def test_small_helpers():
+    n = np.array([1, 2, 4, 8])
+    assert figures.loglog_slope(n, 3.0 / n) == pytest.approx(-1.0)
+    assert figures.loglog_slope(n, 2.0 / np.sqrt(n)) == pytest.approx(-0.5)
+    assert math.isnan(figures.loglog_slope([1], [1]))
+    assert figures.inverse_n_reference([1, 2, 4], [8.0, np.nan, 2.0]) == pytest.approx([8.0, 4.0, 2.0])
+    assert figures.inverse_n_reference([1, 2, 4], [8.0, 1.0, np.nan], anchor="first") == pytest.approx([8.0, 4.0, 2.0])
+    grid = figures.log_grid(1000, points=10)
+    assert grid[0] == 1 and grid[-1] == 1000 and np.all(np.diff(grid) > 0)
+    assert figures.share_within_after([np.nan, 3.0, 1.0, -1.5], 2, burn_in=1) == pytest.approx(2 / 3)
+    assert figures.share_within_after([np.nan, 0.0], 2) == pytest.approx(0.5)
+
+
+def test_claim_prints_rounded_values_and_the_verdict(capsys):
+    assert figures.claim("share", 0.9375, at_least=0.8) is True
+    assert figures.claim("z", -3.14159, at_most=-2, digits=1) is True
+    assert figures.claim("gap", -0.001, at_least=-0.25, at_most=0.25) is True
+    assert figures.claim("bad", 0.5, at_least=0.8) is False
+    assert figures.claim("nan", float("nan"), at_least=0) is False
+    figures.claim("info", 1.234)
+    assert capsys.readouterr().out.splitlines() == [
+        "share: 0.94 (claim >= 0.8: ok)", "z: -3.1 (claim <= -2: ok)",
+        "gap: 0.00 (claim >= -0.25 and <= 0.25: ok)",  # never "-0.00": it would differ by a rounding
+        "bad: 0.50 (claim >= 0.8: FAIL)", "nan: nan (claim >= 0: FAIL)", "info: 1.23"]
+
+
+def test_ensure_self_grid_asks_for_both_settings(monkeypatch):
+    calls = []
+
+    def fake_ensure(store, models, prompt_ids, seeds, sampling, max_new_tokens, **kw):
+        calls.append((sampling, seeds, max_new_tokens))
+        rows = [{"run_id": f"{m}-{p}-{s}-{sampling.top_p}", "model": m, "prompt_id": p, "seed": s, "status": "ok",
+                 "error": None, "top_p": sampling.top_p, "max_new_tokens": max_new_tokens}
+                for m in models for p in prompt_ids for s in seeds]
+        return pd.DataFrame(rows)
+
+    monkeypatch.setattr(figures, "ensure_generations", fake_ensure)
+    P = validate(NOTEBOOK_SCHEMAS["fig05_convergence_all_models"],
+                 {"models": "b,a", "prompts": "p01,p02", "n_seeds": 3, "n_seeds_truncated": 1, "top_p": 0.8,
+                  "max_new_tokens": 7})
+    runs = figures.ensure_self_grid(None, P)
+    assert [(c[0].top_p, c[0].temperature, c[1], c[2]) for c in calls] == [(1.0, 1.0, [0, 1, 2], 7), (0.8, 1.0, [0], 7)]
+    assert len(runs) == 2 * 2 * (3 + 1)
+    assert runs.groupby("setting").size().to_dict() == {"main": 12, "truncated": 4}
+    assert list(runs["model"].drop_duplicates()) == ["b", "a"]  # in the order of the params
+    line = figures.describe_grid(runs)
+    assert "main (q = p): 12 runs = 2 models x 2 prompts x 3 seeds" in line and "top-p 0.8" in line
+
+    def failing(*args, **kw):
+        return fake_ensure(*args, **kw).assign(status="failed", error="boom")
+
+    monkeypatch.setattr(figures, "ensure_generations", failing)
+    with pytest.raises(RuntimeError, match="boom"):
+        figures.ensure_self_grid(None, P)
+
+
+# --- aep_lib.plots ------------------------------------------------------------------------------------
+
+
+def test_plot_helpers_draw():
+    plots.set_style()
+    rng = np.random.default_rng(0)
+    n = np.arange(1, 65)
+    one = pd.DataFrame({"run_id": "r", "n": n, "l_n": 3 + rng.normal(0, 1, 64) / np.sqrt(n), "h_n": np.full(64, 3.0),
+                        "sigma_n": 1 / np.sqrt(n)})
+    one["z_n"] = (one["l_n"] - one["h_n"]) / one["sigma_n"]
+    fig, axes = plt.subplots(2, 3)
+    plots.plot_running(axes[0, 0], one, title="t")
+    assert len(axes[0, 0].collections) == 2 and len(axes[0, 0].lines) == 2  # two bands, l_n and h_n
+    plots.plot_z_trajectories(axes[0, 1], one, label="runs")
+    plots.plot_z_hist(axes[0, 2], [0.1, -0.5, 1.2, np.inf, np.nan])
+    assert axes[0, 2].get_ylabel() == "runs"
+    plots.plot_z_hist(axes[1, 0], [0.1, -0.5], density=True)
+    plots.plot_d_hist(axes[1, 0], [0.1, -0.2, 0.05], bins=5)
+    plots.plot_final_scatter(axes[1, 1], [3.0, 4.0], [3.1, 3.9], sigma=[0.1, 0.2], label="x")
+    lo, hi = axes[1, 1].get_xlim()
+    assert axes[1, 1].get_ylim() == (lo, hi)  # the diagonal needs equal axes
+    plots.plot_sigma_decay(axes[1, 2], one)
+    assert plots.short_name("meta-llama/Llama-3.1-8B") == "Llama-3.1-8B"
+    assert list(plots.model_colors(["a", "b", "a"])) == ["a", "b"]
+    plots.finish(fig, "title")
+    plots.close(fig)
+    edges = plots.z_bins((-4.2, 3.1), 0.5)
+    assert edges[0] == -4.5 and edges[-1] == 3.5 and 0.0 in edges and 2.0 in edges
+
+
+# --- the notebooks' code path with a stand-in model ---------------------------------------------------
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(900)
+def test_notebooks_run_under_paper_params_with_a_stand_in_model(tmp_path, monkeypatch):
+    """The paper params, with a tiny random Llama in place of the hub models and small sizes."""
+    from _tiny import build_tiny_model
+
+    tiny = str(build_tiny_model(tmp_path / "tiny"))
+    only = ["fig01_self_convergence", "fig09_diagnostics", "fig12_prompt_scatter"]
+    root = tmp_path / "params"
+    (root / "paper").mkdir(parents=True)
+    for name in only:
+        data = yaml.safe_load((params_dir() / "paper" / f"{name}.yaml").read_text())
+        assert data["models"].split(",") == PAPER_MODELS
+        data |= {"models": tiny, "n_seeds": 2, "n_seeds_truncated": 1, "max_new_tokens": 24, "device": "cpu"}
+        if "model" in data:
+            data["model"] = tiny
+        if "_runs" in data:
+            data["_runs"] = data["_runs"][:1]
+        (root / "paper" / f"{name}.yaml").write_text(yaml.safe_dump(data))
+    out = tmp_path / "out"
+    monkeypatch.setenv("AEP_OUTPUT_DIR", str(out))
+    results = pipeline.run_figures("paper", only=only, output_root=out, params_root=root)
+    assert [r["status"] for r in results] == ["ok"] * 3, [r["error"] for r in results]
+    figs = out / "paper" / "figures"
+    for name in ["fig01_self_convergence", "fig09_diagnostics", "fig12_prompt_scatter_p01"]:
+        assert (figs / f"{name}.png").stat().st_size > 0
+        (record,) = json.loads((figs / f"{name}.json").read_text())
+        assert record["run_ids"] and record["profile"] == "paper" and record["params_file"]
+    n_prompts = len(yaml.safe_load((root / "paper" / "fig01_self_convergence.yaml").read_text())["prompts"].split(","))
+    assert len(json.loads((figs / "fig09_diagnostics.json").read_text())[0]["run_ids"]) == n_prompts * 3
+    assert "fig12_prompt_scatter__prompt=p01" in (out / "paper" / "index.md").read_text()
