@@ -467,6 +467,17 @@ def compare(store: RunStore, run_ids=None) -> pd.DataFrame:
     return df[cols]
 
 
+def signed(x, digits: int = 1) -> str:
+    """``x`` rounded to ``digits`` with its sign, never "-0.0" (printed claims must not flip on float noise)."""
+    x = float(x)
+    return f"{round(x, digits) + 0.0:+.{digits}f}" if math.isfinite(x) else f"{x:+}"
+
+
+def _fixed(x, digits: int = 2) -> str:
+    x = float(x)
+    return f"{round(x, digits) + 0.0:.{digits}f}" if math.isfinite(x) else str(x)
+
+
 def _describe(values) -> dict:
     v = np.asarray([x for x in values if x is not None and np.isfinite(x)], dtype=float)
     if not len(v):
@@ -502,8 +513,7 @@ def format_report(records: pd.DataFrame) -> str:
     def stats(r, name, unit):
         if not r[f"{name}_n"]:
             return None
-        return (f"mean {r[f'{name}_mean']:.2f}, median {r[f'{name}_median']:.2f}, min {r[f'{name}_min']:.2f}, "
-                f"max {r[f'{name}_max']:.2f}{unit}")
+        return ", ".join(f"{k} {_fixed(r[f'{name}_{k}'])}" for k in ("mean", "median", "min", "max")) + unit
 
     lines = []
     for _, r in table.iterrows():
@@ -518,7 +528,7 @@ def format_report(records: pd.DataFrame) -> str:
             parts.append("h^(A,B) n/a (" + ("no usable record" if r["n_joint"] else "different tokenizers") + ")")
         d = stats(r, "D", " bits/token")
         if d:
-            parts.append(f"l^B - h^B {d}; mean z^B {r['z_mean']:+.2f}")
+            parts.append(f"l^B - h^B {d}; mean z^B {signed(r['z_mean'], 2)}")
         lines.append(("\n" if overall else "") + "; ".join(parts))
         if r["reasons"]:
             lines.append("    " + r["reasons"])

@@ -265,6 +265,7 @@ def load_model(
     model.eval()
     if device == "cpu":
         _own_aligned_weights(model)
+        fix_malloc_mmap_threshold()
     model.aep_identity = {
         "model": name,
         "model_source": source,
@@ -274,6 +275,34 @@ def load_model(
         "vocab_size": int(model.config.vocab_size),
     }
     return model, tokenizer
+
+
+M_MMAP_THRESHOLD = -3  # glibc mallopt parameter
+MMAP_THRESHOLD_BYTES = 128 * 1024
+
+
+def fix_malloc_mmap_threshold() -> bool:
+    """Pin glibc's mmap threshold at 128 KiB (its initial value) so large blocks go back to the system.
+
+    glibc raises the threshold each time a large block is freed, after which the per-step
+    ``[batch, vocab]`` temporaries and the KV cache's growing blocks come from the heap, which then
+    fragments and is never returned: a 2,048-token Gemma generation kept ~3x the memory it needed
+    (``aep bench --only memory``). Does nothing off glibc, when ``MALLOC_MMAP_THRESHOLD_`` is set, or
+    with ``AEP_MALLOC_TUNE=0``. Returns whether the threshold was set.
+    """
+    import ctypes
+    import ctypes.util
+    import sys
+
+    if not sys.platform.startswith("linux") or os.environ.get("AEP_MALLOC_TUNE", "1") == "0":
+        return False
+    if "MALLOC_MMAP_THRESHOLD_" in os.environ:
+        return False
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        return bool(libc.mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD_BYTES))
+    except (OSError, AttributeError):  # not glibc (musl has no mallopt)
+        return False
 
 
 def _own_aligned_weights(model) -> None:

@@ -211,12 +211,15 @@ def plot_sigma_decay(ax, running, color=None, alpha: float = 0.35, reference: bo
     return ax
 
 
-def finish(fig, title: str | None = None):
-    """Suptitle and a tight layout; returns the figure."""
+def finish(fig, title: str | None = None) -> None:
+    """Suptitle and a tight layout.
+
+    Returns nothing on purpose: a notebook cell ending with ``finish(fig)`` then shows the figure
+    once (the inline backend's), even where ``;`` does not suppress the cell's value (nbval).
+    """
     if title:
         fig.suptitle(title)
     fig.tight_layout()
-    return fig
 
 
 def close(fig) -> None:

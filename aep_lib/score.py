@@ -40,6 +40,15 @@ def context_window(model) -> int:
     return int(getattr(model.config, "max_position_embeddings", 0) or 2048)
 
 
+STATS_BLOCK_ELEMENTS = 1 << 22  # 4M: each float64 temporary of the statistics is 32 MiB
+
+
+def stats_row_block(vocab_size: int) -> int:
+    """Rows per block of the statistics: ``[rows, vocab]`` float64 temporaries of about 32 MiB each
+    (16 rows for Gemma's 262k vocabulary, 85 for SmolLM2's 49k)."""
+    return max(1, STATS_BLOCK_ELEMENTS // max(1, vocab_size))
+
+
 def _stats_rows(logits, targets, warp, record_samp, row_block, ref_logits=None, ref_warp=None, cross_warp=None):
     """Statistics of ``[rows, vocab]`` logits in row blocks (bounded temporaries).
 
@@ -123,7 +132,7 @@ def score_ids(
     chunk_size: int = 256,
     max_context: int | None = None,
     stride: int | None = None,
-    row_block: int = 64,
+    row_block: int | None = None,
     reference=None,
     reference_sampling: Sampling | None = None,
     cross_with: str = "raw",
@@ -145,6 +154,7 @@ def score_ids(
     reference's warps (default ``eos_token_ids``).
     """
     ids = torch.as_tensor(list(input_ids), dtype=torch.long)
+    row_block = row_block or stats_row_block(int(model.config.vocab_size))
     if not 0 <= first_scored <= len(ids):
         raise ScoringError(f"first_scored={first_scored} outside the text of {len(ids)} tokens")
     max_context = max_context or context_window(model)

@@ -90,7 +90,7 @@ for i, model in enumerate(P.models):
         if j:
             ax.set_ylabel("")
 axes[0, 0].legend(loc="upper right")
-plots.finish(fig);
+plots.finish(fig)
 
 # %% [markdown]
 # The numbers the figure claims: the final `z_n` of each trace, and the share of positions

@@ -80,7 +80,7 @@ fig, axes = plt.subplots(1, 2, figsize=(11, 4), sharey=True)
 for ax, r, row, title in [(axes[0], r_other, other, f"B = {B} on A = {A}'s text"),
                           (axes[1], r_own, own, f"B = {B} on its own text (self)")]:
     plots.plot_running(ax, r, label_l="B's log-perplexity $l_n$", label_h="B's entropy $h_n$",
-                       title=f"{title}\n{P.prompt}, seed {P.seed}: final z = {row['z_samp']:+.1f}")
+                       title=f"{title}\n{P.prompt}, seed {P.seed}: final z = {cross.signed(row['z_samp'], 1)}")
 axes[0].legend(loc="upper right")
 fig.tight_layout()
 save_figure(fig, "fig02_single_sequence_divergence",
@@ -102,7 +102,7 @@ def share_within_2(r, burn_in=16):
 
 for name, row, r in [("A's text", other, r_other), ("own text", own, r_own)]:
     print(f"B on {name}: {int(row['n_tokens'])} tokens ({row['mode']}), l {row['l_samp']:.2f}, h {row['h_samp']:.2f}, "
-          f"z {row['z_samp']:+.1f}; within ±2σ at {share_within_2(r):.0%} of positions n >= 16")
+          f"z {cross.signed(row['z_samp'], 1)}; within ±2σ at {share_within_2(r):.0%} of positions n >= 16")
 print(f"bits per byte over A's characters: A {other['bpb_source']:.2f}, B {other['bpb_scorer']:.2f}")
 print(f"B's own text ends within ±2σ: {abs(own['z_samp']) <= 2}")
 print(f"A's text ends further from B's entropy than B's own text: {abs(other['z_samp']) > abs(own['z_samp'])}")

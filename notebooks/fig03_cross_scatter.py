@@ -91,7 +91,7 @@ save_figure(fig, "fig03_cross_scatter",
 
 # %%
 for name, df in [("A's texts", other), ("its own texts", own)]:
-    print(f"B on {name}: n {len(df)}, mean z {df['z'].mean():+.1f}, median z {df['z'].median():+.1f}, "
+    print(f"B on {name}: n {len(df)}, mean z {cross.signed(df['z'].mean(), 1)}, median z {cross.signed(df['z'].median(), 1)}, "
           f"within ±2σ {np.mean(np.abs(df['z']) <= 2):.0%}, above the diagonal (l > h) {np.mean(df['l'] > df['h']):.0%}, "
-          f"mean l - h {df['D'].mean():+.2f} bits/token")
+          f"mean l - h {cross.signed(df['D'].mean(), 2)} bits/token")
 print(f"mean z of B on A's texts above its mean z on its own texts: {other['z'].mean() > own['z'].mean()}")

@@ -89,7 +89,7 @@ ax_z.set_title(f"{name}: final $z_n$")
 for ax in (ax_d, ax_z):
     ax.set_ylim(top=ax.get_ylim()[1] * 1.3)  # room for the legend
     ax.legend(loc="upper left")
-plots.finish(fig);
+plots.finish(fig)
 
 # %% [markdown]
 # The numbers the figure claims.

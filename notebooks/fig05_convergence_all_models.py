@@ -84,7 +84,7 @@ for j, model in enumerate(P.models):
         axes[0, j].set_ylabel("")
         axes[1, j].set_ylabel("")
 axes[1, 0].legend(loc="upper left")
-plots.finish(fig);
+plots.finish(fig)
 
 # %% [markdown]
 # Shares of runs within ±1σ and ±2σ at the end, per model, setting and distribution (for the

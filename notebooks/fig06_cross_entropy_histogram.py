@@ -101,5 +101,5 @@ save_figure(fig, "fig06_cross_entropy_histogram",
 print("regimes of h^(A,B): " + ", ".join(f"{k} {v}" for k, v in counts.items()))
 for pair, g in joint.groupby("pair"):
     print(f"{pair}: mean h^(A,B) {g['h_cross'].mean():.2f}, mean KL {g['kl'].mean():.2f} bits/token, "
-          f"mean z^(A,B) {g['z_cross'].mean():+.1f}")
+          f"mean z^(A,B) {cross.signed(g['z_cross'].mean(), 1)}")
 print(f"self pairs have KL = 0: {bool(np.allclose(joint.loc[joint['self_pair'].astype(bool), 'kl'], 0, atol=1e-6))}")

@@ -96,4 +96,4 @@ save_figure(fig, "fig08_cross_entropy_profile",
 print(f"text {low['prompt_id']} seed {int(low['seed'])}, {len(t)} tokens: mean c_t {c.mean():.2f}, "
       f"mean s_t {s.mean():.2f} bits/token, mean KL {low['kl']:.2f}")
 print(f"share of steps with KL_t < 0.5 bits: {np.mean(tok['kl'] < 0.5):.0%}; largest c_t {c.max():.1f} bits")
-print(f"z^(A,B) {low['z_cross']:+.1f}; l^B ends within ±2σ of h^(A,B): {abs(low['z_cross']) <= 2}")
+print(f"z^(A,B) {cross.signed(low['z_cross'], 1)}; l^B ends within ±2σ of h^(A,B): {abs(low['z_cross']) <= 2}")

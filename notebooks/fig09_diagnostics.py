@@ -125,7 +125,7 @@ ax_d.set_xlabel("run (untruncated first, then top-p)")
 ax_d.set_ylabel("share of positions with $|z_n| \\leq 2$")
 ax_d.set_title(f"(d) per run: positions n > {BURN_IN} within ±2σ")
 ax_d.legend(loc="lower left", fontsize="x-small")
-plots.finish(fig, f"{name}: diagnostics");
+plots.finish(fig, f"{name}: diagnostics")
 
 # %% [markdown]
 # The numbers the figure claims. The slope of `σ_n` is fitted to the median over runs, from

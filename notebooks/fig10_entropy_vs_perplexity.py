@@ -92,6 +92,6 @@ save_figure(fig, "fig10_entropy_vs_perplexity",
 for name, label in [("other", "A's texts"), ("own", "its own texts")]:
     above = np.mean(curves[name]["surprisal"] > curves[name]["entropy"])
     print(f"B on {label}: mean surprisal {frames[name]['surprisal'].mean():.2f}, mean entropy "
-          f"{frames[name]['entropy'].mean():.2f}, gap {gap[name]:+.2f} bits/token; surprisal curve above "
+          f"{frames[name]['entropy'].mean():.2f}, gap {cross.signed(gap[name], 2)} bits/token; surprisal curve above "
           f"the entropy curve at {above:.0%} of positions")
 print(f"the gap on A's texts exceeds the gap on B's own texts: {gap['other'] > gap['own']}")

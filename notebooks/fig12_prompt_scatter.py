@@ -83,7 +83,7 @@ for model in P.models:
 plots.add_diagonal(ax)
 ax.set_title(f"Fig {figure_number}: prompt {P.prompt}\n“{text[:48]}{'…' if len(text) > 48 else ''}”")
 ax.legend(loc="upper left")
-plots.finish(fig);
+plots.finish(fig)
 
 # %% [markdown]
 # The numbers the figure claims, pooled over the models.

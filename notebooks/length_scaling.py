@@ -96,7 +96,7 @@ ax_b.set_xlabel("tokens $n$")
 ax_b.set_ylabel("variance across runs (bits²)")
 ax_b.set_title("(b) spread of $l_n$ and $D_n$ across runs")
 ax_b.legend(loc="lower left", fontsize="x-small")
-plots.finish(fig);
+plots.finish(fig)
 
 # %% [markdown]
 # The numbers the figure claims: shares, slopes and the variance ratio over the tabulated

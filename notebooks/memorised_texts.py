@@ -149,7 +149,7 @@ save_figure(fig, "memorised_texts",
 for model, g in table.groupby("model", sort=False):
     print(model)
     for r in g.itertuples():
-        print(f"  {r.text:<28} windows {r.windows:>2}  mean z {r.z:+6.1f}  l-h {r.D:+.2f}  "
-              f"vs baseline {r.sd_from_baseline:+.1f} sd")
+        print(f"  {r.text:<28} windows {r.windows:>2}  mean z {cross.signed(r.z, 1):>6}  l-h {cross.signed(r.D, 2)}  "
+              f"vs baseline {cross.signed(r.sd_from_baseline, 1)} sd")
     classics_ = g[g["text"].isin(order[:-3])]
     print(f"  classics more than 2 sd below the baseline: {int((classics_['sd_from_baseline'] < -2).sum())} of {len(classics_)}")

@@ -86,7 +86,7 @@ ax_b.set_xlabel("tokens $n$")
 ax_b.set_ylabel("$n (h_n - \\log_2 V)$ (bits)")
 ax_b.set_title("(b) log$_2$ of the typical set's share of all strings")
 ax_b.legend(loc="lower left")
-plots.finish(fig);
+plots.finish(fig)
 
 # %% [markdown]
 # The numbers the figure claims, at the last position.
