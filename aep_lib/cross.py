@@ -234,7 +234,7 @@ def _source_prompt_ids(tokenizer, prompt: str, n_prompt_tokens) -> list[int]:
 
 
 def score_comparison(source_row, source_tokens: pd.DataFrame, scorer: Variant, pool: ModelPool,
-                     mode: str = "auto", chunk_size: int = 256) -> tuple[dict, pd.DataFrame]:
+                     mode: str = "auto", chunk_size: int | None = None) -> tuple[dict, pd.DataFrame]:
     """Score one stored generation of A (its run row and token rows) under ``scorer``.
 
     ``mode``: ``auto`` (joint pass when the tokenizers' token-to-id maps are identical, re-tokenize
@@ -601,7 +601,7 @@ def text_spec(item: ExternalText, scorer: str, window_tokens: int, n_windows: in
             "dtype": dtype, "params_json": json.dumps(params, sort_keys=True)}
 
 
-def score_windows(model, tokenizer, text: str, window_tokens: int, n_windows: int, chunk_size: int = 256) -> pd.DataFrame:
+def score_windows(model, tokenizer, text: str, window_tokens: int, n_windows: int, chunk_size: int | None = None) -> pd.DataFrame:
     """Raw-``p`` statistics of the first ``n_windows`` windows of ``window_tokens`` tokens of ``text``
     (the first text token is context only); a ``window`` column numbers them. Fewer windows when the
     text is shorter; none when it is shorter than one window."""

@@ -178,7 +178,7 @@ def prepare(tokenizer, text: str, prompt: str = "", max_tokens: int | None = Non
     return Prepared(list(ids[:end]), first, scored, len(ids) - first)
 
 
-def score_prepared(model, tokenizer, prep: Prepared, reference=None, chunk_size: int = 256) -> pd.DataFrame:
+def score_prepared(model, tokenizer, prep: Prepared, reference=None, chunk_size: int | None = None) -> pd.DataFrame:
     """The per-token table of a prepared text (``TOKEN_COLUMNS``; ``CROSS_COLUMNS`` with a distinct
     reference model on the same vocabulary). A reference that is the scorer itself (or "self") adds
     nothing: its cross statistics equal the scorer's own entropy and varentropy."""

@@ -11,6 +11,7 @@ not depend on its batch-mates.
 
 from __future__ import annotations
 
+import os
 import time
 from dataclasses import dataclass, field
 
@@ -18,9 +19,15 @@ import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
+from .models import release_free_memory
 from .params import Sampling
 from .sampling import SamplingWarp, eos_ids, sample
 from .stats import token_stats
+
+# Steps between two ``release_free_memory`` calls on CPU (0: never). 16 kept a 1,024-token Gemma run
+# within ~0.2 GiB above the model (3.5 GiB without) for 4% more time; pinning glibc's mmap threshold
+# instead held memory lower but cost 21% of the time (30% at batch 16 on SmolLM2).
+TRIM_EVERY = int(os.environ.get("AEP_TRIM_EVERY", "16"))
 
 TOKEN_COLUMNS = [
     "position", "token_id", "token_text", "ctx_len",
@@ -156,6 +163,8 @@ def generate(
                 break
         if step == max_new_tokens - 1:
             break
+        if TRIM_EVERY and step % TRIM_EVERY == TRIM_EVERY - 1 and device.type == "cpu":
+            release_free_memory()
         feed = torch.where(active.to(device), tokens, torch.full_like(tokens, pad_id))
         mask = torch.cat([mask, active.to(device).long().unsqueeze(-1)], dim=-1)
         out = model(input_ids=feed.unsqueeze(-1), attention_mask=mask, position_ids=next_pos.unsqueeze(-1),

@@ -129,7 +129,7 @@ def score_ids(
     first_scored: int,
     sampling: Sampling | None = None,
     eos_token_ids: list[int] | None = None,
-    chunk_size: int = 256,
+    chunk_size: int | None = None,
     max_context: int | None = None,
     stride: int | None = None,
     row_block: int | None = None,
@@ -154,7 +154,11 @@ def score_ids(
     reference's warps (default ``eos_token_ids``).
     """
     ids = torch.as_tensor(list(input_ids), dtype=torch.long)
-    row_block = row_block or stats_row_block(int(model.config.vocab_size))
+    on_gpu = next(model.parameters()).device.type == "cuda"
+    # CPU: 256-token chunks and ~32 MiB temporaries keep memory low at full speed; a GPU wants big
+    # launches (chunk 256 gave 7% of the bf16 roofline on an H100, 2,048 several times more)
+    chunk_size = chunk_size or (2048 if on_gpu else 256)
+    row_block = row_block or stats_row_block(int(model.config.vocab_size)) * (16 if on_gpu else 1)
     if not 0 <= first_scored <= len(ids):
         raise ScoringError(f"first_scored={first_scored} outside the text of {len(ids)} tokens")
     max_context = max_context or context_window(model)
@@ -238,7 +242,7 @@ def score_text(
     continuation: str,
     prompt: str = "",
     sampling: Sampling | None = None,
-    chunk_size: int = 256,
+    chunk_size: int | None = None,
     stride: int | None = None,
     max_context: int | None = None,
     reference=None,

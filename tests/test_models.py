@@ -111,3 +111,35 @@ def test_resolve_dtype_rejects_unknown_names():
         models.resolve_dtype("float8", "cpu")
     assert str(models.resolve_dtype("auto", "cpu")) == "torch.float32"
     assert str(models.resolve_dtype("auto", "cuda")) == "torch.bfloat16"
+
+
+SAMPLES = [
+    "The history of the lighthouse begins",
+    "  leading spaces, tabs\tand\nnew lines\n\n",
+    "Ünïcödé — “quotes”, emoji 🦀 and 中文字符",
+    "<eos> <bos> <|im_end|> written as text",
+    "",
+]
+
+
+@pytest.mark.parametrize("name", list(EMBEDDED_MODELS))
+def test_direct_tokenizer_equals_autotokenizer(name):
+    """The fast start-up path must not change a single id, offset or special token."""
+    from transformers import AutoTokenizer
+
+    folder = models.embedded_cache(name)
+    auto = AutoTokenizer.from_pretrained(folder, local_files_only=True)
+    direct = models.direct_tokenizer(folder)
+    assert direct.get_vocab() == auto.get_vocab()
+    for key in ("bos_token_id", "eos_token_id", "pad_token_id", "unk_token_id"):
+        assert getattr(direct, key) == getattr(auto, key), key
+    assert direct.eos_token_id is not None
+    for text in SAMPLES:
+        a = auto(text, add_special_tokens=True, return_offsets_mapping=True)
+        d = direct(text, add_special_tokens=True, return_offsets_mapping=True)
+        assert d["input_ids"] == a["input_ids"], text
+        assert d["offset_mapping"] == a["offset_mapping"], text
+        for skip in (True, False):
+            assert direct.decode(d["input_ids"], skip_special_tokens=skip) == auto.decode(a["input_ids"], skip_special_tokens=skip)
+        assert [direct.decode([i]) for i in d["input_ids"]] == [auto.decode([i]) for i in a["input_ids"]]
+    assert getattr(direct, "chat_template", None) == getattr(auto, "chat_template", None)
