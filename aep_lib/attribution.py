@@ -63,14 +63,14 @@ def encode_with_offsets(tokenizer, text: str, prompt: str = "") -> tuple[list[in
 
 
 def score_variants(model, tokenizer, text: str, prompt: str, samplings: list[Sampling], chunk_size: int = 256,
-                   row_block: int = 32) -> dict[Sampling, pd.DataFrame]:
+                   row_block: int | None = None) -> dict[Sampling, pd.DataFrame]:
     """Per-token ``surprisal``, ``entropy``, ``varentropy`` (bits) of ``text`` under each sampling
     distribution ``q = warp(p)`` of one model, from ONE forward pass; plus ``char_end`` (end of the
     token's span in ``text``) and ``n_bytes_to`` (UTF-8 bytes of ``text`` up to it)."""
     import torch
 
     from .sampling import SamplingWarp, eos_ids
-    from .score import _forward_spans, context_window
+    from .score import _forward_spans, context_window, stats_row_block
     from .stats import token_stats
 
     ids, first, char_end = encode_with_offsets(tokenizer, text, prompt)
@@ -81,6 +81,7 @@ def score_variants(model, tokenizer, text: str, prompt: str, samplings: list[Sam
     parts = {s: [] for s in warps}
     ids_t = torch.as_tensor(ids, dtype=torch.long)
     n_ctx = context_window(model)
+    row_block = row_block or stats_row_block(int(model.config.vocab_size))
     with torch.no_grad():
         for targets, logits, _ in _forward_spans(model, ids_t, first, chunk_size, n_ctx, n_ctx // 2):
             tgt = ids_t[targets].to(logits.device)

@@ -40,12 +40,13 @@ def context_window(model) -> int:
     return int(getattr(model.config, "max_position_embeddings", 0) or 2048)
 
 
-STATS_BLOCK_ELEMENTS = 1 << 22  # 4M: each float64 temporary of the statistics is 32 MiB
+STATS_BLOCK_ELEMENTS = 1 << 19  # 512k: each float64 temporary of the statistics is 4 MiB
 
 
 def stats_row_block(vocab_size: int) -> int:
-    """Rows per block of the statistics: ``[rows, vocab]`` float64 temporaries of about 32 MiB each
-    (16 rows for Gemma's 262k vocabulary, 85 for SmolLM2's 49k)."""
+    """Rows per block of the statistics: ``[rows, vocab]`` float64 temporaries of about 4 MiB each
+    (2 rows for Gemma's 262k vocabulary, 10 for SmolLM2's 49k): small blocks stay in cache and on
+    the heap (``models.keep_freed_blocks``); 1-2 Gemma rows took 1.2 ms each, 64 rows 6 ms."""
     return max(1, STATS_BLOCK_ELEMENTS // max(1, vocab_size))
 
 

@@ -21,28 +21,6 @@ import torch
 LN2 = math.log(2.0)
 
 
-def log2_probs(logits: torch.Tensor) -> torch.Tensor:
-    """``[..., vocab]`` logits (``-inf`` = excluded) -> ``[..., vocab]`` float64 ``log2 p``.
-
-    The reductions run in float64: a float32 sum over a 262k vocabulary drifts by ~1e-5 bits.
-    """
-    return torch.log_softmax(logits.double(), dim=-1) / LN2
-
-
-def entropy_varentropy(log2p: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """``[..., vocab]`` log2-probabilities -> ``(H, V)``, each ``[...]`` bits / bits².
-
-    Two passes (``V = sum p (log2 p + H)^2``) so a flat distribution gives exactly ``V = 0``.
-    """
-    p = torch.exp2(log2p)
-    support = p > 0
-    safe = torch.where(support, log2p, torch.zeros_like(log2p))
-    entropy = -(p * safe).sum(-1)
-    dev = torch.where(support, safe + entropy.unsqueeze(-1), torch.zeros_like(safe))
-    varentropy = (p * dev * dev).sum(-1)
-    return entropy, varentropy
-
-
 def token_stats(logits: torch.Tensor, tokens: torch.Tensor, with_rank: bool = True) -> dict[str, torch.Tensor]:
     """Statistics of ``[rows, vocab]`` logits at the observed ``[rows]`` tokens.
 
@@ -72,23 +50,38 @@ def token_stats(logits: torch.Tensor, tokens: torch.Tensor, with_rank: bool = Tr
     return out
 
 
+def _shifted(logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """``y = logit - max`` in float64 with excluded tokens as a huge finite negative, and ``e = exp(y)``."""
+    x = logits.double()
+    y = (x - x.max(-1, keepdim=True).values).nan_to_num_(neginf=-1e150, nan=-1e150)
+    return y, y.exp()
+
+
 def cross_stats(ref_logits: torch.Tensor, scorer_logits: torch.Tensor) -> dict[str, torch.Tensor]:
     """Cross statistics of a reference ``q_A`` against a scorer ``p_B``, both ``[rows, vocab]``.
 
     ``cross_entropy`` ``c = -sum q_A log2 p_B``, ``cross_varentropy`` ``W = sum q_A (log2 p_B + c)^2``,
     ``entropy_ref`` ``H^A`` and ``kl = c - H^A`` (all ``[rows]`` float64, bits). Where ``q_A`` puts mass
-    on a token ``p_B`` excludes, ``c`` is ``+inf``.
+    on a token ``p_B`` excludes, ``c``, ``W`` and ``kl`` are ``+inf``.
+
+    One pass per model, as ``token_stats``: with ``y = logit - max`` of each, ``log p_B = y_B - log Z_B``
+    so ``c = log Z_B - E_qA[y_B]``, ``W = Var_qA[y_B]`` and ``H^A = log Z_A - E_qA[y_A]`` (nats, then bits).
     """
-    log2q = log2_probs(ref_logits)
-    log2p = log2_probs(scorer_logits)
-    q = torch.exp2(log2q)
-    support = q > 0
-    masked = torch.where(support, log2p, torch.zeros_like(log2p))
-    cross = -(q * masked).sum(-1)
-    dev = torch.where(support, masked + cross.unsqueeze(-1), torch.zeros_like(masked))
-    cross_var = (q * dev * dev).sum(-1)
-    entropy_ref, _ = entropy_varentropy(log2q)
-    return {"cross_entropy": cross, "cross_varentropy": cross_var, "entropy_ref": entropy_ref, "kl": cross - entropy_ref}
+    y_a, e_a = _shifted(ref_logits)
+    y_b, e_b = _shifted(scorer_logits)
+    z_a = e_a.sum(-1, keepdim=True)
+    mean_ya = (e_a * y_a).sum(-1, keepdim=True) / z_a
+    mean_yb = (e_a * y_b).sum(-1, keepdim=True) / z_a
+    dev = y_b - mean_yb
+    var_yb = (e_a * dev * dev).sum(-1) / z_a.squeeze(-1)
+    entropy_ref = (z_a.log() - mean_ya).squeeze(-1) / LN2
+    cross = (e_b.sum(-1, keepdim=True).log() - mean_yb).squeeze(-1) / LN2
+    cross_var = var_yb / (LN2 * LN2)
+    outside = ((e_a > 0) & (y_b < -1e149)).any(-1)  # q_A's mass on a token p_B excludes
+    inf = torch.full_like(cross, torch.inf)
+    cross, cross_var = cross.where(~outside, inf), cross_var.where(~outside, inf)
+    return {"cross_entropy": cross, "cross_varentropy": cross_var, "entropy_ref": entropy_ref,
+            "kl": cross - entropy_ref}
 
 
 # --- running averages over one run --------------------------------------------------------------------

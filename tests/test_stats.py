@@ -165,3 +165,39 @@ def test_gumbel_max_draws_from_q():
     freq = torch.bincount(draws, minlength=4).double() / len(draws)
     se = np.sqrt(np.array(probs) * (1 - np.array(probs)) / len(draws))
     assert np.all(np.abs(freq.numpy() - probs) < 4 * se)
+
+
+def _cross_by_definition(q_logits, p_logits):
+    """Straight from DESIGN.md §1 in numpy, one row at a time (0 log 0 = 0)."""
+    out = []
+    for ql, pl in zip(q_logits.double().numpy(), p_logits.double().numpy()):
+        q = np.exp(ql - np.logaddexp.reduce(ql))
+        with np.errstate(divide="ignore"):
+            log2p = (pl - np.logaddexp.reduce(pl)) / math.log(2)
+            log2q = np.log2(q)
+        on = q > 0
+        if np.isneginf(log2p[on]).any():
+            out.append((math.inf, math.inf, None))
+            continue
+        c = -(q[on] * log2p[on]).sum()
+        w = (q[on] * (log2p[on] + c) ** 2).sum()
+        h = -(q[on] * log2q[on]).sum()
+        out.append((c, w, h))
+    return out
+
+
+def test_cross_stats_with_truncated_distributions_match_the_definition():
+    torch.manual_seed(3)
+    q_logits, p_logits = torch.randn(6, 40) * 2, torch.randn(6, 40) * 2
+    q_logits[:, 25:] = -torch.inf  # a truncated reference (top-p/top-k style)
+    p_logits[:3, 30:] = -torch.inf  # the scorer excludes tokens q_A never puts mass on: finite
+    p_logits[3:, 5] = -torch.inf  # ... and here one q_A does put mass on: infinite
+    out = cross_stats(q_logits, p_logits)
+    for i, (c, w, h) in enumerate(_cross_by_definition(q_logits, p_logits)):
+        if math.isinf(c):
+            assert math.isinf(out["cross_entropy"][i].item()) and math.isinf(out["kl"][i].item())
+            continue
+        assert out["cross_entropy"][i].item() == pytest.approx(c, abs=1e-9)
+        assert out["cross_varentropy"][i].item() == pytest.approx(w, abs=1e-9)
+        assert out["entropy_ref"][i].item() == pytest.approx(h, abs=1e-9)
+    assert torch.isfinite(out["cross_entropy"][:3]).all() and torch.isinf(out["cross_entropy"][3:]).all()
