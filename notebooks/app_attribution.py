@@ -47,7 +47,7 @@ pd.set_option("display.width", 200)
 
 # %% tags=["parameters"]
 profile = "cpu"  # params profile this execution belongs to (cpu or paper)
-variants = "smollm2-135m,smollm2-135m@t0.7,gemma-3-270m,gemma-3-270m@t0.7"  # comma-separated candidates = sources: <model>[@t<T>][k<K>][p<P>]
+variants = "smollm2-135m,smollm2-135m@t0.7,gemma-3-270m,gemma-3-270m@t0.7"  # comma-separated candidates (also the sources): <model>[@t<T>][k<K>][p<P>]
 prompts = "p01,p02"  # comma-separated prompt ids (params/prompts.yaml)
 n_seeds = 1  # generations per prompt and variant (seeds 0..n_seeds-1)
 lengths = "16,32,64"  # comma-separated text lengths in generated tokens; the longest is the generation length

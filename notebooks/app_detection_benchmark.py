@@ -55,7 +55,7 @@ profile = "cpu"  # params profile this execution belongs to (cpu or paper)
 models = "smollm2-135m"  # comma-separated scoring models (embedded short names, hub ids or folders)
 reference = ""  # reference model on the scorers' vocabulary for Fast-DetectGPT/Binoculars ("": the scorer itself)
 datasets = "xsum_gpt-4,pubmed_falcon-7b"  # comma-separated benchmark names (aep_lib.detect.BENCHMARKS)
-n_texts = 12  # pairs (human + machine) per dataset, the first n; 0 = all
+n_texts = 12  # pairs (human + machine) per dataset, the first n; 0 for all
 max_tokens = 128  # scored tokens per text at most (after the shared prefix)
 min_k = 0.2  # Min-K% and Min-K%++: share of least likely tokens
 n_resamples = 1000  # bootstrap resamples for the CIs

@@ -173,3 +173,15 @@ def test_sanitizer_hides_volatile_text_only():
     assert clean("z = 0.123456789") == "z = 0.1234"
     kept = "smollm2-135m: vocab 49152, greedy continuation ok; the 1990s; p01"
     assert clean(kept) == kept
+
+
+@pytest.mark.parametrize("name", _notebook_names())
+def test_papermill_reads_every_parameter(name):
+    """papermill must parse each parameter line (an '=' inside a comment makes it skip the line and
+    warn 'Passed unknown parameter' for a params file that sets it)."""
+    from papermill.translators import PythonTranslator
+
+    source = _parameters_cell(name)
+    assigned = [node.targets[0].id for node in ast.parse(source).body]
+    parsed = [p.name for p in PythonTranslator.inspect({"source": source})]
+    assert parsed == assigned
