@@ -143,3 +143,17 @@ def test_direct_tokenizer_equals_autotokenizer(name):
             assert direct.decode(d["input_ids"], skip_special_tokens=skip) == auto.decode(a["input_ids"], skip_special_tokens=skip)
         assert [direct.decode([i]) for i in d["input_ids"]] == [auto.decode([i]) for i in a["input_ids"]]
     assert getattr(direct, "chat_template", None) == getattr(auto, "chat_template", None)
+
+
+def test_allocator_tuning_respects_the_opt_outs(monkeypatch):
+    import sys
+
+    monkeypatch.setenv("AEP_MALLOC_TUNE", "0")
+    assert models.keep_freed_blocks() is False
+    monkeypatch.delenv("AEP_MALLOC_TUNE")
+    monkeypatch.setenv("MALLOC_TRIM_THRESHOLD_", "1000000")  # the user's own glibc settings win
+    assert models.keep_freed_blocks() is False
+    monkeypatch.delenv("MALLOC_TRIM_THRESHOLD_")
+    glibc = sys.platform.startswith("linux") and bool(models._libc())
+    assert models.keep_freed_blocks() is glibc
+    models.release_free_memory()  # a no-op off glibc, never an error
