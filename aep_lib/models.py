@@ -307,7 +307,7 @@ def keep_freed_blocks() -> bool:
     glibc serves such blocks by ``mmap`` and unmaps them on ``free`` (or trims them off the heap), so
     every block of every step touched fresh pages: the statistics of one Gemma position took 6.8 ms
     that way and 1.2 ms with blocks up to 64 MiB kept on the heap and the heap trimmed only above
-    256 MiB free (``aep bench --only scoring``). Larger blocks (a chunk's logits) still go back to the
+    256 MiB free (``aep bench --target scoring``). Larger blocks (a chunk's logits) still go back to the
     system. ``generate`` hands free pages back every few steps (``release_free_memory``), so memory
     stays bounded. Process-wide; off with ``AEP_MALLOC_TUNE=0``, or when ``MALLOC_*_`` variables
     already set glibc's thresholds. Returns whether the thresholds were set.
@@ -329,7 +329,7 @@ def release_free_memory() -> None:
     A CPU generation frees and re-allocates blocks of a few MiB every step (the KV cache grows, the
     ``[batch, vocab]`` temporaries come and go); glibc keeps the freed pages, and the heap grew by
     ~3.4 MiB per step: 3.5 GiB above the model after 1,024 Gemma tokens. ``generate`` calls this every
-    ``TRIM_EVERY`` steps (``aep bench --only memory`` measures both).
+    ``TRIM_EVERY`` steps (``aep bench --target memory`` measures both).
     """
     lib = _libc()
     if lib:
