@@ -157,3 +157,101 @@ def test_allocator_tuning_respects_the_opt_outs(monkeypatch):
     glibc = sys.platform.startswith("linux") and bool(models._libc())
     assert models.keep_freed_blocks() is glibc
     models.release_free_memory()  # a no-op off glibc, never an error
+
+
+def _write_safetensors(path, tensors):
+    from safetensors.torch import save_file
+
+    save_file(tensors, str(path))
+    with open(path, "rb") as f:
+        return int.from_bytes(f.read(8), "little")
+
+
+def test_align_safetensors_pads_the_header_and_keeps_every_tensor(tmp_path):
+    import torch
+    from safetensors.torch import load_file
+
+    path = tmp_path / "w.safetensors"
+    # 128 and 256 bytes: offsets 0 and 128. save_file pads its header to 8 bytes only, so some key
+    # length leaves 8 + header off a 64-byte boundary
+    for key in ("a" * n for n in range(1, 65)):
+        tensors = {key: torch.arange(32, dtype=torch.float32), "b": torch.ones(4, 16)}
+        length = _write_safetensors(path, tensors)
+        if (8 + length) % 64:
+            break
+    assert (8 + length) % 64, "could not build a misaligned header"
+    size = path.stat().st_size
+    assert models.align_safetensors(path) is True
+    new_length = int.from_bytes(path.read_bytes()[:8], "little")
+    assert (8 + new_length) % 64 == 0 and new_length > length
+    assert path.stat().st_size == size + new_length - length
+    loaded = load_file(str(path))
+    assert loaded.keys() == tensors.keys() and all(torch.equal(loaded[k], tensors[k]) for k in tensors)
+    assert models.align_safetensors(path) is False  # already aligned: untouched
+    assert path.stat().st_size == size + new_length - length
+
+
+def test_align_safetensors_leaves_offsets_padding_cannot_fix(tmp_path):
+    import torch
+
+    path = tmp_path / "w.safetensors"
+    # a 3-float tensor first puts the second one at offset 12: no header padding aligns both
+    _write_safetensors(path, {"a": torch.ones(3), "b": torch.ones(16)})
+    before = path.read_bytes()
+    assert models.align_safetensors(path) is False
+    assert path.read_bytes() == before
+
+
+def test_weight_page_ranges_merge_contiguous_parameters():
+    import torch
+
+    page = 4096
+    storage = torch.zeros(4 * page // 4)  # 4 pages of float32
+    module = torch.nn.Module()
+    module.a = torch.nn.Parameter(storage[: page // 4])
+    module.b = torch.nn.Parameter(storage[page // 4: 3 * page // 4])
+    ranges = models._weight_page_ranges(module)
+    start = storage.data_ptr() - storage.data_ptr() % page
+    assert ranges == [(start, storage.data_ptr() + 3 * page - start)]
+    with models.mapped_weights_faulted_in(module) as fault:  # runs, and leaves the values alone
+        pass
+    assert fault.thread is None or not fault.thread.is_alive()
+    assert float(module.a.detach().sum()) == 0.0
+
+
+@pytest.mark.slow
+def test_embedded_weights_are_used_in_place_aligned_and_resident(tmp_path, monkeypatch):
+    """The cache is aligned once (an old, misaligned entry too), and loads map it without a copy."""
+    import psutil
+
+    src = model_cache_dir("smollm2-135m")
+    load_model("smollm2-135m")
+    monkeypatch.setenv("AEP_CACHE_DIR", str(tmp_path))
+    dst = model_cache_dir("smollm2-135m")
+    shutil.copytree(src, dst)
+    weights = dst / "model.safetensors"
+    # make it an old-style entry: header 8 bytes shorter, so the data starts 8 bytes off alignment
+    data = bytearray(weights.read_bytes())
+    length = int.from_bytes(data[:8], "little")
+    header = bytes(data[8: 8 + length]).rstrip(b" ")
+    header += b" " * ((-(8 + len(header)) - 8) % 64)  # 8 + header = 56 (mod 64)
+    old = len(header).to_bytes(8, "little") + header + bytes(data[8 + length:])
+    weights.write_bytes(old)
+    marker = json.loads((dst / "COMPLETE.json").read_text())
+    marker["files"]["model.safetensors"] = len(old)
+    (dst / "COMPLETE.json").write_text(json.dumps(marker))
+    assert cache_is_complete(dst) and (8 + len(header)) % 64
+
+    rss_before = psutil.Process().memory_info().rss
+    model, _ = load_model("smollm2-135m")
+    assert cache_is_complete(dst)  # realigned, and its marker updated
+    assert (8 + int.from_bytes(weights.read_bytes()[:8], "little")) % 64 == 0
+    params = list(model.parameters())
+    assert all(p.data_ptr() % 64 == 0 for p in params)
+    # used in place: the parameters live in the file mapping, not in a copy of it
+    maps = [line.split() for line in open("/proc/self/maps") if line.rstrip().endswith(str(weights))]
+    spans = [tuple(int(x, 16) for x in m[0].split("-")) for m in maps]
+    assert spans and all(any(a <= p.data_ptr() < b for a, b in spans) for p in params)
+    # and faulted in at load: resident memory grew by about the weights (not left for the first forward)
+    weight_bytes = sum(p.numel() * p.element_size() for p in {p.data_ptr(): p for p in params}.values())
+    assert psutil.Process().memory_info().rss - rss_before > 0.8 * weight_bytes
