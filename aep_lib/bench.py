@@ -215,18 +215,8 @@ def bench_generation(repeats: int, quick: bool) -> Result:
 # --- (b) memory of generation, each measured in a fresh process -----------------------------------------
 
 
-def kv_cache_bytes(config, n_tokens: int, batch: int = 1, bytes_per=4) -> int:
-    """Bytes of a KV cache of ``n_tokens`` (sliding-window layers hold at most their window)."""
-    heads = getattr(config, "num_key_value_heads", None) or config.num_attention_heads
-    head_dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
-    types = getattr(config, "layer_types", None) or ["full_attention"] * config.num_hidden_layers
-    window = getattr(config, "sliding_window", None) or n_tokens
-    per_layer = [min(n_tokens, window) if t == "sliding_attention" else n_tokens for t in types]
-    return 2 * batch * heads * head_dim * bytes_per * sum(per_layer)
-
-
 def _memory_child(which: str, model_name: str, n: int) -> dict:
-    from .generate import generate
+    from .generate import generate, kv_cache_bytes
     from .params import Sampling, load_prompts
     from .runs import cached_model
 

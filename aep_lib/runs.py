@@ -187,9 +187,10 @@ def execute_batch(
 
     Idempotent: runs already stored ok are skipped, so a batch that is re-executed after a crash
     (a retried Ray task) writes each run exactly once. A batch whose generation raises is stored
-    as failed runs with the error. ``on_written(run_id)`` is called after each write.
+    as failed runs with the error. ``on_written(run_id)`` is called after each write. A batch larger
+    than the free memory holds (``generate.batch_size_for_memory``) runs as several smaller ones.
     """
-    from .generate import generate
+    from .generate import batch_size_for_memory, encode_prompt
 
     done = stored_ok(store, batch.run_ids)
     specs = [s for s in batch.specs if s["run_id"] not in done]
@@ -197,6 +198,18 @@ def execute_batch(
     if not specs:
         return out
     model, tokenizer = cached_model(batch.model, device, dtype)
+    # the planned batch is an upper bound: split it so that its KV caches and step temporaries fit in
+    # the memory free now (a GPU shared with other work, a long paper-profile length)
+    longest_prompt = max(len(encode_prompt(tokenizer, s["prompt_text"])) for s in specs)
+    fits = batch_size_for_memory(model, longest_prompt + batch.max_new_tokens, len(specs))
+    for a in range(0, len(specs), fits):
+        out += _generate_and_store(store, batch, specs[a : a + fits], model, tokenizer, progress, on_written)
+    return out
+
+
+def _generate_and_store(store, batch, specs, model, tokenizer, progress, on_written) -> list[tuple[str, str]]:
+    from .generate import generate
+
     started = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
     t0 = time.perf_counter()
     try:
@@ -206,6 +219,7 @@ def execute_batch(
     except Exception as err:  # stored as failed runs; the grid goes on
         results, error = [None] * len(specs), f"{type(err).__name__}: {err}\n{traceback.format_exc(limit=3)}"
     elapsed = time.perf_counter() - t0
+    out = []
     for spec, res in zip(specs, results):
         row = spec | model.aep_identity | provenance() | {
             "model": batch.model, "started_at": started, "elapsed_s": elapsed, "batch_size": len(specs),

@@ -8,6 +8,7 @@ import pytest
 from typer.testing import CliRunner
 
 from aep_lib import bench
+from aep_lib.generate import kv_cache_bytes
 from aep_lib.cli import app
 
 
@@ -47,7 +48,7 @@ def test_flops_and_kv_bytes_count_windows():
                            num_attention_heads=2, num_key_value_heads=1, head_dim=32, sliding_window=4)
     assert cfg.layer_types.count("full_attention") == 1
     # 5 sliding layers hold 4 tokens, the full layer holds all 10: K and V, 1 head of 32, float32
-    assert bench.kv_cache_bytes(cfg, 10) == 2 * 32 * 4 * (5 * 4 + 10)
+    assert kv_cache_bytes(cfg, 10) == 2 * 32 * 4 * (5 * 4 + 10)
 
     class M:
         config = cfg

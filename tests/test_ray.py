@@ -125,3 +125,33 @@ def test_ray_grid_with_a_killed_worker_stores_each_run_once(ray_local, grid, loc
     again = ensure_grid(store, grid, executor="ray", progress=False)
     assert sorted(again["run_id"]) == sorted(runs["run_id"])
     assert sorted(_run_folders(store)) == sorted(folders)
+
+
+def test_batch_size_for_memory_counts_the_kv_cache_and_the_step_rows(tiny):
+    from aep_lib.generate import STEP_ROWS_PER_SEQUENCE, MEMORY_FRACTION, batch_size_for_memory, memory_per_sequence
+    from aep_lib.models import load_model
+
+    model, _ = load_model(tiny, device="cpu", dtype="float32")
+    cfg = model.config  # 2 layers, 1 KV head of 16 dims, float32: 2 * 2 * 16 * 4 = 256 bytes per position
+    per = memory_per_sequence(model, 100)
+    assert per == 256 * 100 + STEP_ROWS_PER_SEQUENCE * cfg.vocab_size * 4 + 16 * cfg.hidden_size * 4
+    room_for_3 = int(3 * per / MEMORY_FRACTION) + 1
+    assert batch_size_for_memory(model, 100, requested=8, free_bytes=room_for_3) == 3
+    assert batch_size_for_memory(model, 100, requested=2, free_bytes=room_for_3) == 2
+    assert batch_size_for_memory(model, 100, requested=8, free_bytes=10) == 1  # never 0
+    assert batch_size_for_memory(model, 100, requested=8) >= 1  # this machine's free RAM
+
+
+def test_a_batch_larger_than_free_memory_runs_split_with_the_same_tokens(grid, local_store, tmp_path, monkeypatch):
+    from aep_lib import generate
+
+    monkeypatch.setattr(generate, "free_memory_bytes", lambda device: 1)  # room for one sequence at a time
+    store = RunStore(tmp_path / "store")
+    runs = ensure_grid(store, grid, executor="local", progress=False)
+    assert len(runs) == 4 and set(runs["status"]) == {"ok"} and set(runs["batch_size"]) == {1}
+    assert set(local_store.runs()["batch_size"]) == {2}
+    split, whole = _tokens(store), _tokens(local_store)
+    assert split.keys() == whole.keys()
+    for rid in whole:  # each sequence samples with its own noise: its batch-mates do not change it
+        assert split[rid]["token_id"].tolist() == whole[rid]["token_id"].tolist()
+        np.testing.assert_allclose(split[rid]["entropy_raw"], whole[rid]["entropy_raw"], rtol=1e-4, atol=1e-5)
