@@ -115,7 +115,7 @@ for ax, model in zip(axes[:, 0], P.models):
         else:
             z, group = w.loc[w["text_id"] == name, "z"].to_numpy(), "classic"
         ax.scatter(x + rng.uniform(-0.15, 0.15, len(z)), z, s=18, color=colors[group], alpha=0.8)
-    ax.set_xticks(range(len(order)), order, fontsize=8)
+    ax.set_xticks(range(len(order)), order, fontsize=8, rotation=25, ha="right")
     ax.set_ylabel(f"window z ({P.window_tokens} tokens)")
     ax.set_title(f"{model}")
     ax.legend(loc="lower right")
