@@ -12,7 +12,8 @@ Targets (2 CPU cores, float32 unless said):
   and ≤ model + 1 GB.
 - ``pair``: the joint pass of two models on one vocabulary (SmolLM2 and a perturbed copy) against one
   model's scoring pass. Goal ≤ 2.2×.
-- ``startup``: a fresh ``python -c "import aep_lib.models; load_model(<cached embedded>)"``. Goal < 5 s.
+- ``startup``: a fresh ``python -c "import aep_lib.models; load_model(<cached embedded>)"``, from launch
+  until the model is loaded (the exit reported beside it). Goal < 5 s.
 - ``store``: 10 million synthetic token rows written in the store's layout (10,000 runs × 1,000
   tokens); the per-run summary query in DuckDB (``store.connect()`` included), against the same rows
   compacted into one file. Goal: at most 2× (thousands of run files cost no more than that).
@@ -444,42 +445,51 @@ def bench_pair(repeats: int, quick: bool, model_name: str = "smollm2-135m") -> R
 
 
 def bench_startup(repeats: int, quick: bool) -> Result:
+    """Fresh processes: from launch until ``load_model`` returns (the goal), and until the process exits.
+
+    The child prints the system-wide monotonic clock when the model is ready; the parent subtracts
+    the clock it read just before launching. The exit (the interpreter tearing down torch and
+    freeing the tokenizer, ~1 s) is reported beside it but is not start-up.
+    """
     from .models import EMBEDDED_MODELS, embedded_cache
 
     for name in EMBEDDED_MODELS:
-        embedded_cache(name)  # make sure the caches exist: the goal is about a cached model
+        embedded_cache(name)  # make sure the caches exist (and are up to date): the goal is a cached model
     env = dict(os.environ, TOKENIZERS_PARALLELISM="false", HF_HUB_OFFLINE="1")
+    clock = "time.clock_gettime(time.CLOCK_MONOTONIC)" if hasattr(time, "CLOCK_MONOTONIC") else None
 
     import resource
 
-    cpu_times = {}
+    cpu_times: dict[str, list[float]] = {}
+    exits: dict[str, list[float]] = {}
 
-    def wall(code: str) -> float:
+    def launch(label: str, code: str) -> float:
         before = resource.getrusage(resource.RUSAGE_CHILDREN)
-        t = time.perf_counter()
-        subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, env=env)
-        elapsed = time.perf_counter() - t
+        script = f"import time\n{code}\n" + (f"print('READY', {clock}, flush=True)\n" if clock else "")
+        t0 = time.clock_gettime(time.CLOCK_MONOTONIC) if clock else time.perf_counter()
+        done = subprocess.run([sys.executable, "-c", script], check=True, capture_output=True, text=True, env=env)
+        t1 = time.clock_gettime(time.CLOCK_MONOTONIC) if clock else time.perf_counter()
         after = resource.getrusage(resource.RUSAGE_CHILDREN)
-        cpu = after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime
-        cpu_times.setdefault(code, []).append(round(cpu, 2))
-        return elapsed
+        cpu_times.setdefault(label, []).append(round(after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime, 2))
+        exits.setdefault(label, []).append(round(t1 - t0, 2))
+        ready = [line.split()[1] for line in done.stdout.splitlines() if line.startswith("READY ")]
+        return float(ready[-1]) - t0 if ready else t1 - t0  # no shared clock: the whole process
 
     load = "from aep_lib.models import load_model; load_model({!r}, device='cpu')"
     floor = "import torch, transformers; from transformers import AutoModelForCausalLM"
-    smol, gemma, imports = [], [], []
+    ready: dict[str, list[float]] = {"smollm2-135m": [], "gemma-3-270m": [], "floor": []}
     for _ in range(repeats):
-        smol.append(wall(load.format("smollm2-135m")))
-        gemma.append(wall(load.format("gemma-3-270m")))
-        imports.append(wall(floor))
-    worst = max(_median(smol), _median(gemma))
+        for label in ready:
+            ready[label].append(launch(label, floor if label == "floor" else load.format(label)))
+    worst = max(_median(ready["smollm2-135m"]), _median(ready["gemma-3-270m"]))
     return Result(
-        "startup", "s, import + load cached model", worst, 5.0, "s", worst / 5.0, "< 5 s", worst < 5.0,
-        details={"smollm2-135m (s, each repeat)": [round(x, 2) for x in smol],
-                 "gemma-3-270m (s, each repeat)": [round(x, 2) for x in gemma],
-                 "floor: python -c 'import torch, transformers' (s)": [round(x, 2) for x in imports],
-                 "CPU seconds (user + sys) of each: smollm2, gemma, floor": [
-                     cpu_times[load.format("smollm2-135m")], cpu_times[load.format("gemma-3-270m")], cpu_times[floor]]},
-        notes=["ours = the slower of the two models (median wall time); 'baseline' column = the 5 s goal; "
+        "startup", "s, launch -> cached model loaded", worst, 5.0, "s", worst / 5.0, "< 5 s", worst < 5.0,
+        details={**{f"{label} ready (s, each repeat)": [round(x, 2) for x in v] for label, v in ready.items()},
+                 **{f"{label} process exit (s, each repeat)": v for label, v in exits.items()},
+                 "CPU seconds (user + sys) of each process": cpu_times,
+                 "floor": "python -c 'import torch, transformers; from transformers import AutoModelForCausalLM'"},
+        notes=["ours = the slower of the two models (median, launch until load_model returns); "
+               "'baseline' column = the 5 s goal; 'process exit' adds the interpreter's teardown; "
                "wall time on a loaded machine: see the load average and the CPU seconds"],
     )
 

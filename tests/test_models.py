@@ -145,6 +145,85 @@ def test_direct_tokenizer_equals_autotokenizer(name):
     assert getattr(direct, "chat_template", None) == getattr(auto, "chat_template", None)
 
 
+def _merges_as_pairs(src, dst):
+    data = json.loads(src.read_text(encoding="utf-8"))
+    data["model"]["merges"] = [m.split(" ") if isinstance(m, str) else m for m in data["model"]["merges"]]
+    dst.write_text(json.dumps(data, indent=2), encoding="utf-8")  # the layout transformers writes
+
+
+def _same_tokenizer(a, b):
+    from tokenizers import Tokenizer
+
+    ta, tb = Tokenizer.from_file(str(a)), Tokenizer.from_file(str(b))
+    assert json.loads(ta.to_str()) == json.loads(tb.to_str())  # vocabulary, merges in order, added tokens
+    for text in SAMPLES:
+        ea, eb = ta.encode(text), tb.encode(text)
+        assert ea.ids == eb.ids and ea.offsets == eb.offsets, text
+
+
+def test_compact_tokenizer_merges_keeps_the_tokenizer(tmp_path):
+    from tokenizers import Tokenizer, models as tok_models, pre_tokenizers, trainers
+
+    tok = Tokenizer(tok_models.BPE(unk_token="<unk>"))
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=400, special_tokens=["<unk>", "<eos>"], show_progress=False)
+    tok.train_from_iterator(SAMPLES * 20 + ["the typical set of a long text, again and again"] * 50, trainer)
+    original = tmp_path / "original.json"
+    tok.save(str(original))
+    merges = json.loads(original.read_text())["model"]["merges"]
+    assert len(merges) > 20 and all(isinstance(m, list) for m in merges)  # written as pairs
+    compact = tmp_path / "tokenizer.json"
+    shutil.copy(original, compact)
+    assert models.compact_tokenizer_merges(compact) is True
+    assert all(isinstance(m, str) and m.count(" ") == 1 for m in json.loads(compact.read_text())["model"]["merges"])
+    assert compact.stat().st_size < original.stat().st_size
+    _same_tokenizer(original, compact)
+    assert models.compact_tokenizer_merges(compact) is False  # compact already: untouched
+
+
+def test_compact_tokenizer_merges_leaves_a_merge_with_a_space(tmp_path):
+    from tokenizers import Tokenizer, models as tok_models
+
+    vocab = {"a": 0, " ": 1, "a ": 2, "b": 3, "ab": 4}
+    tok = Tokenizer(tok_models.BPE(vocab=vocab, merges=[("a", " "), ("a", "b")]))
+    path = tmp_path / "tokenizer.json"
+    tok.save(str(path))
+    before = path.read_bytes()
+    assert models.compact_tokenizer_merges(path) is False  # "a  " could split two ways
+    assert path.read_bytes() == before
+
+
+@pytest.mark.parametrize("name", list(EMBEDDED_MODELS))
+def test_embedded_cache_tokenizer_is_compact_and_unchanged(name, tmp_path):
+    """The cache's compact tokenizer.json is the same tokenizer as the pairs transformers wrote."""
+    folder = models.embedded_cache(name)
+    assert json.loads((folder / "COMPLETE.json").read_text())["format"] == models.CACHE_FORMAT
+    cached = folder / "tokenizer.json"
+    assert all(isinstance(m, str) for m in json.loads(cached.read_text(encoding="utf-8"))["model"]["merges"])
+    pairs = tmp_path / "pairs.json"
+    _merges_as_pairs(cached, pairs)
+    _same_tokenizer(pairs, cached)
+
+
+def test_gc_paused_restores_the_collector():
+    import gc
+
+    assert gc.isenabled()
+    with models.gc_paused():
+        assert not gc.isenabled()
+    assert gc.isenabled()
+    with pytest.raises(ValueError), models.gc_paused():
+        raise ValueError("inside")
+    assert gc.isenabled()
+    gc.disable()
+    try:
+        with models.gc_paused():
+            pass
+        assert not gc.isenabled()  # the caller had it off: left off
+    finally:
+        gc.enable()
+
+
 def test_allocator_tuning_respects_the_opt_outs(monkeypatch):
     import sys
 
@@ -221,7 +300,7 @@ def test_weight_page_ranges_merge_contiguous_parameters():
 
 @pytest.mark.slow
 def test_embedded_weights_are_used_in_place_aligned_and_resident(tmp_path, monkeypatch):
-    """The cache is aligned once (an old, misaligned entry too), and loads map it without a copy."""
+    """An old cache entry is brought up to date once (aligned, compacted), and loads map it without a copy."""
     import psutil
 
     src = model_cache_dir("smollm2-135m")
@@ -237,14 +316,19 @@ def test_embedded_weights_are_used_in_place_aligned_and_resident(tmp_path, monke
     header += b" " * ((-(8 + len(header)) - 8) % 64)  # 8 + header = 56 (mod 64)
     old = len(header).to_bytes(8, "little") + header + bytes(data[8 + length:])
     weights.write_bytes(old)
+    _merges_as_pairs(dst / "tokenizer.json", dst / "tokenizer.json")  # and its tokenizer as transformers wrote it
     marker = json.loads((dst / "COMPLETE.json").read_text())
     marker["files"]["model.safetensors"] = len(old)
+    marker["files"]["tokenizer.json"] = (dst / "tokenizer.json").stat().st_size
+    del marker["format"]  # format 1
     (dst / "COMPLETE.json").write_text(json.dumps(marker))
     assert cache_is_complete(dst) and (8 + len(header)) % 64
 
     rss_before = psutil.Process().memory_info().rss
     model, _ = load_model("smollm2-135m")
-    assert cache_is_complete(dst)  # realigned, and its marker updated
+    assert cache_is_complete(dst)  # realigned, tokenizer compacted, and its marker updated
+    assert json.loads((dst / "COMPLETE.json").read_text())["format"] == models.CACHE_FORMAT
+    assert isinstance(json.loads((dst / "tokenizer.json").read_text())["model"]["merges"][0], str)
     assert (8 + int.from_bytes(weights.read_bytes()[:8], "little")) % 64 == 0
     params = list(model.parameters())
     assert all(p.data_ptr() % 64 == 0 for p in params)
