@@ -222,8 +222,12 @@ def embedded_cache(name: str) -> Path:
         return folder
     changed = any([align_safetensors(w) for w in sorted(folder.glob("*.safetensors"))])
     if _marker_format(folder) < CACHE_FORMAT:
-        if (folder / "tokenizer.json").is_file():
-            compact_tokenizer_merges(folder / "tokenizer.json")
+        try:
+            if (folder / "tokenizer.json").is_file():
+                compact_tokenizer_merges(folder / "tokenizer.json")
+        except (OSError, ValueError):  # unreadable despite its marker: rebuild the entry
+            build_embedded_cache(spec)
+            return folder
         changed = True
     if changed:
         _write_marker(folder, spec)

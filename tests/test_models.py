@@ -205,6 +205,21 @@ def test_embedded_cache_tokenizer_is_compact_and_unchanged(name, tmp_path):
     _same_tokenizer(pairs, cached)
 
 
+def test_old_cache_with_an_unreadable_tokenizer_is_rebuilt(tmp_path, monkeypatch):
+    monkeypatch.setenv("AEP_CACHE_DIR", str(tmp_path))
+    folder = model_cache_dir("smollm2-135m")
+    folder.mkdir(parents=True)
+    (folder / "model.safetensors").write_bytes((56).to_bytes(8, "little") + b"{}" + b" " * 54)
+    (folder / "tokenizer.json").write_text("{not json")
+    files = {p.name: p.stat().st_size for p in folder.iterdir()}
+    (folder / "COMPLETE.json").write_text(json.dumps({"model": "smollm2-135m", "files": files}))  # format 1
+    assert cache_is_complete(folder)
+    rebuilt = []
+    monkeypatch.setattr(models, "build_embedded_cache", lambda spec: rebuilt.append(spec.name))
+    assert models.embedded_cache("smollm2-135m") == folder
+    assert rebuilt == ["smollm2-135m"]
+
+
 def test_gc_paused_restores_the_collector():
     import gc
 
