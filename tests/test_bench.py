@@ -88,6 +88,19 @@ def test_cli_bench_quick_runs_the_model_targets():
         assert field in out, field
 
 
+@pytest.mark.slow
+def test_startup_bench_times_until_the_model_is_loaded_not_the_exit():
+    res = bench.bench_startup(repeats=1, quick=True)
+    d = res.details
+    for label in ("smollm2-135m", "gemma-3-270m", "floor"):
+        (ready,), (whole,) = d[f"{label} ready (s, each repeat)"], d[f"{label} process exit (s, each repeat)"]
+        assert 0 < ready < whole, label  # the child's READY clock was read, before its teardown
+    assert d["floor ready (s, each repeat)"][0] < d["smollm2-135m ready (s, each repeat)"][0]
+    worst = max(d["smollm2-135m ready (s, each repeat)"][0], d["gemma-3-270m ready (s, each repeat)"][0])
+    assert res.ours == pytest.approx(worst, abs=0.006)  # details are rounded to 0.01 s
+    assert res.holds == (res.ours < 5.0)
+
+
 def test_cli_bench_rejects_unknown_targets():
     result = CliRunner().invoke(app, ["bench", "--target", "nope"])
     assert result.exit_code == 2 and "unknown bench target" in result.output
