@@ -457,6 +457,7 @@ def bench_startup(repeats: int, quick: bool) -> Result:
         embedded_cache(name)  # make sure the caches exist (and are up to date): the goal is a cached model
     env = dict(os.environ, TOKENIZERS_PARALLELISM="false", HF_HUB_OFFLINE="1")
     clock = "time.clock_gettime(time.CLOCK_MONOTONIC)" if hasattr(time, "CLOCK_MONOTONIC") else None
+    now = (lambda: time.clock_gettime(time.CLOCK_MONOTONIC)) if clock else time.perf_counter
 
     import resource
 
@@ -466,9 +467,9 @@ def bench_startup(repeats: int, quick: bool) -> Result:
     def launch(label: str, code: str) -> float:
         before = resource.getrusage(resource.RUSAGE_CHILDREN)
         script = f"import time\n{code}\n" + (f"print('READY', {clock}, flush=True)\n" if clock else "")
-        t0 = time.clock_gettime(time.CLOCK_MONOTONIC) if clock else time.perf_counter()
+        t0 = now()
         done = subprocess.run([sys.executable, "-c", script], check=True, capture_output=True, text=True, env=env)
-        t1 = time.clock_gettime(time.CLOCK_MONOTONIC) if clock else time.perf_counter()
+        t1 = now()
         after = resource.getrusage(resource.RUSAGE_CHILDREN)
         cpu_times.setdefault(label, []).append(round(after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime, 2))
         exits.setdefault(label, []).append(round(t1 - t0, 2))
