@@ -32,34 +32,29 @@ import math
 
 import numpy as np
 import pandas as pd
+import torch
+from tqdm.auto import tqdm
 
-from .params import Sampling
+from .inference import binomial_ci
+from .models import ModelPool, load_tokenizer
+from .sampling import Sampling, SamplingWarp, Variant, eos_ids, parse_variants
+from .score import (
+    ScoringError,
+    context_window,
+    forward_spans,
+    stats_row_block,
+    tokenize_span,
+)
+from .stats import token_stats
+from .text_cache import ScoredTextCache, text_key
 
 METHODS = ("min_abs_z", "max_likelihood")
 
 
 def _variants(candidates):
-    from .cross import Variant, parse_variants
-
     if isinstance(candidates, str):
         return parse_variants(candidates)
     return [c if isinstance(c, Variant) else Variant.parse(str(c)) for c in candidates]
-
-
-def encode_with_offsets(tokenizer, text: str, prompt: str = "") -> tuple[list[int], int, np.ndarray]:
-    """``(ids, first, char_end)``: ``prompt + text`` tokenized, the index of the first scored token (its
-    span starts at or after the prompt's end; special tokens never), and for each scored token the end
-    of its span in characters of ``text``."""
-    full = prompt + text
-    enc = tokenizer(full, add_special_tokens=True, return_offsets_mapping=True, return_special_tokens_mask=True)
-    ids, offsets, special = enc["input_ids"], enc["offset_mapping"], enc["special_tokens_mask"]
-    first = next((i for i, ((a, _), sp) in enumerate(zip(offsets, special)) if not sp and a >= len(prompt)), len(ids))
-    first = max(first, 1)
-    end = len(ids)
-    while end > first and special[end - 1]:
-        end -= 1
-    char_end = np.array([offsets[i][1] - len(prompt) for i in range(first, end)], dtype=np.int64)
-    return list(ids[:end]), first, char_end
 
 
 def score_variants(model, tokenizer, text: str, prompt: str, samplings: list[Sampling], chunk_size: int = 256,
@@ -67,23 +62,20 @@ def score_variants(model, tokenizer, text: str, prompt: str, samplings: list[Sam
     """Per-token ``surprisal``, ``entropy``, ``varentropy`` (bits) of ``text`` under each sampling
     distribution ``q = warp(p)`` of one model, from ONE forward pass; plus ``char_end`` (end of the
     token's span in ``text``) and ``n_bytes_to`` (UTF-8 bytes of ``text`` up to it)."""
-    import torch
-
-    from .sampling import SamplingWarp, eos_ids
-    from .score import _forward_spans, context_window, stats_row_block
-    from .stats import token_stats
-
-    ids, first, char_end = encode_with_offsets(tokenizer, text, prompt)
-    if len(char_end) == 0:
+    try:
+        span = tokenize_span(tokenizer, text, prompt)
+    except ScoringError:  # nothing to score
+        span = None
+    if span is None:
         return {s: pd.DataFrame(columns=["char_end", "surprisal", "entropy", "varentropy"]) for s in samplings}
     eos = eos_ids(tokenizer, model)
     warps = {s: SamplingWarp(s, eos) for s in dict.fromkeys(samplings)}
     parts = {s: [] for s in warps}
-    ids_t = torch.as_tensor(ids, dtype=torch.long)
+    ids_t = torch.as_tensor(span.ids, dtype=torch.long)
     n_ctx = context_window(model)
     row_block = row_block or stats_row_block(int(model.config.vocab_size))
     with torch.no_grad():
-        for targets, logits, _ in _forward_spans(model, ids_t, first, chunk_size, n_ctx, n_ctx // 2):
+        for targets, logits, _ in forward_spans(model, ids_t, span.first, chunk_size, n_ctx, n_ctx // 2):
             tgt = ids_t[targets].to(logits.device)
             for a in range(0, logits.shape[0], row_block):
                 block, tb = logits[a : a + row_block].float(), tgt[a : a + row_block]
@@ -91,11 +83,11 @@ def score_variants(model, tokenizer, text: str, prompt: str, samplings: list[Sam
                     st = token_stats(warp(block), tb, with_rank=False)
                     parts[s].append({k: v.cpu().numpy() for k, v in st.items()})
     byte_len = np.cumsum([len(ch.encode("utf-8")) for ch in text]) if text else np.zeros(0)
-    n_bytes_to = np.array([byte_len[c - 1] if c > 0 else 0 for c in char_end], dtype=np.int64)
+    n_bytes_to = np.array([byte_len[c - 1] if c > 0 else 0 for c in span.char_end], dtype=np.int64)
     out = {}
     for s, blocks in parts.items():
         df = pd.DataFrame({k: np.concatenate([b[k] for b in blocks]) for k in ("surprisal", "entropy", "varentropy")})
-        df.insert(0, "char_end", char_end)
+        df.insert(0, "char_end", span.char_end)
         df.insert(1, "n_bytes_to", n_bytes_to)
         out[s] = df
     return out
@@ -153,8 +145,6 @@ def rank_candidates(z_by_candidate: dict[str, float], bpb_by_candidate: dict[str
 
 def attribute(text: str, candidates, prompt: str = "", pool=None) -> pd.DataFrame:
     """Rank ``candidates`` (variant specs or ``cross.Variant``) as the author of ``text`` (after ``prompt``)."""
-    from .cross import ModelPool
-
     pool = pool or ModelPool()
     variants = _variants(candidates)
     zs, bpbs = {}, {}
@@ -193,16 +183,11 @@ def attribution_table(store, runs: pd.DataFrame, candidates, lengths, pool=None,
     ``variant`` column, or model and warps, name the true source), cut at each length in ``lengths``.
 
     One row per (run, length, candidate): ``source``, ``candidate``, ``length``, ``n_tokens`` (the
-    candidate's tokens in the cut), ``z``, ``bpb``. ``cache``: a ``detect.TokenCache`` (or path) keeping
+    candidate's tokens in the cut), ``z``, ``bpb``. ``cache``: a ``text_cache.ScoredTextCache`` (or path) keeping
     the per-token scores of each (run, candidate).
     """
-    from tqdm.auto import tqdm
-
-    from .cross import ModelPool, Variant, load_tokenizer
-    from .detect import TokenCache, _key
-
     pool = pool or ModelPool()
-    cache = cache if isinstance(cache, TokenCache) else TokenCache(cache)
+    cache = cache if isinstance(cache, ScoredTextCache) else ScoredTextCache(cache)
     variants = _variants(candidates)
     models = list(dict.fromkeys(v.model for v in variants))
     ok = runs[runs["status"] == "ok"]
@@ -217,7 +202,7 @@ def attribution_table(store, runs: pd.DataFrame, candidates, lengths, pool=None,
         max_cut = max(cuts.values())
         for model_name in models:
             group = [v for v in variants if v.model == model_name]
-            keys = {v.label: _key("attr", run["run_id"], v.label, max_cut) for v in group}
+            keys = {v.label: text_key("attr", run["run_id"], v.label, max_cut) for v in group}
             if not all(k in cache for k in keys.values()):
                 model, tokenizer = pool.model(model_name)
                 scored = score_variants(model, tokenizer, text[:max_cut], prompt, [v.sampling for v in group])
@@ -278,8 +263,6 @@ def confusion(decisions: pd.DataFrame, labels=None) -> pd.DataFrame:
 
 def accuracy_by(decisions: pd.DataFrame, by="length", column: str = "correct") -> pd.DataFrame:
     """Accuracy per group with a Clopper-Pearson 95% CI: ``n``, ``accuracy``, ``low``, ``high``."""
-    from .inference import binomial_ci
-
     rows = []
     for key, g in decisions.groupby(by, sort=True):
         k, n = int(g[column].sum()), len(g)
@@ -289,19 +272,3 @@ def accuracy_by(decisions: pd.DataFrame, by="length", column: str = "correct") -
     return pd.DataFrame(rows)
 
 
-def plot_confusion(matrix: pd.DataFrame, ax=None, title: str = ""):
-    """A confusion matrix as a heatmap of row shares with the counts written in."""
-    import matplotlib.pyplot as plt
-
-    if ax is None:
-        _, ax = plt.subplots(figsize=(1.1 * len(matrix) + 2.5, 1.0 * len(matrix) + 1.5))
-    shares = matrix.div(matrix.sum(axis=1).replace(0, np.nan), axis=0)
-    ax.imshow(shares.to_numpy(dtype=float), cmap="Blues", vmin=0, vmax=1)
-    for i in range(len(matrix)):
-        for j in range(len(matrix.columns)):
-            ax.text(j, i, int(matrix.iat[i, j]), ha="center", va="center",
-                    color="white" if (shares.iat[i, j] or 0) > 0.6 else "black", fontsize=9)
-    ax.set_xticks(range(len(matrix.columns)), matrix.columns, rotation=35, ha="right", fontsize=8)
-    ax.set_yticks(range(len(matrix)), matrix.index, fontsize=8)
-    ax.set(xlabel="predicted", ylabel="true source", title=title)
-    return ax

@@ -52,7 +52,7 @@ def run(
     run the rest batched per model, here or on Ray."""
     from .params import ParamsError, load_grid
     from .paths import store_dir
-    from .runs import ensure_grid
+    from .grids import ensure_grid
     from .store import RunStore
 
     try:
@@ -178,8 +178,8 @@ def compare(
     pair: Optional[str] = typer.Option(None, help="only this pair, e.g. 'smollm2-135m -> gemma-3-270m'"),
 ) -> None:
     """Aggregate every cross-model comparison in the store: usable / skipped / failed, h^(A,B), l^B - h^B."""
-    from .cross import compare as compare_records
-    from .cross import format_report
+    from .comparison_tables import compare as compare_records
+    from .report import format_report
     from .paths import store_dir
     from .store import RunStore
 
@@ -237,9 +237,10 @@ def detect(
     """Is a text machine-generated? Detector scores, the typicality z-test and a verdict with its threshold."""
     import pandas as pd
 
-    from .detect import DETECTORS, detector_scores, prepare, score_prepared, verdict
-    from .models import EMBEDDED_MODELS, ModelLoadError, load_model
-    from .score import ScoringError, check_same_vocabulary
+    from .detect import DETECTORS, detector_scores, score_prepared, verdict
+    from .embedded import EMBEDDED_MODELS, ModelLoadError
+    from .models import load_model
+    from .score import ScoringError, check_same_vocabulary, tokenize_span
 
     if not 0 < alpha < 1:
         _fail(f"--alpha must be in (0, 1), got {alpha}")
@@ -266,7 +267,7 @@ def detect(
     tables = []
     for i, (label, text) in enumerate(texts):
         try:
-            prep = prepare(tok, text[prompt_chars:], text[:prompt_chars], max_tokens or None)
+            prep = tokenize_span(tok, text[prompt_chars:], text[:prompt_chars], max_tokens or None)
             t = score_prepared(mdl, tok, prep, reference=ref)
         except ScoringError as err:
             _fail(f"{label}: {err}")
@@ -301,12 +302,12 @@ def attribute(
 ) -> None:
     """Which candidate model (and decoding setting) wrote a text? Ranked by |z|, with confidences."""
     from .attribution import attribute as rank
-    from .models import ModelLoadError
+    from .embedded import ModelLoadError
     from .score import ScoringError
 
     texts = _read_detect_inputs(inputs)
     try:
-        from .cross import parse_variants
+        from .sampling import parse_variants
 
         variants = parse_variants(candidates)
     except ValueError as err:

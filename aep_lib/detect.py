@@ -31,8 +31,6 @@ Both texts of a pair are truncated to the same token budget (``max_tokens``).
 
 from __future__ import annotations
 
-import hashlib
-import json
 import math
 import os
 import zlib
@@ -41,8 +39,22 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from tqdm.auto import tqdm
 
-from .inference import (MIN_TOKENS_CLT, binomial_ci, calibrated_threshold, metric_ci, rates, z_level, z_pvalues)
+from .corpora import load_benchmark
+from .inference import (
+    MIN_TOKENS_CLT,
+    binomial_ci,
+    calibrated_threshold,
+    metric_ci,
+    rates,
+    z_level,
+    z_pvalues,
+)
+from .models import cached_model
+from .sampling import eos_ids
+from .score import TokenSpan, check_same_vocabulary, score_ids, tokenize_span
+from .text_cache import ScoredTextCache, text_key
 
 
 @dataclass(frozen=True)
@@ -146,45 +158,10 @@ def machine_scores(scores: pd.DataFrame, detectors=None) -> pd.DataFrame:
 # preparing and scoring texts
 
 
-@dataclass
-class Prepared:
-    """A text tokenized for scoring: ``ids[:first]`` is context, ``ids[first:]`` is scored."""
-
-    ids: list[int]
-    first: int
-    scored_text: str  # the characters of the scored tokens
-    n_tokens_available: int  # scored tokens before the max_tokens cut
-
-
-def prepare(tokenizer, text: str, prompt: str = "", max_tokens: int | None = None) -> Prepared:
-    """Tokenize ``prompt + text`` (source masking as in ``score.tokenize_with_prompt``: a token is scored
-    iff its span starts at or after the end of the prompt) and keep the first ``max_tokens`` scored."""
-    from .score import ScoringError
-
-    full = prompt + text
-    try:
-        enc = tokenizer(full, add_special_tokens=True, return_offsets_mapping=True, return_special_tokens_mask=True)
-    except NotImplementedError:
-        raise ScoringError("this tokenizer gives no character offsets (a 'fast' tokenizer is needed)") from None
-    ids, offsets, special = enc["input_ids"], enc["offset_mapping"], enc["special_tokens_mask"]
-    first = next((i for i, ((a, _), sp) in enumerate(zip(offsets, special)) if not sp and a >= len(prompt)), len(ids))
-    first = max(first, 1)  # the very first token of a text without BOS has no context
-    end = len(ids) if not max_tokens else min(len(ids), first + max_tokens)
-    while end > first and special[end - 1]:  # a trailing EOS is not text
-        end -= 1
-    if end <= first:
-        raise ScoringError("nothing to score: the text is empty after tokenization")
-    scored = full[offsets[first][0] : offsets[end - 1][1]]
-    return Prepared(list(ids[:end]), first, scored, len(ids) - first)
-
-
-def score_prepared(model, tokenizer, prep: Prepared, reference=None, chunk_size: int | None = None) -> pd.DataFrame:
-    """The per-token table of a prepared text (``TOKEN_COLUMNS``; ``CROSS_COLUMNS`` with a distinct
+def score_prepared(model, tokenizer, prep: TokenSpan, reference=None, chunk_size: int | None = None) -> pd.DataFrame:
+    """The per-token table of a tokenized text (``score.tokenize_span``) (``TOKEN_COLUMNS``; ``CROSS_COLUMNS`` with a distinct
     reference model on the same vocabulary). A reference that is the scorer itself (or "self") adds
     nothing: its cross statistics equal the scorer's own entropy and varentropy."""
-    from .sampling import eos_ids
-    from .score import score_ids
-
     if reference is not None and (reference is model or reference == "self"):
         reference = None
     df = score_ids(model, prep.ids, prep.first, eos_token_ids=eos_ids(tokenizer, model), chunk_size=chunk_size,
@@ -193,62 +170,13 @@ def score_prepared(model, tokenizer, prep: Prepared, reference=None, chunk_size:
     return df[[c for c in keep if c in df]]
 
 
-def _key(*parts) -> str:
-    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode("utf-8")).hexdigest()[:20]
-
-
-class TokenCache:
-    """Per-token tables of scored texts in one Parquet file (``<path>.tokens.parquet`` and
-    ``<path>.texts.parquet``), keyed by a hash of (scorer, reference, budget, prompt, text).
-
-    Detectors are recomputed from the tokens, so a change of detector code never needs a re-score.
-    ``path=None``: in memory only.
-    """
-
-    def __init__(self, path: str | os.PathLike | None):
-        self.path = Path(path) if path else None
-        self.tokens: dict[str, pd.DataFrame] = {}
-        self.texts: dict[str, dict] = {}
-        self.dirty = False
-        if self.path and self._file("texts").is_file():
-            meta = pd.read_parquet(self._file("texts"))
-            tok = pd.read_parquet(self._file("tokens"))
-            self.texts = {r["key"]: r for r in meta.to_dict("records")}
-            for key, g in tok.groupby("key", sort=False):
-                self.tokens[key] = g.drop(columns="key").reset_index(drop=True)
-
-    def _file(self, what: str) -> Path:
-        return self.path.with_name(self.path.name + f".{what}.parquet")
-
-    def __contains__(self, key: str) -> bool:
-        return key in self.texts and key in self.tokens
-
-    def put(self, key: str, tokens: pd.DataFrame, meta: dict) -> None:
-        self.tokens[key] = tokens.reset_index(drop=True)
-        self.texts[key] = {"key": key, **meta}
-        self.dirty = True
-
-    def flush(self) -> None:
-        if not self.path or not self.dirty:
-            return
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        keys = [k for k in self.texts if k in self.tokens]
-        tok = pd.concat([self.tokens[k].assign(key=k) for k in keys], ignore_index=True)
-        meta = pd.DataFrame([self.texts[k] for k in keys])
-        for what, df in (("tokens", tok), ("texts", meta)):
-            tmp = self._file(what).with_suffix(".tmp")
-            df.to_parquet(tmp, index=False)
-            os.replace(tmp, self._file(what))
-        self.dirty = False
-
-
 def score_texts(
     model: str,
     texts: pd.DataFrame,
     reference: str | None = None,
     max_tokens: int | None = 256,
     k: float = 0.2,
-    cache: TokenCache | str | os.PathLike | None = None,
+    cache: ScoredTextCache | str | os.PathLike | None = None,
     device: str = "auto",
     dtype: str = "auto",
     flush_every: int = 25,
@@ -256,35 +184,26 @@ def score_texts(
     return_tokens: bool = False,
 ):
     """One row of detector scores per row of ``texts`` (columns ``text`` and optional ``prompt``; every
-    other column is kept), scored by ``model`` (a name for ``runs.cached_model``) with an optional
+    other column is kept), scored by ``model`` (a name for ``models.cached_model``) with an optional
     ``reference`` model name on the same vocabulary. The model is loaded only when a text is missing
     from ``cache``. With ``return_tokens`` also ``{row index: per-token table}``.
     """
-    from tqdm.auto import tqdm
-
-    from .runs import cached_model
-
-    cache = cache if isinstance(cache, TokenCache) else TokenCache(cache)
+    cache = cache if isinstance(cache, ScoredTextCache) else ScoredTextCache(cache)
     ref_name = None if reference in (None, "", "self", model) else reference
     rows, token_tables, since_flush = [], {}, 0
-    loaded = {}
 
     def get(name):
-        if name not in loaded:
-            loaded[name] = cached_model(name, device, dtype)
-        return loaded[name]
+        return cached_model(name, device, dtype)
 
     if ref_name is not None:  # fail early on a vocabulary mismatch
-        from .score import check_same_vocabulary
-
         check_same_vocabulary(get(model)[0], get(ref_name)[0], get(model)[1], get(ref_name)[1])
     items = list(texts.iterrows())
     for idx, row in tqdm(items, disable=not progress, desc=f"score {model}", unit="text", mininterval=5):
         prompt = str(row.get("prompt", "") or "")
-        key = _key(model, ref_name, max_tokens, prompt, str(row["text"]))
+        key = text_key(model, ref_name, max_tokens, prompt, str(row["text"]))
         if key not in cache:
             mdl, tok = get(model)
-            prep = prepare(tok, str(row["text"]), prompt, max_tokens)
+            prep = tokenize_span(tok, str(row["text"]), prompt, max_tokens)
             ref = get(ref_name)[0] if ref_name else None
             df = score_prepared(mdl, tok, prep, reference=ref)
             cache.put(key, df, {"scored_text": prep.scored_text, "n_tokens_available": prep.n_tokens_available})
@@ -309,61 +228,6 @@ def score_texts(
 # benchmarks
 
 
-FDG = "benchmarks/fast-detect-gpt"
-BENCHMARKS: dict[str, str] = {
-    **{f"{d}_{g}": f"{FDG}/exp_gpt3to4/{d}_{g}.raw_data.json"
-       for g in ("gpt-4", "gpt-3.5-turbo") for d in ("xsum", "writing", "pubmed")},
-    **{f"{d}_{g}": f"{FDG}/exp_main/{d}_{g}.raw_data.json"
-       for g in ("gpt2-xl", "gpt-neo-2.7B") for d in ("xsum", "writing", "squad")},
-    "pubmed_falcon-7b": "benchmarks/binoculars/pubmed-falcon7.jsonl",
-}  # fmt: skip
-BINOCULARS_MACHINE_KEY = "-fs-cml-models-Falcon-falcon-7b_generated_text_wo_prompt"
-
-
-def shared_prefix(a: str, b: str) -> str:
-    """The longest common prefix of ``a`` and ``b``, cut back to end just before a whitespace character
-    (so the first scored token of each text starts a word); "" when they share no whole word."""
-    n = len(os.path.commonprefix([a, b]))
-    while n > 0 and not (a[n:n + 1].isspace() and b[n:n + 1].isspace()):
-        n -= 1
-    return a[:n]
-
-
-def load_benchmark(name: str, n_texts: int = 0, max_chars: int = 6000) -> pd.DataFrame:
-    """Human and machine texts of one benchmark, two rows per pair: ``dataset``, ``pair``, ``label``
-    (human / machine), ``is_machine`` (0/1), ``prompt`` (the context not scored), ``text``.
-
-    ``n_texts``: the first n pairs (0: all). Texts are cut to ``max_chars`` characters (only to bound
-    tokenization; the token budget of ``score_texts`` is the real truncation).
-    """
-    from .paths import data_file
-
-    if name not in BENCHMARKS:
-        raise KeyError(f"unknown benchmark {name!r}; known: {', '.join(BENCHMARKS)}")
-    path = data_file(BENCHMARKS[name])
-    rows = []
-    if path.suffix == ".jsonl":
-        records = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
-        pairs = [("", r["article"], r[BINOCULARS_MACHINE_KEY]) for r in records]
-    else:
-        data = json.loads(path.read_text(encoding="utf-8"))
-        pairs = []
-        for human, machine in zip(data["original"], data["sampled"]):
-            prefix = shared_prefix(human, machine)
-            pairs.append((prefix, human[len(prefix):], machine[len(prefix):]))
-    kept = 0
-    for i, (prefix, human, machine) in enumerate(pairs):
-        if not human.strip() or not machine.strip():
-            continue  # nothing left after the shared prefix
-        for label, text in (("human", human), ("machine", machine)):
-            rows.append({"dataset": name, "pair": i, "label": label, "is_machine": int(label == "machine"),
-                         "prompt": prefix, "text": text[:max_chars]})
-        kept += 1
-        if n_texts and kept >= n_texts:
-            break
-    return pd.DataFrame(rows)
-
-
 def run_benchmark(datasets, models, n_texts: int = 0, max_tokens: int = 256, k: float = 0.2,
                   reference: str | None = None, cache_dir: str | os.PathLike | None = None,
                   progress: bool = False) -> pd.DataFrame:
@@ -381,12 +245,12 @@ def run_benchmark(datasets, models, n_texts: int = 0, max_tokens: int = 256, k: 
 
 
 def cache_path(cache_dir, model: str, reference: str | None, dataset: str, max_tokens: int | None) -> Path:
-    """The ``TokenCache`` path of one (scorer, reference, dataset, token budget)."""
+    """The ``ScoredTextCache`` path of one (scorer, reference, dataset, token budget)."""
     ref = reference if reference not in (None, "", model) else "self"
-    return Path(cache_dir) / f"{_safe(model)}__ref-{_safe(ref)}__{dataset}__t{max_tokens}"
+    return Path(cache_dir) / f"{safe_name(model)}__ref-{safe_name(ref)}__{dataset}__t{max_tokens}"
 
 
-def _safe(name: str) -> str:
+def safe_name(name: str) -> str:
     return "".join(ch if ch.isalnum() or ch in "._-" else "-" for ch in str(name))
 
 
@@ -492,36 +356,3 @@ def verdict(scores: dict, alpha: float = 0.05, threshold: float | None = None,
 # plots
 
 
-def plot_roc(scores: pd.DataFrame, detectors, model: str, datasets=None, ncols: int = 3):
-    """ROC curves (one panel per dataset, one line per detector) of one scoring model; a matplotlib figure."""
-    import matplotlib.pyplot as plt
-    from sklearn.metrics import roc_curve
-
-    from .inference import auroc
-
-    sub = scores[scores["model"] == model]
-    datasets = list(datasets or dict.fromkeys(sub["dataset"]))
-    ncols = min(ncols, len(datasets))
-    nrows = math.ceil(len(datasets) / ncols)
-    fig, axes = plt.subplots(nrows, ncols, figsize=(4.2 * ncols, 3.9 * nrows), squeeze=False)
-    for ax, name in zip(axes.flat, datasets):
-        g = sub[sub["dataset"] == name]
-        oriented = machine_scores(g, detectors)
-        for d in detectors:
-            ok = oriented[d].notna()
-            y, s = g.loc[ok, "is_machine"].to_numpy(), oriented.loc[ok, d].to_numpy()
-            if len(set(y)) < 2:
-                continue
-            s = np.nan_to_num(s, posinf=1e300, neginf=-1e300)
-            fpr, tpr, _ = roc_curve(y, s)
-            a = auroc(s[y == 0], s[y == 1])
-            ax.plot(fpr, tpr, lw=1.4, label=f"{d} ({a:.2f})")
-        ax.plot([0, 1], [0, 1], color="0.7", lw=0.8, ls="--")
-        ax.set(title=f"{name} ({len(g) // 2} pairs)", xlabel="false-positive rate (human called machine)",
-               ylabel="true-positive rate")
-        ax.legend(fontsize=7, loc="lower right")
-    for ax in list(axes.flat)[len(datasets):]:
-        ax.axis("off")
-    fig.suptitle(f"ROC of the detectors, scorer {model}")
-    fig.tight_layout()
-    return fig

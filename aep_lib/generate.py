@@ -19,9 +19,9 @@ import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
-from .models import release_free_memory
-from .params import Sampling
-from .sampling import SamplingWarp, eos_ids, sample
+from .memory import release_free_memory
+from .models import cache_kwargs, new_cache
+from .sampling import Sampling, SamplingWarp, eos_ids, sample
 from .stats import token_stats
 
 # Steps between two ``release_free_memory`` calls on CPU (0: never). 16 kept a 1,024-token Gemma run
@@ -51,23 +51,6 @@ class Generation:
     extra: dict = field(default_factory=dict)
 
 
-def cache_kwargs(model, cache) -> dict:
-    """The keyword under which this transformers version takes the KV cache."""
-    import inspect
-
-    params = inspect.signature(model.forward).parameters
-    return {"cache": cache} if "cache" in params else {"past_key_values": cache}
-
-
-def new_cache(model):
-    from transformers import DynamicCache
-
-    try:
-        return DynamicCache(config=model.config)
-    except TypeError:
-        return DynamicCache()
-
-
 def left_pad(batch_ids: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
     """``[batch, max_len]`` ids and attention mask, padded on the left."""
     width = max(len(ids) for ids in batch_ids)
@@ -77,56 +60,6 @@ def left_pad(batch_ids: list[list[int]], pad_id: int) -> tuple[torch.Tensor, tor
         input_ids[i, width - len(ids) :] = torch.tensor(ids, dtype=torch.long)
         mask[i, width - len(ids) :] = 1
     return input_ids, mask
-
-
-def kv_cache_bytes(config, n_tokens: int, batch: int = 1, bytes_per=4) -> int:
-    """Bytes of a KV cache of ``n_tokens`` (sliding-window layers hold at most their window)."""
-    heads = getattr(config, "num_key_value_heads", None) or config.num_attention_heads
-    head_dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
-    types = getattr(config, "layer_types", None) or ["full_attention"] * config.num_hidden_layers
-    window = getattr(config, "sliding_window", None) or n_tokens
-    per_layer = [min(n_tokens, window) if t == "sliding_attention" else n_tokens for t in types]
-    return 2 * batch * heads * head_dim * bytes_per * sum(per_layer)
-
-
-# ``[vocab]`` float32 rows a sequence holds at once during a step: the logits, the warped logits,
-# log-probabilities and probabilities under p and q, the noise, and the statistics' products.
-STEP_ROWS_PER_SEQUENCE = 12
-MEMORY_FRACTION = 0.8  # of the free memory a batch may plan to use (allocator slack, fragmentation)
-
-
-def free_memory_bytes(device) -> int:
-    """Memory a new batch can use: free device memory plus the torch cache on CUDA, else available RAM."""
-    device = torch.device(device)
-    if device.type == "cuda":
-        free, _total = torch.cuda.mem_get_info(device)
-        return int(free + torch.cuda.memory_reserved(device) - torch.cuda.memory_allocated(device))
-    import psutil
-
-    return int(psutil.virtual_memory().available)
-
-
-def memory_per_sequence(model, n_positions: int) -> int:
-    """Bytes one sequence of ``n_positions`` (prompt + continuation) adds to a generation batch."""
-    config = model.config
-    bytes_per = next(model.parameters()).element_size()
-    vocab = int(getattr(config, "vocab_size", 0) or 0)
-    hidden = int(getattr(config, "hidden_size", 0) or 0)
-    return (kv_cache_bytes(config, n_positions, 1, bytes_per)
-            + STEP_ROWS_PER_SEQUENCE * vocab * 4 + 16 * hidden * bytes_per)
-
-
-def batch_size_for_memory(model, n_positions: int, requested: int, free_bytes: int | None = None) -> int:
-    """The largest batch, at most ``requested``, whose KV cache and step temporaries fit in memory.
-
-    ``free_bytes`` defaults to ``free_memory_bytes`` of the model's device; a batch plans to use
-    ``MEMORY_FRACTION`` of it. Never below 1 (one sequence that does not fit fails in torch with its
-    own out-of-memory error, which the run stores).
-    """
-    if free_bytes is None:
-        free_bytes = free_memory_bytes(next(model.parameters()).device)
-    fits = int(free_bytes * MEMORY_FRACTION) // max(memory_per_sequence(model, n_positions), 1)
-    return max(1, min(int(requested), fits))
 
 
 def encode_prompt(tokenizer, prompt: str) -> list[int]:

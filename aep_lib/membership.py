@@ -9,7 +9,7 @@ self-generated baseline, ``z ~ N(0, 1)``). Two scores per window of ``window_tok
 - Min-K%++ (``detect.detector_scores``): the mean of the ``k`` lowest standardised log-probabilities,
   and Min-K% for reference.
 
-The windows come from ``cross.ensure_text_scores`` (the cross-model issue's corpus scoring, cached in
+The windows come from ``comparisons.ensure_text_scores`` (the cross-model issue's corpus scoring, cached in
 the store) and the baseline from ``cross.self_baseline_windows`` over stored generations; this module
 only adds the scores and their AUROC.
 """
@@ -20,6 +20,7 @@ import numpy as np
 import pandas as pd
 
 from .detect import detector_scores
+from .models import load_tokenizer
 
 SCORES = {"over_typicality": "-z (over-typical = member-like)", "min_k_pp": "Min-K%++", "min_k": "Min-K%",
           "log_likelihood": "mean log2 p"}
@@ -43,10 +44,8 @@ def window_scores(tokens: pd.DataFrame, window_tokens: int, k: float = 0.2, toke
 
 
 def text_windows(store, text_runs: pd.DataFrame, window_tokens: int, k: float = 0.2) -> pd.DataFrame:
-    """``window_scores`` of every ok external-text run (``cross.ensure_text_scores`` rows), with the run's
+    """``window_scores`` of every ok external-text run (``comparisons.ensure_text_scores`` rows), with the run's
     ``text_id``, ``group`` and scorer ``model``."""
-    from .cross import load_tokenizer
-
     frames = []
     for _, run in text_runs[text_runs["status"] == "ok"].iterrows():
         tokens = store.tokens(run["run_id"])
@@ -60,8 +59,6 @@ def text_windows(store, text_runs: pd.DataFrame, window_tokens: int, k: float = 
 def generation_windows(store, gen_runs: pd.DataFrame, window_tokens: int, k: float = 0.2) -> pd.DataFrame:
     """``window_scores`` of stored generations under their own model's raw ``p`` (the self-generated
     baseline; group "self")."""
-    from .cross import load_tokenizer
-
     frames = []
     ok = gen_runs[gen_runs["status"] == "ok"]
     if ok.empty:

@@ -14,14 +14,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, Field, ValidationError, field_validator, model_validator
 
-from .paths import params_dir
-
-
-class ParamsError(ValueError):
-    """Invalid parameters; the message names the key and where it came from."""
+from .corpora import BENCHMARKS, ParamsError, load_prompts, read_yaml
+from .sampling import Sampling, Strict, Variant
 
 
 def _split(value: Any) -> list[str]:
@@ -30,37 +26,6 @@ def _split(value: Any) -> list[str]:
     if isinstance(value, (list, tuple)):
         return [str(v).strip() for v in value]
     raise TypeError(f"expected a comma-separated string or a list, got {type(value).__name__}")
-
-
-class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, strict=False)
-
-
-class Sampling(Strict):
-    """The decoding warps that turn the raw ``p`` into the sampling distribution ``q``.
-
-    Applied in transformers' order: temperature, then top-k, then top-p. ``temperature=0`` means
-    greedy; ``top_k=0`` and ``top_p=1`` mean no truncation. ``on_eos``: ``suppress`` forbids the
-    end-of-text token (a warp, part of ``q``) so that runs reach their length; ``stop`` ends the
-    run at EOS; ``continue`` samples through it.
-    """
-
-    temperature: float = Field(1.0, ge=0.0, le=100.0)
-    top_k: int = Field(0, ge=0)
-    top_p: float = Field(1.0, gt=0.0, le=1.0)
-    on_eos: Literal["suppress", "stop", "continue"] = "suppress"
-
-    @property
-    def label(self) -> str:
-        return f"t{self.temperature:g}_k{self.top_k}_p{self.top_p:g}_eos-{self.on_eos}"
-
-    @property
-    def greedy(self) -> bool:
-        return self.temperature == 0.0 or self.top_k == 1
-
-    def as_dict(self) -> dict:
-        return {"temperature": float(self.temperature), "top_k": int(self.top_k), "top_p": float(self.top_p),
-                "on_eos": self.on_eos}
 
 
 class Grid(Strict):
@@ -187,19 +152,6 @@ def validate(schema: type[BaseModel], values: dict, where: str = "parameters"):
         raise ParamsError(_format_error(err, where)) from None
 
 
-def read_yaml(path: str | Path) -> dict:
-    path = Path(path)
-    if not path.is_file():
-        raise ParamsError(f"{path}: params file not found")
-    try:
-        data = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as err:
-        raise ParamsError(f"{path}: not valid YAML: {err}") from None
-    if not isinstance(data, dict):
-        raise ParamsError(f"{path}: expected a mapping of keys to values, got {type(data).__name__}")
-    return data
-
-
 def load_params_file(path: str | Path, notebook: str | None = None):
     """Validate ``params/<profile>/<notebook>.yaml`` against its notebook's schema."""
     path = Path(path)
@@ -221,29 +173,10 @@ def load_grid(path: str | Path) -> Grid:
     return validate(Grid, read_yaml(path), where=str(path))
 
 
-def load_prompts(path: str | Path | None = None) -> dict[str, str]:
-    """Prompt id -> text from ``params/prompts.yaml``."""
-    path = Path(path) if path else params_dir() / "prompts.yaml"
-    data = read_yaml(path)
-    bad = [k for k, v in data.items() if not isinstance(v, str) or not v]
-    if bad:
-        raise ParamsError(f"{path}: prompt(s) {bad} must be non-empty strings")
-    return {str(k): v for k, v in data.items()}
-
-
-def prompt_text(prompt_id: str) -> str:
-    prompts = load_prompts()
-    if prompt_id not in prompts:
-        raise ParamsError(f"unknown prompt id {prompt_id!r}; known: {', '.join(prompts)}")
-    return prompts[prompt_id]
-
-
 # --- issue 5: cross-model notebooks ---------------------------------------------------------------
 
 
 def _check_variant(spec: str) -> str:
-    from .cross import Variant
-
     Variant.parse(spec)  # ValueError with the expected syntax
     return spec.strip()
 
@@ -291,8 +224,6 @@ class CrossPairParams(CrossGridParams):
         return _check_variant(v)
 
     def pair(self):
-        from .cross import Variant
-
         return Variant.parse(self.source, self.on_eos), Variant.parse(self.scorer, self.on_eos)
 
 
@@ -407,8 +338,6 @@ class DetectionBenchmarkParams(NotebookParams):
     @field_validator("datasets")
     @classmethod
     def _known_datasets(cls, v):
-        from .detect import BENCHMARKS
-
         unknown = [d for d in v if d not in BENCHMARKS]
         if unknown:
             raise ValueError(f"unknown dataset(s) {unknown}; known: {', '.join(BENCHMARKS)}")
@@ -442,8 +371,6 @@ class AttributionParams(NotebookParams):
     @field_validator("variants")
     @classmethod
     def _variants(cls, v):
-        from .cross import Variant
-
         for spec in v:
             Variant.parse(spec)  # raises with the expected syntax
         return v
@@ -502,8 +429,6 @@ class SamplingSensitivityParams(NotebookParams):
     @field_validator("settings")
     @classmethod
     def _settings(cls, v):
-        from .cross import Variant
-
         for spec in v:
             Variant.parse(f"m@{spec}")  # t<temperature>, k<top_k>, p<top_p>, combined: t0.7p0.9
         return v

@@ -10,9 +10,12 @@ executions with a top-level ``_runs`` list; each mapping in it is merged over th
       - {prompt: p02}
 
 Every mapping is validated against ``aep_lib.params.NOTEBOOK_SCHEMAS[<notebook>]`` before anything
-executes. Notebooks save figures with :func:`save_figure`, which writes ``figures/<name>.png`` and
-``.svg`` plus a JSON record; ``outputs/<profile>/index.md`` then lists every executed notebook with
-its status and its figures (caption, numbers, params file, run ids, git SHA, package versions).
+executes. Notebooks save figures with ``aep_lib.report.save_figure``, which writes ``figures/<name>.png``
+and ``.svg`` plus a JSON record holding the claims the notebook checked with ``aep_lib.report.claim``.
+An execution fails when its notebook raises or when one of its figures records a claim that does not
+hold (the error names the claim). ``outputs/<profile>/index.md`` then lists every executed notebook with
+its status and its figures (caption, numbers, claims with ok/FAIL, params file, run ids, git SHA,
+package versions).
 
     results = run_figures("cpu")                  # or: python -m aep_lib.pipeline --profile cpu
 """
@@ -24,47 +27,19 @@ import contextlib
 import json
 import os
 import re
-import subprocess
 import sys
 import time
 import uuid
 from dataclasses import dataclass
-from datetime import datetime, timezone
-from importlib import metadata
 from pathlib import Path
 from typing import Mapping
 
 from . import paths
 from .params import NOTEBOOK_SCHEMAS, ParamsError, read_yaml, validate
+from .provenance import git_sha, package_versions
+from .report import claim_failure, jsonable, now
 
 RUNS_KEY = "_runs"
-VERSIONED_PACKAGES = ("torch", "transformers")
-
-
-# ---------------------------------------------------------------------------------------------------
-# provenance
-
-
-def git_sha() -> str:
-    """``git rev-parse HEAD`` of the project (with ``+dirty`` for uncommitted changes), or "unknown"."""
-    root = paths.project_root()
-    try:
-        sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, check=True)
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root,
-                               capture_output=True, text=True, check=True)
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
-    return sha.stdout.strip() + ("+dirty" if dirty.stdout.strip() else "")
-
-
-def package_versions() -> dict[str, str]:
-    out = {}
-    for name in VERSIONED_PACKAGES:
-        try:
-            out[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            out[name] = "not installed"
-    return out
 
 
 def _rel(path: Path) -> str:
@@ -73,55 +48,6 @@ def _rel(path: Path) -> str:
         return str(Path(path).resolve().relative_to(paths.project_root()))
     except ValueError:
         return str(path)
-
-
-def _now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="seconds")
-
-
-# ---------------------------------------------------------------------------------------------------
-# called from notebooks
-
-
-def _jsonable(value):
-    if hasattr(value, "item"):  # numpy / torch scalars
-        return value.item()
-    if hasattr(value, "tolist"):
-        return value.tolist()
-    return str(value)
-
-
-def save_figure(fig, name: str, caption: str, numbers: dict | None = None, run_ids: list[str] | None = None) -> None:
-    """Write ``outputs/<profile>/figures/<name>.png`` and ``.svg`` and append a JSON record to ``<name>.json``.
-
-    ``numbers``: the few values the figure claims (also print them: nbval ignores images).
-    ``run_ids``: the store runs the figure was drawn from. The profile comes from ``$AEP_PROFILE``
-    (default "cpu"); the pipeline also sets the notebook name, params file and execution id.
-    """
-    profile = os.environ.get("AEP_PROFILE", "cpu")
-    folder = paths.output_dir(profile) / "figures"
-    folder.mkdir(parents=True, exist_ok=True)
-    fig.savefig(folder / f"{name}.png", dpi=150, bbox_inches="tight")
-    fig.savefig(folder / f"{name}.svg", bbox_inches="tight", metadata={"Date": None})
-    record = {
-        "name": name,
-        "caption": caption,
-        "numbers": numbers or {},
-        "run_ids": list(run_ids or []),
-        "notebook": os.environ.get("AEP_NOTEBOOK", "interactive"),
-        "params_file": os.environ.get("AEP_PARAMS_FILE"),
-        "execution": os.environ.get("AEP_EXECUTION"),
-        "profile": profile,
-        "git_sha": git_sha(),
-        "versions": package_versions(),
-        "time": _now(),
-    }
-    log = folder / f"{name}.json"
-    records = json.loads(log.read_text()) if log.is_file() else []
-    records.append(record)
-    tmp = log.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(records, indent=1, default=_jsonable))
-    os.replace(tmp, log)
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -217,7 +143,7 @@ def _execute(ex: Execution, profile: str, out_dir: Path, output_root: Path, kern
     output = out_dir / f"{ex.name}.ipynb"
     execution_id = uuid.uuid4().hex[:12]
     result = {"name": ex.name, "notebook": ex.notebook, "params_file": _rel(ex.params_file), "output": str(output),
-              "execution": execution_id, "status": "ok", "error": None, "time": _now()}
+              "execution": execution_id, "status": "ok", "error": None, "time": now()}
     start = time.perf_counter()
     env = dict(AEP_PROFILE=profile, AEP_OUTPUT_DIR=str(output_root), AEP_NOTEBOOK=ex.name,
                AEP_PARAMS_FILE=_rel(ex.params_file), AEP_EXECUTION=execution_id)
@@ -232,7 +158,15 @@ def _execute(ex: Execution, profile: str, out_dir: Path, output_root: Path, kern
         result.update(status="failed", error=f"{type(err).__name__}: {err}")
     result["seconds"] = round(time.perf_counter() - start, 1)
     result["figures"] = _figures_of(out_dir / "figures", execution_id)
+    failed = failed_claims(result["figures"])
+    if failed and result["status"] == "ok":
+        result.update(status="failed", error="; ".join(failed))
     return result
+
+
+def failed_claims(figures: list[dict]) -> list[str]:
+    """One message per claim recorded in ``figures`` (figure records) that does not hold."""
+    return [msg for fig in figures for c in fig.get("claims") or [] if (msg := claim_failure(c))]
 
 
 def _figures_of(folder: Path, execution_id: str) -> list[dict]:
@@ -282,6 +216,20 @@ def _short(ids: list[str], keep: int = 5) -> str:
     return shown + (f" (+{len(ids) - keep} more)" if len(ids) > keep else "")
 
 
+def _claim_lines(claims: list[dict]) -> list[str]:
+    """``- claims: k of n hold`` and one indented line per claim: ok / FAIL / observed (no bound)."""
+    if not claims:
+        return []
+    bounded = [c for c in claims if c.get("at_least") is not None or c.get("at_most") is not None]
+    lines = [f"- claims: {sum(bool(c['holds']) for c in bounded)} of {len(bounded)} hold"]
+    for c in claims:
+        bounds = " and ".join(f"{op} {c[k]:g}" for op, k in ((">=", "at_least"), ("<=", "at_most"))
+                              if c.get(k) is not None)
+        verdict = ("ok" if c["holds"] else "FAIL") if bounds else "observed"
+        lines.append(f"  - {verdict}: {c['name']} = {c.get('shown', c.get('value'))}" + (f" ({bounds})" if bounds else ""))
+    return lines
+
+
 def write_index(out_dir: Path, results: list[dict], partial: bool = False) -> Path:
     """Write ``index.json`` (kept across partial runs) and render it as ``index.md``."""
     state_file = out_dir / "index.json"
@@ -292,7 +240,7 @@ def write_index(out_dir: Path, results: list[dict], partial: bool = False) -> Pa
         except ValueError:
             state = {}
     state.update({r["name"]: r for r in results})
-    state_file.write_text(json.dumps(state, indent=1, default=_jsonable))
+    state_file.write_text(json.dumps(state, indent=1, default=jsonable))
 
     lines = [f"# Outputs of profile `{out_dir.name}`", "",
              f"Generated by `aep_lib.pipeline` at git `{git_sha()}`; "
@@ -307,7 +255,8 @@ def write_index(out_dir: Path, results: list[dict], partial: bool = False) -> Pa
             versions = ", ".join(f"{k} {v}" for k, v in fig["versions"].items())
             lines += [f"### {fig['name']}", "", f"![{fig['name']}](figures/{fig['name']}.png)", "",
                       fig["caption"], "",
-                      f"- numbers: {numbers}", f"- params: `{fig['params_file']}`", f"- runs: {_short(fig['run_ids'])}",
+                      f"- numbers: {numbers}", *_claim_lines(fig.get("claims") or []),
+                      f"- params: `{fig['params_file']}`", f"- runs: {_short(fig['run_ids'])}",
                       f"- git `{fig['git_sha']}`; {versions}; {fig['time']}", ""]
     index = out_dir / "index.md"
     index.write_text("\n".join(lines))

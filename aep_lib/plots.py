@@ -13,10 +13,16 @@ backend, so they work inline in Jupyter, under papermill and with Agg. Quantitie
 
 from __future__ import annotations
 
+import math
+
 import matplotlib as mpl
 import matplotlib.pyplot as plt
 import numpy as np
+import pandas as pd
 from scipy import stats
+
+from .detect import machine_scores
+from .inference import auroc
 
 L_COLOR = "#c0392b"  # log-perplexity l_n
 H_COLOR = "#2c3e50"  # entropy h_n and its bands; runs under q = p
@@ -290,3 +296,57 @@ def plot_position_profile(ax, tokens, window: int, columns=("surprisal", "entrop
     ax.set_xlabel("position $t$ (tokens)")
     ax.set_ylabel(f"bits (rolling mean over {window} tokens)")
     return curves
+
+
+# --- detection and attribution ----------------------------------------------------------------------
+
+
+def plot_roc(scores: pd.DataFrame, detectors, model: str, datasets=None, ncols: int = 3):
+    """ROC curves (one panel per dataset, one line per detector) of one scoring model; a matplotlib figure."""
+    import matplotlib.pyplot as plt
+    from sklearn.metrics import roc_curve
+
+    sub = scores[scores["model"] == model]
+    datasets = list(datasets or dict.fromkeys(sub["dataset"]))
+    ncols = min(ncols, len(datasets))
+    nrows = math.ceil(len(datasets) / ncols)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(4.2 * ncols, 3.9 * nrows), squeeze=False)
+    for ax, name in zip(axes.flat, datasets):
+        g = sub[sub["dataset"] == name]
+        oriented = machine_scores(g, detectors)
+        for d in detectors:
+            ok = oriented[d].notna()
+            y, s = g.loc[ok, "is_machine"].to_numpy(), oriented.loc[ok, d].to_numpy()
+            if len(set(y)) < 2:
+                continue
+            s = np.nan_to_num(s, posinf=1e300, neginf=-1e300)
+            fpr, tpr, _ = roc_curve(y, s)
+            a = auroc(s[y == 0], s[y == 1])
+            ax.plot(fpr, tpr, lw=1.4, label=f"{d} ({a:.2f})")
+        ax.plot([0, 1], [0, 1], color="0.7", lw=0.8, ls="--")
+        ax.set(title=f"{name} ({len(g) // 2} pairs)", xlabel="false-positive rate (human called machine)",
+               ylabel="true-positive rate")
+        ax.legend(fontsize=7, loc="lower right")
+    for ax in list(axes.flat)[len(datasets):]:
+        ax.axis("off")
+    fig.suptitle(f"ROC of the detectors, scorer {model}")
+    fig.tight_layout()
+    return fig
+
+
+def plot_confusion(matrix: pd.DataFrame, ax=None, title: str = ""):
+    """A confusion matrix as a heatmap of row shares with the counts written in."""
+    import matplotlib.pyplot as plt
+
+    if ax is None:
+        _, ax = plt.subplots(figsize=(1.1 * len(matrix) + 2.5, 1.0 * len(matrix) + 1.5))
+    shares = matrix.div(matrix.sum(axis=1).replace(0, np.nan), axis=0)
+    ax.imshow(shares.to_numpy(dtype=float), cmap="Blues", vmin=0, vmax=1)
+    for i in range(len(matrix)):
+        for j in range(len(matrix.columns)):
+            ax.text(j, i, int(matrix.iat[i, j]), ha="center", va="center",
+                    color="white" if (shares.iat[i, j] or 0) > 0.6 else "black", fontsize=9)
+    ax.set_xticks(range(len(matrix.columns)), matrix.columns, rotation=35, ha="right", fontsize=8)
+    ax.set_yticks(range(len(matrix)), matrix.index, fontsize=8)
+    ax.set(xlabel="predicted", ylabel="true source", title=title)
+    return ax

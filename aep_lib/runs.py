@@ -10,67 +10,22 @@ warp, one length) and ``ensure_grid`` (a ``params.Grid``, local or on Ray) put t
 from __future__ import annotations
 
 import datetime as _dt
-import functools
 import json
-import platform
-import subprocess
 import time
 import traceback
 from dataclasses import dataclass
 
-import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
-from .params import Sampling, prompt_text
-from .paths import project_root
-from .stats import running, summarize
+from .corpora import prompt_text
+from .models import cached_model, resolved_dtype
+from .provenance import run_provenance
+from .sampling import Sampling
+from .stats import DISTRIBUTIONS, summarize
 from .store import RunStore, canonical_run_id
 
 ENGINE_VERSION = 1  # bump when a change alters what a stored run contains
-DISTRIBUTIONS = ("samp", "raw")
-
-
-# --- provenance -----------------------------------------------------------------------------------
-
-
-@functools.lru_cache(maxsize=1)
-def provenance() -> dict:
-    """Git SHA and package versions, recorded with every run."""
-    try:
-        sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=project_root(), capture_output=True, text=True,
-                             timeout=5).stdout.strip() or "unknown"
-    except (OSError, subprocess.SubprocessError):
-        sha = "unknown"
-    import importlib.metadata as md
-
-    versions = {}
-    for pkg in ("torch", "transformers", "numpy", "pandas", "aep-lib"):
-        try:
-            versions[pkg] = md.version(pkg)
-        except md.PackageNotFoundError:
-            versions[pkg] = None
-    versions["python"] = platform.python_version()
-    return {"git_sha": sha, "versions_json": json.dumps(versions, sort_keys=True)}
-
-
-# --- loaded models, shared within one process -------------------------------------------------------
-
-
-@functools.lru_cache(maxsize=4)
-def cached_model(name: str, device: str = "auto", dtype: str = "auto"):
-    """``load_model`` once per process per (name, device, dtype)."""
-    from .models import load_model
-
-    return load_model(name, device=device, dtype=dtype)
-
-
-def resolved_dtype(device: str = "auto", dtype: str = "auto") -> str:
-    from .models import resolve_device, resolve_dtype
-
-    return str(resolve_dtype(dtype, resolve_device(device))).replace("torch.", "")
-
-
 # --- generation runs --------------------------------------------------------------------------------
 
 
@@ -134,7 +89,7 @@ def stored_ok(store: RunStore, run_ids) -> set[str]:
     (``has_ok_run`` rescans the disk on every miss: one call per missing run of a large grid
     would rescan it once per run.)
     """
-    index = store._refresh()
+    index = store.refresh_index()
     return {rid for rid in run_ids if rid in index and store.has_ok_run(rid)}
 
 
@@ -190,7 +145,8 @@ def execute_batch(
     as failed runs with the error. ``on_written(run_id)`` is called after each write. A batch larger
     than the free memory holds (``generate.batch_size_for_memory``) runs as several smaller ones.
     """
-    from .generate import batch_size_for_memory, encode_prompt
+    from .generate import encode_prompt
+    from .memory import batch_size_for_memory
 
     done = stored_ok(store, batch.run_ids)
     specs = [s for s in batch.specs if s["run_id"] not in done]
@@ -221,7 +177,7 @@ def _generate_and_store(store, batch, specs, model, tokenizer, progress, on_writ
     elapsed = time.perf_counter() - t0
     out = []
     for spec, res in zip(specs, results):
-        row = spec | model.aep_identity | provenance() | {
+        row = spec | model.aep_identity | run_provenance() | {
             "model": batch.model, "started_at": started, "elapsed_s": elapsed, "batch_size": len(specs),
         }
         if res is None:
@@ -272,61 +228,6 @@ def ensure_generations(
     return store.runs(run_id=[s["run_id"] for s in plan.specs])
 
 
-def ensure_grid(store: RunStore, grid, executor: str = "local", address: str | None = None,
-                progress: bool = True, **ray_options) -> pd.DataFrame:
-    """Every run of a ``params.Grid`` (models × prompts × seeds × warps × lengths) in ``store``.
-
-    ``executor``: ``local`` (this process, batch after batch) or ``ray`` (one Ray task per
-    model-batch on the cluster at ``address``, a local Ray instance when None; see
-    ``aep_lib.distributed``). Returns the grid's run rows.
-    """
-    plan = plan_generations(store, grid.models, grid.prompts, grid.seeds, grid.samplings, grid.all_lengths,
-                            grid.batch_size, grid.device, grid.dtype)
-    if executor == "local":
-        execute_local(store, plan, grid.device, grid.dtype, progress=progress)
-    elif executor == "ray":
-        from .distributed import execute_ray
-
-        execute_ray(store, plan, grid.device, grid.dtype, address=address, progress=progress, **ray_options)
-    else:
-        raise ValueError(f"unknown executor {executor!r}; available: local, ray")
-    return store.runs(run_id=[s["run_id"] for s in plan.specs])
-
-
 # --- the query side ----------------------------------------------------------------------------------
 
 
-def run_summaries(store: RunStore, runs: pd.DataFrame, burn_in: int = 0) -> pd.DataFrame:
-    """One row per (run, distribution): final ``l, h, D, sigma, z`` and the shares of positions
-    (after ``burn_in``) within ±1σ and ±2σ, joined to the run's model, prompt and seed."""
-    rows = []
-    keep = [c for c in ("run_id", "model", "prompt_id", "seed", "temperature", "top_k", "top_p") if c in runs]
-    tokens = store.tokens(runs["run_id"].tolist()) if len(runs) else pd.DataFrame()
-    for run_id, group in tokens.groupby("run_id", sort=False):
-        meta = runs.loc[runs["run_id"] == run_id, keep].iloc[0].to_dict()
-        for dist in DISTRIBUTIONS:
-            cols = [f"surprisal_{dist}", f"entropy_{dist}", f"varentropy_{dist}"]
-            if all(c in group for c in cols):
-                rows.append(meta | {"dist": dist} | summarize(*(group[c].to_numpy() for c in cols), burn_in=burn_in))
-    return pd.DataFrame(rows)
-
-
-def running_stats(store: RunStore, run_ids, dist: str = "samp") -> pd.DataFrame:
-    """Long table of running ``l_n, h_n, D_n, sigma_n, z_n`` per run (``dist``: 'samp' or 'raw')."""
-    if dist not in DISTRIBUTIONS:
-        raise ValueError(f"dist must be one of {DISTRIBUTIONS}, got {dist!r}")
-    cols = [f"surprisal_{dist}", f"entropy_{dist}", f"varentropy_{dist}"]
-    tokens = store.tokens(list(run_ids), columns=["run_id", "position", *cols])
-    frames = []
-    for run_id, group in tokens.groupby("run_id", sort=False):
-        r = running(*(group[c].to_numpy() for c in cols))
-        frames.append(pd.DataFrame({"run_id": run_id, **r}))
-    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(
-        columns=["run_id", "n", "l_n", "h_n", "D_n", "sigma_n", "z_n"])
-
-
-def share_within(values, bound: float) -> float:
-    """Share of finite-or-infinite, non-NaN ``values`` with ``|v| <= bound``."""
-    v = np.asarray(values, dtype=float)
-    v = v[~np.isnan(v)]
-    return float(np.mean(np.abs(v) <= bound)) if len(v) else float("nan")

@@ -1,4 +1,9 @@
-"""The sampling distribution ``q`` and reproducible, batch-independent sampling.
+"""The sampling distribution ``q``: its settings, its variants, its warps, reproducible sampling.
+
+``Sampling`` is the value object of the decoding warps (temperature, top-k, top-p, end-of-text rule).
+A **variant** is a model with the warps it samples with, written
+``<model>[@t<temperature>][k<top_k>][p<top_p>]`` (``gemma-3-270m@t0.7p0.9``; plain ``gemma-3-270m`` is
+temperature 1, no truncation): ``Variant.parse``, ``parse_variants``, ``all_pairs``.
 
 ``SamplingWarp`` turns raw logits into the logits of ``q`` with transformers' own processors, in the
 order ``generate()`` applies them: end-of-text suppression (a processor, when ``on_eos="suppress"``),
@@ -12,8 +17,12 @@ then temperature, top-k, top-p. Temperature 0 is greedy: ``q`` is one-hot at the
 from __future__ import annotations
 
 import hashlib
+import re
+from dataclasses import dataclass
+from typing import Literal
 
 import torch
+from pydantic import BaseModel, ConfigDict, Field
 from transformers.generation.logits_process import (
     LogitsProcessorList,
     SuppressTokensLogitsProcessor,
@@ -22,7 +31,105 @@ from transformers.generation.logits_process import (
     TopPLogitsWarper,
 )
 
-from .params import Sampling
+
+class Strict(BaseModel):
+    """A frozen pydantic model that refuses unknown keys (the base of every parameter schema)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=False)
+
+
+class Sampling(Strict):
+    """The decoding warps that turn the raw ``p`` into the sampling distribution ``q``.
+
+    Applied in transformers' order: temperature, then top-k, then top-p. ``temperature=0`` means
+    greedy; ``top_k=0`` and ``top_p=1`` mean no truncation. ``on_eos``: ``suppress`` forbids the
+    end-of-text token (a warp, part of ``q``) so that runs reach their length; ``stop`` ends the
+    run at EOS; ``continue`` samples through it.
+    """
+
+    temperature: float = Field(1.0, ge=0.0, le=100.0)
+    top_k: int = Field(0, ge=0)
+    top_p: float = Field(1.0, gt=0.0, le=1.0)
+    on_eos: Literal["suppress", "stop", "continue"] = "suppress"
+
+    @property
+    def label(self) -> str:
+        return f"t{self.temperature:g}_k{self.top_k}_p{self.top_p:g}_eos-{self.on_eos}"
+
+    @property
+    def greedy(self) -> bool:
+        return self.temperature == 0.0 or self.top_k == 1
+
+    def as_dict(self) -> dict:
+        return {"temperature": float(self.temperature), "top_k": int(self.top_k), "top_p": float(self.top_p),
+                "on_eos": self.on_eos}
+
+
+_VARIANT = re.compile(r"(?P<model>[^@\s]+)(@(?P<warps>[^@\s]*))?")
+
+
+_WARPS = re.compile(r"(t(?P<t>\d+(\.\d+)?))?(k(?P<k>\d+))?(p(?P<p>\d*\.?\d+))?")
+
+
+@dataclass(frozen=True)
+class Variant:
+    """A model and its decoding warps: what generates ``q_A``, or what scores with ``q_B``."""
+
+    model: str
+    sampling: Sampling
+
+    @property
+    def label(self) -> str:
+        s, warps = self.sampling, ""
+        if s.temperature != 1.0:
+            warps += f"t{s.temperature:g}"
+        if s.top_k:
+            warps += f"k{s.top_k}"
+        if s.top_p < 1.0:
+            warps += f"p{s.top_p:g}"
+        return self.model + (f"@{warps}" if warps else "")
+
+    def __str__(self) -> str:
+        return self.label
+
+    @classmethod
+    def parse(cls, spec: str, on_eos: str = "suppress") -> "Variant":
+        """``"gemma-3-270m@t0.7p0.9"`` -> ``Variant("gemma-3-270m", Sampling(0.7, top_p=0.9))``."""
+        m = _VARIANT.fullmatch(spec.strip())
+        w = _WARPS.fullmatch(m.group("warps") or "") if m else None
+        if m is None or w is None or (m.group("warps") == ""):
+            raise ValueError(
+                f"variant {spec!r}: expected <model>[@t<temperature>][k<top_k>][p<top_p>], "
+                "e.g. 'gemma-3-270m' or 'gemma-3-270m@t0.7p0.9'"
+            )
+        sampling = Sampling(
+            temperature=float(w.group("t")) if w.group("t") else 1.0,
+            top_k=int(w.group("k")) if w.group("k") else 0,
+            top_p=float(w.group("p")) if w.group("p") else 1.0,
+            on_eos=on_eos,
+        )
+        return cls(m.group("model"), sampling)
+
+    @classmethod
+    def of_run(cls, row) -> "Variant":
+        """The variant that generated a stored generation run (its model and warps)."""
+        return cls(str(row["model"]), Sampling(temperature=float(row["temperature"]), top_k=int(row["top_k"]),
+                                               top_p=float(row["top_p"]), on_eos=str(row["on_eos"])))
+
+
+def parse_variants(specs, on_eos: str = "suppress") -> list[Variant]:
+    """A comma-separated string (or list) of variant specs -> variants (duplicates dropped)."""
+    items = [s.strip() for s in specs.split(",")] if isinstance(specs, str) else [str(s).strip() for s in specs]
+    return list(dict.fromkeys(Variant.parse(s, on_eos) for s in items if s))
+
+
+def all_pairs(variants: list[Variant], self_pairs: bool = True) -> list[tuple[Variant, Variant]]:
+    """Every ordered pair (A generates, B scores): both directions, and each variant against itself."""
+    return [(a, b) for a in variants for b in variants if self_pairs or a != b]
+
+
+def pair_label(source: Variant | str, scorer: Variant | str) -> str:
+    return f"{source} -> {scorer}"
 
 
 class SamplingWarp:

@@ -14,12 +14,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
 import pandas as pd
 import torch
 
-from .generate import cache_kwargs, new_cache
-from .params import Sampling
-from .sampling import SamplingWarp, eos_ids
+from .models import cache_kwargs, new_cache
+from .sampling import Sampling, SamplingWarp, eos_ids
 from .stats import cross_stats, token_stats
 
 
@@ -87,7 +87,7 @@ def _stats_rows(logits, targets, warp, record_samp, row_block, ref_logits=None, 
     return out
 
 
-def _forward_spans(model, ids: torch.Tensor, first_scored: int, chunk_size: int, max_context: int, stride):
+def forward_spans(model, ids: torch.Tensor, first_scored: int, chunk_size: int, max_context: int, stride):
     """Yield ``(targets_index [k], logits [k, vocab], ctx_len [k])`` for every scored position.
 
     Within ``max_context``: one pass in chunks with the cache carried. Beyond: windows of
@@ -188,12 +188,12 @@ def score_ids(
         check_same_vocabulary(model, reference)
         max_context = min(max_context, context_window(reference))
     ref_spans = (
-        _forward_spans(reference, ids, first_scored, chunk_size, max_context, stride)
+        forward_spans(reference, ids, first_scored, chunk_size, max_context, stride)
         if reference is not None and not self_reference else None
     )
     cross_warp = warp if cross_with == "samp" else None
     parts = []
-    for targets, logits, ctx in _forward_spans(model, ids, first_scored, chunk_size, max_context, stride):
+    for targets, logits, ctx in forward_spans(model, ids, first_scored, chunk_size, max_context, stride):
         tgt_ids = ids[targets].to(logits.device)
         ref_logits = None
         if self_reference:
@@ -227,26 +227,59 @@ def check_same_vocabulary(a, b, tokenizer_a=None, tokenizer_b=None) -> None:
         )
 
 
-def tokenize_with_prompt(tokenizer, prompt: str, continuation: str) -> tuple[list[int], int, int]:
-    """``(ids, first_scored, n_bytes)`` for ``prompt + continuation`` under ``tokenizer``.
+@dataclass
+class TokenSpan:
+    """A text tokenized for scoring with source masking: ``ids[:first]`` is context (prompt, BOS),
+    ``ids[first:]`` is scored. ``char_end[i]``: where scored token ``i``'s span ends, in characters of the
+    text (the prompt not counted)."""
 
-    A token is scored iff its character span starts at or after ``len(prompt)`` (special tokens,
-    such as BOS, never are).
+    ids: list[int]
+    first: int
+    scored_text: str  # the characters of the scored tokens
+    n_tokens_available: int  # scored tokens before the max_tokens cut
+    char_end: np.ndarray
+
+
+def _masked_encoding(tokenizer, prompt: str, text: str):
+    """``(ids, offsets, special, first)`` of ``prompt + text``: the source-masking rule in one place.
+
+    A token is scored iff its character span starts at or after ``len(prompt)`` (special tokens, such
+    as BOS, never are); ``first`` is the index of the first such token (``len(ids)`` when none is).
     """
-    text = prompt + continuation
     try:
-        enc = tokenizer(text, add_special_tokens=True, return_offsets_mapping=True, return_special_tokens_mask=True)
+        enc = tokenizer(prompt + text, add_special_tokens=True, return_offsets_mapping=True,
+                        return_special_tokens_mask=True)
     except NotImplementedError:
         raise ScoringError("this tokenizer gives no character offsets (a 'fast' tokenizer is needed)") from None
     ids, offsets, special = enc["input_ids"], enc["offset_mapping"], enc["special_tokens_mask"]
-    boundary = len(prompt)
-    first = len(ids)
-    for i, ((start, _end), sp) in enumerate(zip(offsets, special)):
-        if not sp and start >= boundary:
-            first = i
-            break
+    first = next((i for i, ((a, _), sp) in enumerate(zip(offsets, special)) if not sp and a >= len(prompt)), len(ids))
+    return list(ids), offsets, special, first
+
+
+def tokenize_with_prompt(tokenizer, prompt: str, continuation: str) -> tuple[list[int], int, int]:
+    """``(ids, first_scored, n_bytes)`` for ``prompt + continuation`` under ``tokenizer`` (every token,
+    trailing special tokens included; ``n_bytes``: UTF-8 bytes from the first scored token's span on)."""
+    ids, offsets, _special, first = _masked_encoding(tokenizer, prompt, continuation)
+    text = prompt + continuation
     span_start = offsets[first][0] if first < len(ids) else len(text)
-    return list(ids), first, len(text[span_start:].encode("utf-8"))
+    return ids, first, len(text[span_start:].encode("utf-8"))
+
+
+def tokenize_span(tokenizer, text: str, prompt: str = "", max_tokens: int | None = None) -> TokenSpan:
+    """Tokenize ``prompt + text`` for scoring an external text: source masking as in
+    ``tokenize_with_prompt``, the very first token never scored (it has no context), a trailing
+    end-of-text token dropped, and at most ``max_tokens`` scored tokens kept. Raises ``ScoringError``
+    when nothing is left to score."""
+    ids, offsets, special, first = _masked_encoding(tokenizer, prompt, text)
+    first = max(first, 1)
+    end = len(ids) if not max_tokens else min(len(ids), first + max_tokens)
+    while end > first and special[end - 1]:  # a trailing EOS is not text
+        end -= 1
+    if end <= first:
+        raise ScoringError("nothing to score: the text is empty after tokenization")
+    full = prompt + text
+    char_end = np.array([offsets[i][1] - len(prompt) for i in range(first, end)], dtype=np.int64)
+    return TokenSpan(ids[:end], first, full[offsets[first][0] : offsets[end - 1][1]], len(ids) - first, char_end)
 
 
 def score_text(

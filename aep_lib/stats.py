@@ -16,6 +16,7 @@ from __future__ import annotations
 import math
 
 import numpy as np
+import pandas as pd
 import torch
 
 LN2 = math.log(2.0)
@@ -118,10 +119,8 @@ def summarize(surprisal, entropy, varentropy, burn_in: int = 0) -> dict:
                       "frac_within_1sigma": np.nan, "frac_within_2sigma": np.nan, "z_reason": "no tokens"}
     for key, name in [("l_n", "l"), ("h_n", "h"), ("D_n", "D"), ("sigma_n", "sigma"), ("z_n", "z")]:
         out[name] = float(r[key][-1])
-    z_after = r["z_n"][burn_in:]
-    z_valid = z_after[~np.isnan(z_after)]
-    out["frac_within_1sigma"] = float(np.mean(np.abs(z_valid) <= 1)) if len(z_valid) else np.nan
-    out["frac_within_2sigma"] = float(np.mean(np.abs(z_valid) <= 2)) if len(z_valid) else np.nan
+    out["frac_within_1sigma"] = share_within(r["z_n"], 1, burn_in, nan="drop")
+    out["frac_within_2sigma"] = share_within(r["z_n"], 2, burn_in, nan="drop")
     if out["sigma"] == 0:
         out["z_reason"] = "zero varentropy (one-hot distributions): z undefined"
     elif out["n_inf_surprisal"]:
@@ -129,3 +128,51 @@ def summarize(surprisal, entropy, varentropy, burn_in: int = 0) -> dict:
     else:
         out["z_reason"] = ""
     return out
+
+
+DISTRIBUTIONS = ("samp", "raw")
+
+
+def comparison_summary(df: pd.DataFrame) -> dict:
+    """Final statistics of one comparison: B's view (``_samp`` = ``q_B``, ``_raw`` = ``p_B``) and, on a
+    shared vocabulary, the cross view (``h_cross = h^(A,B)``, ``z_cross = z^(A,B)``)."""
+    out = {}
+    for dist in ("samp", "raw"):
+        cols = [f"surprisal_{dist}", f"entropy_{dist}", f"varentropy_{dist}"]
+        if all(c in df for c in cols):
+            s = summarize(*(df[c].to_numpy() for c in cols))
+            out |= {f"{k}_{dist}": s[k] for k in ("l", "h", "D", "sigma", "z")}
+            out[f"z_reason_{dist}"] = s["z_reason"]
+    if "cross_entropy" in df:
+        s = summarize(df["surprisal_samp"].to_numpy(), df["cross_entropy"].to_numpy(),
+                      df["cross_varentropy"].to_numpy())
+        out |= {"h_cross": s["h"], "D_cross": s["D"], "sigma_cross": s["sigma"], "z_cross": s["z"],
+                "z_reason_cross": s["z_reason"], "kl_mean": float(df["kl"].mean()),
+                "h_ref": float(df["entropy_ref"].mean())}
+    return out
+
+
+def window_summaries(tokens: pd.DataFrame, window_tokens: int, dist: str = "raw") -> pd.DataFrame:
+    """Per window: ``l, h, D, sigma, z`` of its ``window_tokens`` tokens (``window`` from ``position``)."""
+    rows = []
+    cols = [f"surprisal_{dist}", f"entropy_{dist}", f"varentropy_{dist}"]
+    df = tokens.assign(window=tokens["position"] // window_tokens) if "window" not in tokens else tokens
+    for w, g in df.groupby("window", sort=True):
+        if len(g) == window_tokens:
+            s = summarize(*(g[c].to_numpy() for c in cols))
+            rows.append({"window": int(w), **{k: s[k] for k in ("l", "h", "D", "sigma", "z")}})
+    return pd.DataFrame(rows, columns=["window", "l", "h", "D", "sigma", "z"])
+
+
+def share_within(values, bound: float, burn_in: int = 0, nan: str = "outside") -> float:
+    """Share of ``values[burn_in:]`` (e.g. one run's ``z_n``) with ``|v| <= bound``; NaN when there are none.
+
+    The one rule for a NaN value (``z`` undefined: zero varentropy so far): ``nan="outside"`` counts it
+    as outside the band (a figure's share of positions within ±kσ), ``nan="drop"`` leaves it out (the
+    per-run summary's shares, over the positions where ``z`` is defined).
+    """
+    if nan not in ("outside", "drop"):
+        raise ValueError(f"nan must be 'outside' or 'drop', got {nan!r}")
+    v = np.asarray(values, dtype=float)[burn_in:]
+    v = v[~np.isnan(v)] if nan == "drop" else np.nan_to_num(v, nan=np.inf)
+    return float(np.mean(np.abs(v) <= bound)) if len(v) else float("nan")

@@ -169,7 +169,7 @@ class RunStore:
                 return -1
         return max(dirs, key=mtime) if len(dirs) > 1 else dirs[0]
 
-    def _refresh(self) -> dict[str, Path]:
+    def refresh_index(self) -> dict[str, Path]:
         """Rescan the disk; returns (and keeps) run_id -> folder, the newest folder if several."""
         self._index = {rid: self._newest(dirs) for rid, dirs in self._scan().items()}
         return self._index
@@ -179,7 +179,7 @@ class RunStore:
         path = self._index.get(run_id)
         if path is not None and path.is_dir():
             return path
-        return self._refresh().get(run_id)
+        return self.refresh_index().get(run_id)
 
     def _dirs_of(self, run_id: str) -> list[Path]:
         """Every folder holding run_id, straight from the disk."""
@@ -341,7 +341,7 @@ class RunStore:
         filters: column=value keeps rows equal to value; a list/tuple/set keeps rows in it; None
         keeps rows where the column is missing. A column no run has matches nothing.
         """
-        rows = [self._load(d)[0] for _, d in sorted(self._refresh().items(), key=lambda kv: str(kv[1]))]
+        rows = [self._load(d)[0] for _, d in sorted(self.refresh_index().items(), key=lambda kv: str(kv[1]))]
         df = pd.DataFrame(rows)
         for col in _BASE_COLUMNS + ["path"]:
             if col not in df.columns:
@@ -418,7 +418,7 @@ class RunStore:
         Both views exist, with no rows, in an empty store.
         """
         tables, paths, by_schema = [], [], {}
-        for _, run_dir in sorted(self._refresh().items(), key=lambda kv: str(kv[1])):
+        for _, run_dir in sorted(self.refresh_index().items(), key=lambda kv: str(kv[1])):
             _, table = self._load(run_dir)
             if table is None:
                 continue

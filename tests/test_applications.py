@@ -14,7 +14,7 @@ import pytest
 from scipy import stats as st
 from sklearn.metrics import roc_auc_score, roc_curve
 
-from aep_lib import attribution, detect, inference, membership, tokenview
+from aep_lib import attribution, corpora, detect, inference, membership, score, tokenview
 
 # --- inference --------------------------------------------------------------------------------------
 
@@ -190,18 +190,18 @@ def test_machine_scores_orientation_and_evaluate():
 
 
 def test_shared_prefix_and_benchmark_loading():
-    assert detect.shared_prefix("The cat sat on the mat", "The cat sat in the hat") == "The cat sat"
-    assert detect.shared_prefix("abc", "xyz") == ""
-    assert detect.shared_prefix("Same words here. Then", "Same words here. Now") == "Same words here."
-    b = detect.load_benchmark("xsum_gpt-4", 3)
+    assert corpora.shared_prefix("The cat sat on the mat", "The cat sat in the hat") == "The cat sat"
+    assert corpora.shared_prefix("abc", "xyz") == ""
+    assert corpora.shared_prefix("Same words here. Then", "Same words here. Now") == "Same words here."
+    b = corpora.load_benchmark("xsum_gpt-4", 3)
     assert len(b) == 6 and list(b["label"]) == ["human", "machine"] * 3
     for _, g in b.groupby("pair"):
         assert g["prompt"].nunique() == 1  # both texts of a pair scored after the same context
         assert not g["text"].str.startswith(g["prompt"].iloc[0][:20]).all() or g["prompt"].iloc[0] == ""
-    bino = detect.load_benchmark("pubmed_falcon-7b", 2, max_chars=500)
+    bino = corpora.load_benchmark("pubmed_falcon-7b", 2, max_chars=500)
     assert len(bino) == 4 and (bino["prompt"] == "").all() and bino["text"].str.len().max() <= 500
     with pytest.raises(KeyError, match="unknown benchmark"):
-        detect.load_benchmark("nope")
+        corpora.load_benchmark("nope")
 
 
 def test_verdict_uses_the_clt_level_or_a_given_threshold():
@@ -257,9 +257,9 @@ def test_decide_confusion_and_accuracy():
 def test_attribute_with_a_tiny_model_scores_variants_in_one_pass(tmp_path):
     from _tiny import build_tiny_model
 
-    from aep_lib.cross import ModelPool
+    from aep_lib.models import ModelPool
     from aep_lib.models import load_model
-    from aep_lib.params import Sampling
+    from aep_lib.sampling import Sampling
 
     folder = build_tiny_model(tmp_path / "tiny")
     model, tok = load_model(str(folder), device="cpu", dtype="float32")
@@ -275,7 +275,7 @@ def test_attribute_with_a_tiny_model_scores_variants_in_one_pass(tmp_path):
     assert plain["char_end"].iloc[-1] == len(text)
     # a reference on the same vocabulary: the cross columns, and the criteria computed from them
     other, other_tok = load_model(str(build_tiny_model(tmp_path / "tiny2", seed=1)), device="cpu", dtype="float32")
-    prep = detect.prepare(tok, text, "In the spring", max_tokens=8)
+    prep = score.tokenize_span(tok, text, "In the spring", max_tokens=8)
     assert prep.scored_text.strip().startswith("a young") and prep.n_tokens_available > 8
     cross_t = detect.score_prepared(model, tok, prep, reference=other)
     assert len(cross_t) == 8 and {"cross_entropy", "cross_varentropy"} <= set(cross_t.columns)

@@ -7,13 +7,13 @@ import math
 import pytest
 from typer.testing import CliRunner
 
-from aep_lib import bench
-from aep_lib.generate import kv_cache_bytes
+from aep_lib.bench import common, gpu, run_bench, startup
 from aep_lib.cli import app
+from aep_lib.memory import kv_cache_bytes
 
 
 def test_store_bench_quick_prints_its_fields(capsys):
-    (res,) = bench.run_bench(["store"], repeats=1, quick=True)
+    (res,) = run_bench(["store"], repeats=1, quick=True)
     out = capsys.readouterr().out
     assert res.target == "store" and res.ours > 0 and res.baseline > 0 and isinstance(res.holds, bool)
     for field in ("layout", "bytes per token row", "query over one compacted file", "holds", "ratio"):
@@ -22,11 +22,11 @@ def test_store_bench_quick_prints_its_fields(capsys):
 
 
 def test_gpu_bench_code_runs_on_cpu_with_a_tiny_config():
-    cfg = bench.llama_8b_config(1)
+    cfg = gpu.llama_8b_config(1)
     for k, v in dict(hidden_size=64, intermediate_size=128, num_attention_heads=4, num_key_value_heads=2,
                      vocab_size=512, bos_token_id=1, eos_token_id=2).items():
         setattr(cfg, k, v)
-    res = bench.bench_gpu(1, quick=True, device="cpu", config=cfg, n_gen=4, n_score=64)
+    res = gpu.bench_gpu(1, quick=True, device="cpu", config=cfg, n_gen=4, n_score=64)
     assert res.ours > 0 and res.baseline > 0 and res.holds is None
     assert any(k.startswith("generate batch 32") for k in res.details)
     assert any(k.startswith("score_ids") for k in res.details)
@@ -37,7 +37,7 @@ def test_gpu_target_without_cuda_says_so():
 
     if torch.cuda.is_available():
         pytest.skip("CUDA present")
-    res = bench.bench_gpu(1, quick=True)
+    res = gpu.bench_gpu(1, quick=True)
     assert res.holds is None and math.isnan(res.ours) and "not measured" in res.notes[0]
 
 
@@ -58,7 +58,7 @@ def test_flops_and_kv_bytes_count_windows():
 
             return [torch.zeros(3, 5), torch.zeros(7)]
 
-    weights, attention = bench.flops_per_token(M(), 8)
+    weights, attention = common.flops_per_token(M(), 8)
     assert weights == 2 * 15
     mean_ctx = 5 * sum(min(i + 1, 4) for i in range(8)) / 8 + sum(range(1, 9)) / 8
     assert attention == pytest.approx(4 * 2 * 32 * mean_ctx)
@@ -67,8 +67,8 @@ def test_flops_and_kv_bytes_count_windows():
 def test_peak_rss_sees_an_allocation():
     import numpy as np
 
-    with bench.PeakRSS() as peak:
-        before = bench.rss()
+    with common.PeakRSS() as peak:
+        before = common.rss()
         block = np.ones(64 * 2**20 // 8)  # 64 MiB, touched
         del block
     assert peak.peak >= before + 60 * 2**20
@@ -90,7 +90,7 @@ def test_cli_bench_quick_runs_the_model_targets():
 
 @pytest.mark.slow
 def test_startup_bench_times_until_the_model_is_loaded_not_the_exit():
-    res = bench.bench_startup(repeats=1, quick=True)
+    res = startup.bench_startup(repeats=1, quick=True)
     d = res.details
     for label in ("smollm2-135m", "gemma-3-270m", "floor"):
         (ready,), (whole,) = d[f"{label} ready (s, each repeat)"], d[f"{label} process exit (s, each repeat)"]

@@ -11,9 +11,9 @@ import numpy as np
 import pytest
 import torch
 
-from aep_lib import cross
+from aep_lib import comparison_tables, comparisons, models, report, sampling
 from aep_lib.generate import generate
-from aep_lib.params import Sampling
+from aep_lib.sampling import Sampling
 from aep_lib.sampling import SamplingWarp, eos_ids
 from aep_lib.score import ScoringError, check_same_vocabulary, score_ids
 from aep_lib.stats import running
@@ -26,14 +26,14 @@ WARM = Sampling(temperature=0.8, top_p=0.9)
 
 @pytest.fixture(scope="module")
 def smol():
-    from aep_lib.runs import cached_model
+    from aep_lib.models import cached_model
 
     return cached_model("smollm2-135m", "cpu", "float32")
 
 
 @pytest.fixture(scope="module")
 def gemma():
-    from aep_lib.runs import cached_model
+    from aep_lib.models import cached_model
 
     return cached_model("gemma-3-270m", "cpu", "float32")
 
@@ -129,16 +129,16 @@ def test_vocabulary_mismatch_is_a_clear_error(smol, gemma, tmp_path):
         score_ids(model_g, [2, 818, 4083, 529], 1, reference=model_s)
     # through the comparison layer: asking for h^(A,B) of SmolLM2's text under Gemma
     store = RunStore(tmp_path / "store")
-    variants = cross.parse_variants("smollm2-135m,gemma-3-270m")
-    runs = cross.ensure_comparisons(store, variants, ["p01"], [0], 12, pairs=[(variants[0], variants[1])],
+    variants = sampling.parse_variants("smollm2-135m,gemma-3-270m")
+    runs = comparisons.ensure_comparisons(store, variants, ["p01"], [0], 12, pairs=[(variants[0], variants[1])],
                                     device="cpu", dtype="float32")
     (row,) = runs.to_dict("records")
     assert row["mode"] == "retokenize" and row["status"] == "ok" and not row["shared_vocab"]
     with pytest.raises(ScoringError, match="vocabulary mismatch"):
-        cross.comparison_running(store, row["run_id"], view="cross")
+        comparison_tables.comparison_running(store, row["run_id"], view="cross")
     source = store.runs(kind="generate").iloc[0]
     with pytest.raises(ScoringError, match="vocabulary mismatch"):
-        cross.score_comparison(source, store.tokens(source["run_id"]), variants[1], cross.ModelPool("cpu", "float32"),
+        comparisons.score_comparison(source, store.tokens(source["run_id"]), variants[1], models.ModelPool("cpu", "float32"),
                                mode="joint")
 
 
@@ -147,8 +147,8 @@ def test_source_masking_scores_exactly_the_continuation_under_another_tokenizer(
     g = generate(model_s, tok_s, [PROMPT], [3], Sampling(), 24, progress=False)[0]
     row = {"run_id": "0" * 16, "model": "smollm2-135m", "temperature": 1.0, "top_k": 0, "top_p": 1.0,
            "on_eos": "suppress", "prompt_text": PROMPT, "text": g.text, "n_prompt_tokens": len(g.prompt_ids)}
-    fields, df = cross.score_comparison(row, g.tokens, cross.Variant.parse("gemma-3-270m"),
-                                        cross.ModelPool("cpu", "float32"))
+    fields, df = comparisons.score_comparison(row, g.tokens, sampling.Variant.parse("gemma-3-270m"),
+                                        models.ModelPool("cpu", "float32"))
     assert fields["mode"] == "retokenize"
     assert "".join(df["token_text"]) == g.text  # Gemma's scored tokens are exactly A's characters
     assert fields["n_bytes_scored"] == fields["n_bytes_text"] == len(g.text.encode())
@@ -163,18 +163,18 @@ def test_aggregation_reports_a_corrupt_record_and_aggregates_the_rest(tmp_path, 
     from aep_lib.cli import app
 
     store = RunStore(tmp_path / "cpu" / "store")
-    variants = cross.parse_variants("smollm2-135m,smollm2-135m@t0.8p0.9")
-    runs = cross.ensure_comparisons(store, variants, ["p01"], [0, 1], 16, device="cpu", dtype="float32")
+    variants = sampling.parse_variants("smollm2-135m,smollm2-135m@t0.8p0.9")
+    runs = comparisons.ensure_comparisons(store, variants, ["p01"], [0, 1], 16, device="cpu", dtype="float32")
     assert len(runs) == 8 and (runs["status"] == "ok").all()
-    clean = cross.compare(store)
+    clean = comparison_tables.compare(store)
     # corrupt one record's token file
     victim = runs[runs["pair"] == "smollm2-135m@t0.8p0.9 -> smollm2-135m"].iloc[0]
     (store.root / store.run_relpath(victim.to_dict()) / "tokens.parquet").write_bytes(b"not parquet")
-    records = cross.compare(store)
+    records = comparison_tables.compare(store)
     assert len(records) == 8
     bad = records[records["run_id"] == victim["run_id"]].iloc[0]
     assert bad["status"] == "failed" and "corrupt tokens file" in bad["reason"]
-    summary = cross.summarize_comparisons(records).set_index("pair")
+    summary = comparison_tables.summarize_comparisons(records).set_index("pair")
     assert summary.loc["overall", "n_failed"] == 1
     # smollm2 (T=1) scoring the truncated text is usable; the reverse has l^B = +inf (outside top-p)
     assert summary.loc["smollm2-135m -> smollm2-135m@t0.8p0.9", "n_skipped"] == 2
@@ -186,9 +186,9 @@ def test_aggregation_reports_a_corrupt_record_and_aggregates_the_rest(tmp_path, 
     selfs = records[records["self_pair"].astype(bool) & (records["status"] == "usable")]
     assert len(selfs) == 4 and np.allclose(selfs["kl"], 0, atol=1e-6)
     np.testing.assert_allclose(selfs["z_cross"], selfs["z"], atol=1e-4)
-    report = cross.format_report(records)
-    assert "overall: 5 usable comparison files, 3 skipped or failed" in report
-    assert "1 failed: corrupt tokens file" in report
+    text = report.format_report(records)
+    assert "overall: 5 usable comparison files, 3 skipped or failed" in text
+    assert "1 failed: corrupt tokens file" in text
     # the CLI prints the same report for a profile's store
     monkeypatch.setenv("AEP_OUTPUT_DIR", str(tmp_path))
     result = CliRunner().invoke(app, ["compare", "--profile", "cpu"])
@@ -196,16 +196,16 @@ def test_aggregation_reports_a_corrupt_record_and_aggregates_the_rest(tmp_path, 
     assert "overall: 5 usable comparison files, 3 skipped or failed" in result.output
     # a run folder whose run file is unreadable still counts, as failed
     (store.root / store.run_relpath(runs.iloc[0].to_dict()) / "run.parquet").write_bytes(b"junk")
-    again = cross.summarize_comparisons(cross.compare(store)).set_index("pair")
+    again = comparison_tables.summarize_comparisons(comparison_tables.compare(store)).set_index("pair")
     assert again.loc["overall", "n_failed"] == 2 and again.loc["overall", "n_records"] == 8
 
 
 def test_variant_specs_parse_and_fail_clearly():
-    v = cross.Variant.parse("gemma-3-270m@t0.7p0.9")
+    v = sampling.Variant.parse("gemma-3-270m@t0.7p0.9")
     assert v.model == "gemma-3-270m" and v.sampling == Sampling(temperature=0.7, top_p=0.9)
-    assert v.label == "gemma-3-270m@t0.7p0.9" and cross.Variant.parse(v.label) == v
-    assert cross.Variant.parse("meta-llama/Llama-3.1-8B").label == "meta-llama/Llama-3.1-8B"
-    assert cross.Variant.parse("m@k40").sampling.top_k == 40
+    assert v.label == "gemma-3-270m@t0.7p0.9" and sampling.Variant.parse(v.label) == v
+    assert sampling.Variant.parse("meta-llama/Llama-3.1-8B").label == "meta-llama/Llama-3.1-8B"
+    assert sampling.Variant.parse("m@k40").sampling.top_k == 40
     for bad in ("gemma@", "gemma@x1", "@t1", "a b"):
         with pytest.raises(ValueError, match="expected <model>"):
-            cross.Variant.parse(bad)
+            sampling.Variant.parse(bad)

@@ -10,7 +10,7 @@ import torch
 from transformers import GenerationConfig
 
 from aep_lib.generate import generate
-from aep_lib.params import Sampling
+from aep_lib.sampling import Sampling
 from aep_lib.sampling import eos_ids
 from aep_lib.score import ScoringError, score_ids, score_text, tokenize_with_prompt
 from aep_lib.stats import token_stats
@@ -22,7 +22,7 @@ PROMPT = "The history of the lighthouse begins"
 
 @pytest.fixture(scope="module")
 def smol():
-    from aep_lib.runs import cached_model
+    from aep_lib.models import cached_model
 
     return cached_model("smollm2-135m", "cpu", "float32")
 

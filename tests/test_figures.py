@@ -22,7 +22,7 @@ import pandas as pd  # noqa: E402
 import pytest  # noqa: E402
 import yaml  # noqa: E402
 
-from aep_lib import figures, pipeline, plots  # noqa: E402
+from aep_lib import pipeline, plots, report, stats, tables  # noqa: E402
 from aep_lib.params import NOTEBOOK_SCHEMAS, ParamsError, SelfGridParams, load_params_file, validate  # noqa: E402
 from aep_lib.paths import params_dir  # noqa: E402
 
@@ -95,7 +95,7 @@ def _running() -> pd.DataFrame:
 
 
 def test_length_scaling_by_hand():
-    t = figures.length_scaling(_running())
+    t = tables.length_scaling(_running())
     first = t.iloc[0]
     assert list(t["n"]) == [1, 2] and list(t["n_runs"]) == [4, 4]
     # l_n at n = 1: prompt A {1, 3} (mean 2), B {10, 14} (mean 12): squared deviations 1+1+4+4 = 10, 4 - 2 dof
@@ -106,16 +106,16 @@ def test_length_scaling_by_hand():
     assert first["share_z2"] == pytest.approx(0.75)
     assert t.iloc[1]["var_l"] == pytest.approx(0.0) and t.iloc[1]["var_D"] == pytest.approx(0.0)
     assert t.iloc[1]["mean_sigma2"] == pytest.approx((0.25 * 2 + 1 * 2) / 4)
-    assert figures.length_scaling(_running(), group=None).iloc[0]["var_l"] == pytest.approx(110.0 / 3.0)
-    assert list(figures.length_scaling(_running(), ns=[2])["n"]) == [2]
-    two_keys = figures.length_scaling(_running().assign(setting="main"), group=["prompt_id", "setting"])
+    assert tables.length_scaling(_running(), group=None).iloc[0]["var_l"] == pytest.approx(110.0 / 3.0)
+    assert list(tables.length_scaling(_running(), ns=[2])["n"]) == [2]
+    two_keys = tables.length_scaling(_running().assign(setting="main"), group=["prompt_id", "setting"])
     assert two_keys.iloc[0]["var_l"] == pytest.approx(5.0)
 
 
 def test_typical_set_table_by_hand():
     running = pd.DataFrame({"model": ["m", "m", "m", "m"], "run_id": ["a", "b", "a", "b"], "n": [1, 1, 2, 2],
                             "h_n": [0.5, 1.5, 1.0, 2.0]})
-    t = figures.typical_set_table(running, {"m": 8})  # log2 V = 3 bits
+    t = tables.typical_set_table(running, {"m": 8})  # log2 V = 3 bits
     row = t[t["n"] == 2].iloc[0]
     assert row["n_runs"] == 2 and row["h_n"] == pytest.approx(1.5)
     assert (row["h_n_min"], row["h_n_max"]) == (1.0, 2.0)
@@ -123,13 +123,13 @@ def test_typical_set_table_by_hand():
     assert row["log2_all"] == pytest.approx(6.0)  # 2 tokens x 3 bits
     assert row["log2_fraction"] == pytest.approx(-3.0)
     with pytest.raises(KeyError, match="m"):
-        figures.typical_set_table(running, {"other": 8})
+        tables.typical_set_table(running, {"other": 8})
 
 
 def test_share_table_counts_nan_z_as_outside():
     finals = pd.DataFrame({"model": ["m"] * 4 + ["k"], "setting": "main", "dist": "samp",
                            "z": [0.5, 1.5, -2.5, np.nan, 0.0], "D": [0.1, 0.2, -0.3, 0.0, 0.0]})
-    t = figures.share_table(finals).set_index("model")
+    t = tables.share_table(finals).set_index("model")
     assert t.loc["m", "n_runs"] == 4
     assert t.loc["m", "share_z1"] == pytest.approx(0.25) and t.loc["m", "share_z2"] == pytest.approx(0.5)
     assert t.loc["m", "mean_z"] == pytest.approx(-0.5 / 3)
@@ -139,24 +139,24 @@ def test_share_table_counts_nan_z_as_outside():
 
 def test_small_helpers():
     n = np.array([1, 2, 4, 8])
-    assert figures.loglog_slope(n, 3.0 / n) == pytest.approx(-1.0)
-    assert figures.loglog_slope(n, 2.0 / np.sqrt(n)) == pytest.approx(-0.5)
-    assert math.isnan(figures.loglog_slope([1], [1]))
-    assert figures.inverse_n_reference([1, 2, 4], [8.0, np.nan, 2.0]) == pytest.approx([8.0, 4.0, 2.0])
-    assert figures.inverse_n_reference([1, 2, 4], [8.0, 1.0, np.nan], anchor="first") == pytest.approx([8.0, 4.0, 2.0])
-    grid = figures.log_grid(1000, points=10)
+    assert tables.loglog_slope(n, 3.0 / n) == pytest.approx(-1.0)
+    assert tables.loglog_slope(n, 2.0 / np.sqrt(n)) == pytest.approx(-0.5)
+    assert math.isnan(tables.loglog_slope([1], [1]))
+    assert tables.inverse_n_reference([1, 2, 4], [8.0, np.nan, 2.0]) == pytest.approx([8.0, 4.0, 2.0])
+    assert tables.inverse_n_reference([1, 2, 4], [8.0, 1.0, np.nan], anchor="first") == pytest.approx([8.0, 4.0, 2.0])
+    grid = tables.log_grid(1000, points=10)
     assert grid[0] == 1 and grid[-1] == 1000 and np.all(np.diff(grid) > 0)
-    assert figures.share_within_after([np.nan, 3.0, 1.0, -1.5], 2, burn_in=1) == pytest.approx(2 / 3)
-    assert figures.share_within_after([np.nan, 0.0], 2) == pytest.approx(0.5)
+    assert stats.share_within([np.nan, 3.0, 1.0, -1.5], 2, burn_in=1) == pytest.approx(2 / 3)
+    assert stats.share_within([np.nan, 0.0], 2) == pytest.approx(0.5)
 
 
 def test_claim_prints_rounded_values_and_the_verdict(capsys):
-    assert figures.claim("share", 0.9375, at_least=0.8) is True
-    assert figures.claim("z", -3.14159, at_most=-2, digits=1) is True
-    assert figures.claim("gap", -0.001, at_least=-0.25, at_most=0.25) is True
-    assert figures.claim("bad", 0.5, at_least=0.8) is False
-    assert figures.claim("nan", float("nan"), at_least=0) is False
-    figures.claim("info", 1.234)
+    assert report.claim("share", 0.9375, at_least=0.8) is True
+    assert report.claim("z", -3.14159, at_most=-2, digits=1) is True
+    assert report.claim("gap", -0.001, at_least=-0.25, at_most=0.25) is True
+    assert report.claim("bad", 0.5, at_least=0.8) is False
+    assert report.claim("nan", float("nan"), at_least=0) is False
+    report.claim("info", 1.234)
     assert capsys.readouterr().out.splitlines() == [
         "share: 0.94 (claim >= 0.8: ok)", "z: -3.1 (claim <= -2: ok)",
         "gap: 0.00 (claim >= -0.25 and <= 0.25: ok)",  # never "-0.00": it would differ by a rounding
@@ -173,24 +173,24 @@ def test_ensure_self_grid_asks_for_both_settings(monkeypatch):
                 for m in models for p in prompt_ids for s in seeds]
         return pd.DataFrame(rows)
 
-    monkeypatch.setattr(figures, "ensure_generations", fake_ensure)
+    monkeypatch.setattr(tables, "ensure_generations", fake_ensure)
     P = validate(NOTEBOOK_SCHEMAS["fig05_convergence_all_models"],
                  {"models": "b,a", "prompts": "p01,p02", "n_seeds": 3, "n_seeds_truncated": 1, "top_p": 0.8,
                   "max_new_tokens": 7})
-    runs = figures.ensure_self_grid(None, P)
+    runs = tables.ensure_self_grid(None, P)
     assert [(c[0].top_p, c[0].temperature, c[1], c[2]) for c in calls] == [(1.0, 1.0, [0, 1, 2], 7), (0.8, 1.0, [0], 7)]
     assert len(runs) == 2 * 2 * (3 + 1)
     assert runs.groupby("setting").size().to_dict() == {"main": 12, "truncated": 4}
     assert list(runs["model"].drop_duplicates()) == ["b", "a"]  # in the order of the params
-    line = figures.describe_grid(runs)
+    line = tables.describe_grid(runs)
     assert "main (q = p): 12 runs = 2 models x 2 prompts x 3 seeds" in line and "top-p 0.8" in line
 
     def failing(*args, **kw):
         return fake_ensure(*args, **kw).assign(status="failed", error="boom")
 
-    monkeypatch.setattr(figures, "ensure_generations", failing)
+    monkeypatch.setattr(tables, "ensure_generations", failing)
     with pytest.raises(RuntimeError, match="boom"):
-        figures.ensure_self_grid(None, P)
+        tables.ensure_self_grid(None, P)
 
 
 # --- aep_lib.plots ------------------------------------------------------------------------------------

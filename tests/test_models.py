@@ -7,9 +7,10 @@ import shutil
 import pytest
 from typer.testing import CliRunner
 
-from aep_lib import models
+from aep_lib import embedded, memory, models
 from aep_lib.cli import app
-from aep_lib.models import EMBEDDED_MODELS, ModelLoadError, cache_is_complete, load_model, model_cache_dir
+from aep_lib.embedded import EMBEDDED_MODELS, ModelLoadError, cache_is_complete, model_cache_dir
+from aep_lib.models import load_model
 
 
 def test_unknown_short_name_lists_the_known_ones():
@@ -127,9 +128,9 @@ def test_direct_tokenizer_equals_autotokenizer(name):
     """The fast start-up path must not change a single id, offset or special token."""
     from transformers import AutoTokenizer
 
-    folder = models.embedded_cache(name)
+    folder = embedded.embedded_cache(name)
     auto = AutoTokenizer.from_pretrained(folder, local_files_only=True)
-    direct = models.direct_tokenizer(folder)
+    direct = embedded.direct_tokenizer(folder)
     assert direct.get_vocab() == auto.get_vocab()
     for key in ("bos_token_id", "eos_token_id", "pad_token_id", "unk_token_id"):
         assert getattr(direct, key) == getattr(auto, key), key
@@ -174,11 +175,11 @@ def test_compact_tokenizer_merges_keeps_the_tokenizer(tmp_path):
     assert len(merges) > 20 and all(isinstance(m, list) for m in merges)  # written as pairs
     compact = tmp_path / "tokenizer.json"
     shutil.copy(original, compact)
-    assert models.compact_tokenizer_merges(compact) is True
+    assert embedded.compact_tokenizer_merges(compact) is True
     assert all(isinstance(m, str) and m.count(" ") == 1 for m in json.loads(compact.read_text())["model"]["merges"])
     assert compact.stat().st_size < original.stat().st_size
     _same_tokenizer(original, compact)
-    assert models.compact_tokenizer_merges(compact) is False  # compact already: untouched
+    assert embedded.compact_tokenizer_merges(compact) is False  # compact already: untouched
 
 
 def test_compact_tokenizer_merges_leaves_a_merge_with_a_space(tmp_path):
@@ -189,15 +190,15 @@ def test_compact_tokenizer_merges_leaves_a_merge_with_a_space(tmp_path):
     path = tmp_path / "tokenizer.json"
     tok.save(str(path))
     before = path.read_bytes()
-    assert models.compact_tokenizer_merges(path) is False  # "a  " could split two ways
+    assert embedded.compact_tokenizer_merges(path) is False  # "a  " could split two ways
     assert path.read_bytes() == before
 
 
 @pytest.mark.parametrize("name", list(EMBEDDED_MODELS))
 def test_embedded_cache_tokenizer_is_compact_and_unchanged(name, tmp_path):
     """The cache's compact tokenizer.json is the same tokenizer as the pairs transformers wrote."""
-    folder = models.embedded_cache(name)
-    assert json.loads((folder / "COMPLETE.json").read_text())["format"] == models.CACHE_FORMAT
+    folder = embedded.embedded_cache(name)
+    assert json.loads((folder / "COMPLETE.json").read_text())["format"] == embedded.CACHE_FORMAT
     cached = folder / "tokenizer.json"
     assert all(isinstance(m, str) for m in json.loads(cached.read_text(encoding="utf-8"))["model"]["merges"])
     pairs = tmp_path / "pairs.json"
@@ -215,8 +216,8 @@ def test_old_cache_with_an_unreadable_tokenizer_is_rebuilt(tmp_path, monkeypatch
     (folder / "COMPLETE.json").write_text(json.dumps({"model": "smollm2-135m", "files": files}))  # format 1
     assert cache_is_complete(folder)
     rebuilt = []
-    monkeypatch.setattr(models, "build_embedded_cache", lambda spec: rebuilt.append(spec.name))
-    assert models.embedded_cache("smollm2-135m") == folder
+    monkeypatch.setattr(embedded, "build_embedded_cache", lambda spec: rebuilt.append(spec.name))
+    assert embedded.embedded_cache("smollm2-135m") == folder
     assert rebuilt == ["smollm2-135m"]
 
 
@@ -224,15 +225,15 @@ def test_gc_paused_restores_the_collector():
     import gc
 
     assert gc.isenabled()
-    with models.gc_paused():
+    with memory.gc_paused():
         assert not gc.isenabled()
     assert gc.isenabled()
-    with pytest.raises(ValueError), models.gc_paused():
+    with pytest.raises(ValueError), memory.gc_paused():
         raise ValueError("inside")
     assert gc.isenabled()
     gc.disable()
     try:
-        with models.gc_paused():
+        with memory.gc_paused():
             pass
         assert not gc.isenabled()  # the caller had it off: left off
     finally:
@@ -243,14 +244,14 @@ def test_allocator_tuning_respects_the_opt_outs(monkeypatch):
     import sys
 
     monkeypatch.setenv("AEP_MALLOC_TUNE", "0")
-    assert models.keep_freed_blocks() is False
+    assert memory.keep_freed_blocks() is False
     monkeypatch.delenv("AEP_MALLOC_TUNE")
     monkeypatch.setenv("MALLOC_TRIM_THRESHOLD_", "1000000")  # the user's own glibc settings win
-    assert models.keep_freed_blocks() is False
+    assert memory.keep_freed_blocks() is False
     monkeypatch.delenv("MALLOC_TRIM_THRESHOLD_")
-    glibc = sys.platform.startswith("linux") and bool(models._libc())
-    assert models.keep_freed_blocks() is glibc
-    models.release_free_memory()  # a no-op off glibc, never an error
+    glibc = sys.platform.startswith("linux") and bool(memory.libc())
+    assert memory.keep_freed_blocks() is glibc
+    memory.release_free_memory()  # a no-op off glibc, never an error
 
 
 def _write_safetensors(path, tensors):
@@ -275,13 +276,13 @@ def test_align_safetensors_pads_the_header_and_keeps_every_tensor(tmp_path):
             break
     assert (8 + length) % 64, "could not build a misaligned header"
     size = path.stat().st_size
-    assert models.align_safetensors(path) is True
+    assert embedded.align_safetensors(path) is True
     new_length = int.from_bytes(path.read_bytes()[:8], "little")
     assert (8 + new_length) % 64 == 0 and new_length > length
     assert path.stat().st_size == size + new_length - length
     loaded = load_file(str(path))
     assert loaded.keys() == tensors.keys() and all(torch.equal(loaded[k], tensors[k]) for k in tensors)
-    assert models.align_safetensors(path) is False  # already aligned: untouched
+    assert embedded.align_safetensors(path) is False  # already aligned: untouched
     assert path.stat().st_size == size + new_length - length
 
 
@@ -292,7 +293,7 @@ def test_align_safetensors_leaves_offsets_padding_cannot_fix(tmp_path):
     # a 3-float tensor first puts the second one at offset 12: no header padding aligns both
     _write_safetensors(path, {"a": torch.ones(3), "b": torch.ones(16)})
     before = path.read_bytes()
-    assert models.align_safetensors(path) is False
+    assert embedded.align_safetensors(path) is False
     assert path.read_bytes() == before
 
 
@@ -304,10 +305,10 @@ def test_weight_page_ranges_merge_contiguous_parameters():
     module = torch.nn.Module()
     module.a = torch.nn.Parameter(storage[: page // 4])
     module.b = torch.nn.Parameter(storage[page // 4: 3 * page // 4])
-    ranges = models._weight_page_ranges(module)
+    ranges = memory.weight_page_ranges(module)
     start = storage.data_ptr() - storage.data_ptr() % page
     assert ranges == [(start, storage.data_ptr() + 3 * page - start)]
-    with models.mapped_weights_faulted_in(module) as fault:  # runs, and leaves the values alone
+    with memory.mapped_weights_faulted_in(module) as fault:  # runs, and leaves the values alone
         pass
     assert fault.thread is None or not fault.thread.is_alive()
     assert float(module.a.detach().sum()) == 0.0
@@ -342,7 +343,7 @@ def test_embedded_weights_are_used_in_place_aligned_and_resident(tmp_path, monke
     rss_before = psutil.Process().memory_info().rss
     model, _ = load_model("smollm2-135m")
     assert cache_is_complete(dst)  # realigned, tokenizer compacted, and its marker updated
-    assert json.loads((dst / "COMPLETE.json").read_text())["format"] == models.CACHE_FORMAT
+    assert json.loads((dst / "COMPLETE.json").read_text())["format"] == embedded.CACHE_FORMAT
     assert isinstance(json.loads((dst / "tokenizer.json").read_text())["model"]["merges"][0], str)
     assert (8 + int.from_bytes(weights.read_bytes()[:8], "little")) % 64 == 0
     params = list(model.parameters())

@@ -2,7 +2,9 @@
 
 import pytest
 
-from aep_lib.params import Grid, ParamsError, Sampling, load_grid, load_prompts, prompt_text, validate
+from aep_lib.corpora import load_prompts, prompt_text
+from aep_lib.params import Grid, ParamsError, load_grid, validate
+from aep_lib.sampling import Sampling
 
 
 def write(tmp_path, text):

@@ -3,13 +3,19 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
-import nbformat
-import pytest
-from pydantic import BaseModel, ConfigDict
+import matplotlib
 
-from aep_lib import pipeline
-from aep_lib.params import ParamsError
+matplotlib.use("Agg")
+
+import matplotlib.pyplot as plt  # noqa: E402
+import nbformat  # noqa: E402
+import pytest  # noqa: E402
+from pydantic import BaseModel, ConfigDict  # noqa: E402
+
+from aep_lib import pipeline, report  # noqa: E402
+from aep_lib.params import ParamsError  # noqa: E402
 
 
 class _Strict(BaseModel):
@@ -32,10 +38,11 @@ FIG_CODE = """\
 import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
-from aep_lib.pipeline import save_figure
+from aep_lib.report import claim, save_figure
 
 fig, ax = plt.subplots()
 ax.plot([0, 1], [0, scale])
+claim("slope at least 1", scale, at_least=1)
 save_figure(fig, f"fig_{title}", caption=f"A line of slope {scale}.", numbers={"slope": scale},
             run_ids=[f"run{i}" for i in range(7)])
 print(f"slope {scale}")
@@ -95,6 +102,8 @@ def test_run_figures_records_figures_failures_and_index(project):
         assert (out / "figures" / f"fig_{title}.svg").is_file()
         (record,) = json.loads((out / "figures" / f"fig_{title}.json").read_text())
         assert record["numbers"] == {"slope": slope} and record["notebook"] == name
+        assert record["claims"] == [{"name": "slope at least 1", "value": slope, "shown": f"{slope:.2f}",
+                                     "at_least": 1, "at_most": None, "holds": True}]
         assert record["params_file"].endswith("t_fig.yaml") and record["profile"] == "cpu"
         assert [f["name"] for f in r["figures"]] == [f"fig_{title}"]
 
@@ -102,6 +111,7 @@ def test_run_figures_records_figures_failures_and_index(project):
     assert "## t_fail" in index and "**failed**" in index and "ValueError: kaboom" in index
     assert "## t_fig__title=a" in index and "![fig_a](figures/fig_a.png)" in index
     assert "A line of slope 3.0." in index and "slope = 3.0" in index
+    assert "- claims: 1 of 1 hold" in index and "  - ok: slope at least 1 = 3.00 (>= 1)" in index
     assert "(+2 more)" in index  # 7 run ids shortened
     assert "torch" in index and "git `" in index
 
@@ -140,4 +150,61 @@ def test_profile_mismatch_is_an_error(project):
 def test_main_exit_code(monkeypatch):
     monkeypatch.setattr(pipeline, "run_figures", lambda *a, **k: [
         {"name": "x", "status": "failed", "error": "E: e", "seconds": 0.1, "output": "/o/cpu/x.ipynb"}])
+    assert pipeline.main(["--profile", "cpu"]) == 1
+
+
+# --- claims -----------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def no_pending_claims(monkeypatch):
+    """A fresh list of pending claims (other tests may leave some in this process)."""
+    monkeypatch.setattr(report, "_PENDING", [])
+
+
+def test_claims_land_in_the_next_figure_record_only(tmp_path, monkeypatch, no_pending_claims):
+    monkeypatch.setenv("AEP_OUTPUT_DIR", str(tmp_path))
+    fig = plt.figure()
+    assert report.claim("share", 0.9375, at_least=0.8) is True
+    assert report.claim("z", float("nan"), at_most=2) is False
+    report.claim("observed", 1.234)
+    report.save_figure(fig, "f1", caption="c")
+    report.save_figure(fig, "f2", caption="c")
+    plt.close(fig)
+    (f1,) = json.loads((tmp_path / "cpu" / "figures" / "f1.json").read_text())
+    assert f1["claims"] == [
+        {"name": "share", "value": 0.9375, "shown": "0.94", "at_least": 0.8, "at_most": None, "holds": True},
+        {"name": "z", "value": None, "shown": "nan", "at_least": None, "at_most": 2, "holds": False},
+        {"name": "observed", "value": 1.234, "shown": "1.23", "at_least": None, "at_most": None, "holds": True}]
+    (f2,) = json.loads((tmp_path / "cpu" / "figures" / "f2.json").read_text())
+    assert f2["claims"] == []  # recorded once, then forgotten
+    assert [report.claim_failure(c) for c in f1["claims"]] == [None, "claim 'z' = nan does not hold (<= 2)", None]
+
+
+def test_a_claim_that_does_not_hold_fails_the_execution(project, monkeypatch, no_pending_claims):
+    """In-process stand-in for papermill: the notebook prints its claims and saves one figure."""
+    import papermill
+
+    def execute(input_path, output_path, parameters, **kw):
+        Path(output_path).write_text("{}")
+        if Path(input_path).stem == "t_fig":
+            fig = plt.figure()
+            report.claim("share within 2σ under q", 0.41, at_least=0.9)
+            report.claim("mean D", 0.01, at_least=-0.25, at_most=0.25)
+            report.save_figure(fig, f"fig_{parameters['title']}", caption="c")
+            plt.close(fig)
+
+    monkeypatch.setattr(papermill, "execute_notebook", execute)
+    dirs, out = project
+    results = {r["name"]: r for r in pipeline.run_figures("cpu", **dirs)}
+    r = results["t_fig__title=a"]
+    assert r["status"] == "failed"
+    assert r["error"] == "claim 'share within 2σ under q' = 0.41 does not hold (>= 0.9)"
+    assert [c["holds"] for c in r["figures"][0]["claims"]] == [False, True]
+    assert results["t_fail"]["status"] == "ok"  # its stand-in raised nothing and claimed nothing
+    index = (out / "index.md").read_text()
+    assert "does not hold (>= 0.9)" in index and "- claims: 1 of 2 hold" in index
+    assert "  - FAIL: share within 2σ under q = 0.41 (>= 0.9)" in index
+    assert "  - ok: mean D = 0.01 (>= -0.25 and <= 0.25)" in index
+    monkeypatch.setattr(pipeline, "run_figures", lambda *a, **k: list(results.values()))
     assert pipeline.main(["--profile", "cpu"]) == 1

@@ -10,8 +10,10 @@ import numpy as np
 import pytest
 
 from _tiny import build_tiny_model
-from aep_lib.params import Grid, Sampling
-from aep_lib.runs import ensure_grid, plan_generations
+from aep_lib.params import Grid
+from aep_lib.sampling import Sampling
+from aep_lib.grids import ensure_grid
+from aep_lib.runs import plan_generations
 from aep_lib.store import RunStore
 
 TOKEN_COLUMNS = ["position", "token_id", "surprisal_raw", "entropy_raw", "varentropy_raw", "rank_raw",
@@ -128,7 +130,7 @@ def test_ray_grid_with_a_killed_worker_stores_each_run_once(ray_local, grid, loc
 
 
 def test_batch_size_for_memory_counts_the_kv_cache_and_the_step_rows(tiny):
-    from aep_lib.generate import STEP_ROWS_PER_SEQUENCE, MEMORY_FRACTION, batch_size_for_memory, memory_per_sequence
+    from aep_lib.memory import MEMORY_FRACTION, STEP_ROWS_PER_SEQUENCE, batch_size_for_memory, memory_per_sequence
     from aep_lib.models import load_model
 
     model, _ = load_model(tiny, device="cpu", dtype="float32")
@@ -143,9 +145,9 @@ def test_batch_size_for_memory_counts_the_kv_cache_and_the_step_rows(tiny):
 
 
 def test_a_batch_larger_than_free_memory_runs_split_with_the_same_tokens(grid, local_store, tmp_path, monkeypatch):
-    from aep_lib import generate
+    from aep_lib import memory
 
-    monkeypatch.setattr(generate, "free_memory_bytes", lambda device: 1)  # room for one sequence at a time
+    monkeypatch.setattr(memory, "free_memory_bytes", lambda device: 1)  # room for one sequence at a time
     store = RunStore(tmp_path / "store")
     runs = ensure_grid(store, grid, executor="local", progress=False)
     assert len(runs) == 4 and set(runs["status"]) == {"ok"} and set(runs["batch_size"]) == {1}

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from aep_lib.params import Sampling
+from aep_lib.sampling import Sampling
 from aep_lib.sampling import SamplingWarp, gumbel_noise, sample
 from aep_lib.stats import cross_stats, running, summarize, token_stats
 

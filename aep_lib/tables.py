@@ -1,6 +1,8 @@
-"""Shared computations of the self-convergence notebooks (issue 4): one generation grid, its tables.
+"""Store -> tidy tables of self-generated runs (DESIGN.md §1 names: ``l, h, D, sigma, z`` final values,
+``l_n, h_n, D_n, sigma_n, z_n`` running values, all bits).
 
-Every self-convergence notebook draws on the same grid, so its runs are generated once and reused:
+Every self-convergence notebook draws on the same generation grid, so its runs are generated once
+and reused (``ensure_self_grid``):
 
 - the **main** setting: temperature 1, no truncation (``q = p``, up to the suppressed end-of-text
   token, a warp of its own: DESIGN.md §1), ``models × prompts × n_seeds``;
@@ -8,8 +10,9 @@ Every self-convergence notebook draws on the same grid, so its runs are generate
   ``n_seeds_truncated`` seeds each. Under its ``q`` the text is typical; under the raw ``p`` it is
   over-typical (``l_n`` below ``h_n``, ``z_n`` large and negative): DESIGN.md §1.
 
-The tables are tidy (one row per run, or per run and position) and use the names of DESIGN.md §1:
-``l, h, D, sigma, z`` (final values) and ``l_n, h_n, D_n, sigma_n, z_n`` (running values), all bits.
+Tables: one row per run and distribution (``run_summaries``, ``final_table``), per run and position
+(``running_stats``, ``running_table``), and the summaries the figures draw (shares within ±kσ, length
+scaling, the size of the typical set).
 """
 
 from __future__ import annotations
@@ -19,15 +22,45 @@ import math
 import numpy as np
 import pandas as pd
 
-from .params import Sampling
-from .runs import ensure_generations, run_summaries, running_stats
+from .runs import ensure_generations
+from .sampling import Sampling
+from .stats import DISTRIBUTIONS, running, summarize
 from .store import RunStore
 
+
+def run_summaries(store: RunStore, runs: pd.DataFrame, burn_in: int = 0) -> pd.DataFrame:
+    """One row per (run, distribution): final ``l, h, D, sigma, z`` and the shares of positions
+    (after ``burn_in``) within ±1σ and ±2σ, joined to the run's model, prompt and seed."""
+    rows = []
+    keep = [c for c in ("run_id", "model", "prompt_id", "seed", "temperature", "top_k", "top_p") if c in runs]
+    tokens = store.tokens(runs["run_id"].tolist()) if len(runs) else pd.DataFrame()
+    for run_id, group in tokens.groupby("run_id", sort=False):
+        meta = runs.loc[runs["run_id"] == run_id, keep].iloc[0].to_dict()
+        for dist in DISTRIBUTIONS:
+            cols = [f"surprisal_{dist}", f"entropy_{dist}", f"varentropy_{dist}"]
+            if all(c in group for c in cols):
+                rows.append(meta | {"dist": dist} | summarize(*(group[c].to_numpy() for c in cols), burn_in=burn_in))
+    return pd.DataFrame(rows)
+
+
+def running_stats(store: RunStore, run_ids, dist: str = "samp") -> pd.DataFrame:
+    """Long table of running ``l_n, h_n, D_n, sigma_n, z_n`` per run (``dist``: 'samp' or 'raw')."""
+    if dist not in DISTRIBUTIONS:
+        raise ValueError(f"dist must be one of {DISTRIBUTIONS}, got {dist!r}")
+    cols = [f"surprisal_{dist}", f"entropy_{dist}", f"varentropy_{dist}"]
+    tokens = store.tokens(list(run_ids), columns=["run_id", "position", *cols])
+    frames = []
+    for run_id, group in tokens.groupby("run_id", sort=False):
+        r = running(*(group[c].to_numpy() for c in cols))
+        frames.append(pd.DataFrame({"run_id": run_id, **r}))
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(
+        columns=["run_id", "n", "l_n", "h_n", "D_n", "sigma_n", "z_n"])
+
+
 MAIN = "main"  # setting label of the untruncated grid (q = p)
+
+
 TRUNCATED = "truncated"  # setting label of the top-p contrast (q != p)
-
-
-# --- the shared grid ------------------------------------------------------------------------------
 
 
 def grid_settings(top_p: float, temperature: float = 1.0) -> dict[str, Sampling]:
@@ -87,9 +120,6 @@ def running_table(store: RunStore, runs: pd.DataFrame, dist: str = "samp") -> pd
     return out.merge(meta, on="run_id", how="left").assign(dist=dist)
 
 
-# --- final-value tables -----------------------------------------------------------------------------
-
-
 def share_table(finals: pd.DataFrame, by=("model", "setting", "dist")) -> pd.DataFrame:
     """Per group: ``n_runs``, share of runs with final ``|z| <= 1`` and ``<= 2``, mean ``z`` and ``D``.
 
@@ -110,15 +140,6 @@ def share_table(finals: pd.DataFrame, by=("model", "setting", "dist")) -> pd.Dat
     if len(out):
         out["n_runs"] = out["n_runs"].astype(int)
     return out
-
-
-def share_within_after(z_n, bound: float, burn_in: int = 0) -> float:
-    """Share of the positions after the first ``burn_in`` of one run with ``|z_n| <= bound`` (NaN: outside)."""
-    z = np.asarray(z_n, dtype=float)[burn_in:]
-    return float(np.mean(np.abs(np.nan_to_num(z, nan=np.inf)) <= bound)) if len(z) else float("nan")
-
-
-# --- length scaling ---------------------------------------------------------------------------------
 
 
 def log_grid(n_max: int, points: int = 40, n_min: int = 1) -> np.ndarray:
@@ -181,9 +202,6 @@ def inverse_n_reference(n, y, anchor: str = "last") -> np.ndarray:
     return y[i] * n[i] / n
 
 
-# --- typical-set size ---------------------------------------------------------------------------------
-
-
 def typical_set_table(running: pd.DataFrame, vocab_sizes: dict[str, int], ns=None) -> pd.DataFrame:
     """Log-size of the typical set against that of all token strings, per model and length ``n``.
 
@@ -204,27 +222,3 @@ def typical_set_table(running: pd.DataFrame, vocab_sizes: dict[str, int], ns=Non
     g["log2_all"] = g["n"] * log2_v
     g["log2_fraction"] = g["log2_typical"] - g["log2_all"]
     return g[["model", "n", "n_runs", "h_n", "h_n_min", "h_n_max", "log2_typical", "log2_all", "log2_fraction"]]
-
-
-# --- printed claims -----------------------------------------------------------------------------------
-
-
-def claim(label: str, value: float, at_least: float | None = None, at_most: float | None = None,
-          digits: int = 2) -> bool:
-    """Print ``label: value (claim >= at_least: ok|FAIL)`` with ``value`` rounded; return whether it holds.
-
-    Rounded on purpose: the printed line is compared across machines (nbval).
-    """
-    value = float(value)
-    ok = not math.isnan(value)
-    bounds = []
-    if at_least is not None:
-        ok &= value >= at_least
-        bounds.append(f">= {at_least:g}")
-    if at_most is not None:
-        ok &= value <= at_most
-        bounds.append(f"<= {at_most:g}")
-    shown = "nan" if math.isnan(value) else f"{round(value, digits) + 0.0:.{digits}f}"  # + 0.0: no "-0.00"
-    tail = f" (claim {' and '.join(bounds)}: {'ok' if ok else 'FAIL'})" if bounds else ""
-    print(f"{label}: {shown}{tail}")
-    return bool(ok)
