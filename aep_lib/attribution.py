@@ -45,7 +45,7 @@ from .score import (
     stats_row_block,
     tokenize_span,
 )
-from .stats import token_stats
+from .stats import token_stats, z_at_cuts
 from .text_cache import ScoredTextCache, text_key
 
 METHODS = ("min_abs_z", "max_likelihood")
@@ -91,32 +91,6 @@ def score_variants(model, tokenizer, text: str, prompt: str, samplings: list[Sam
         df.insert(1, "n_bytes_to", n_bytes_to)
         out[s] = df
     return out
-
-
-def z_at_cuts(tokens: pd.DataFrame, cuts) -> pd.DataFrame:
-    """Typicality of the tokens whose span ends within each character cut: ``cut``, ``n_tokens``, ``l``,
-    ``h``, ``z`` (NaN without tokens; ``+inf`` when a token is outside ``q``), ``bpb`` (bits per byte)."""
-    s = tokens["surprisal"].to_numpy(dtype=float)
-    h = tokens["entropy"].to_numpy(dtype=float)
-    v = tokens["varentropy"].to_numpy(dtype=float)
-    ends = tokens["char_end"].to_numpy()
-    cs, ch, cv = np.cumsum(s), np.cumsum(h), np.cumsum(v)
-    rows = []
-    for cut in cuts:
-        n = int(np.searchsorted(ends, cut, side="right"))
-        if n == 0:
-            rows.append({"cut": cut, "n_tokens": 0, "l": math.nan, "h": math.nan, "z": math.nan, "bpb": math.nan,
-                         "n_bytes": 0})
-            continue
-        l, hh, sig = cs[n - 1] / n, ch[n - 1] / n, math.sqrt(cv[n - 1]) / n
-        if math.isinf(l):
-            z = math.inf
-        else:
-            z = (l - hh) / sig if sig > 0 else math.nan
-        nb = int(tokens["n_bytes_to"].iloc[n - 1]) if "n_bytes_to" in tokens else 0
-        rows.append({"cut": cut, "n_tokens": n, "l": l, "h": hh, "z": z, "bpb": cs[n - 1] / nb if nb else math.nan,
-                     "n_bytes": nb})
-    return pd.DataFrame(rows)
 
 
 def confidences(z) -> np.ndarray:

@@ -3,8 +3,13 @@
 - ``comparison_runs`` / ``comparison_running``: the stored comparison records and their running values;
 - ``compare``: one row per record, judged usable / skipped / failed with the reason (``aep compare``);
 - ``summarize_comparisons``: per pair and overall, the counts and the distribution of ``h^(A,B)``;
-- ``window_summaries`` / ``self_baseline_windows``: ``z`` per window of external texts and of the
-  self-generated baseline.
+- ``record_of``: the one record of a pair for a prompt and seed;
+- ``text_window_summaries`` / ``self_baseline_windows``: ``l, h, D, sigma, z`` per window of scored
+  external texts and of the self-generated baseline; ``baseline_band`` and ``memorisation_table``:
+  where each text's mean window ``z`` lies against the baseline (the memorised-texts notebook);
+- ``membership_windows``, ``membership_groups``, ``membership_tests``, ``membership_aurocs``,
+  ``window_group_means``: over-typicality as a membership score, classic books against news (the
+  membership notebook).
 """
 
 from __future__ import annotations
@@ -16,7 +21,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from . import inference
 from .comparisons import COMPARISON_LABEL
+from .membership import baseline_quantile
 from .score import ScoringError
 from .stats import comparison_summary, running, window_summaries
 from .store import RunStore, StoreError
@@ -148,6 +155,27 @@ def compare(store: RunStore, run_ids=None) -> pd.DataFrame:
     return df[cols]
 
 
+def record_of(runs: pd.DataFrame, pair: str, prompt_id: str, seed: int) -> pd.Series:
+    """The comparison record (a row of ``comparisons.ensure_comparisons``) of ``pair`` for one prompt and seed."""
+    rows = runs[(runs["pair"] == pair) & (runs["prompt_id"] == prompt_id) & (runs["seed"] == seed)]
+    if rows.empty:
+        raise KeyError(f"no comparison record of {pair} for prompt {prompt_id!r}, seed {seed}")
+    return rows.iloc[0]
+
+
+def text_window_summaries(store: RunStore, text_runs: pd.DataFrame, window_tokens: int,
+                          dist: str = "raw") -> pd.DataFrame:
+    """Per full window of every ok external-text run (``comparisons.ensure_text_scores`` rows): ``window,
+    l, h, D, sigma, z`` under the scorer's ``dist`` (``raw``: its ``p``), with the run's scorer ``model``,
+    ``text_id`` and ``group``. Failed runs are left out (they are in ``text_runs``, with their error)."""
+    frames = []
+    for _, run in text_runs[text_runs["status"] == "ok"].iterrows():
+        w = window_summaries(store.tokens(run["run_id"]), window_tokens, dist)
+        frames.append(w.assign(model=run["model"], text_id=run["text_id"], group=run["group"]))
+    cols = ["window", "l", "h", "D", "sigma", "z", "model", "text_id", "group"]
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=cols)
+
+
 def self_baseline_windows(store: RunStore, runs: pd.DataFrame, window_tokens: int, dist: str = "raw") -> pd.DataFrame:
     """Per-window ``z`` of self-generated text (stored generation runs), the baseline for external texts."""
     frames = []
@@ -186,3 +214,114 @@ def summarize_comparisons(records: pd.DataFrame) -> pd.DataFrame:
             row |= {f"{name}_{k}": v for k, v in _describe(usable[col].tolist()).items()}
         out.append(row)
     return pd.DataFrame(out)
+
+
+# --- where external texts lie against the self-generated baseline ---------------------------------------
+
+
+def baseline_band(baseline: pd.DataFrame) -> pd.DataFrame:
+    """Per model (in order of appearance) of self-generated baseline windows (``model, z, D``): ``windows``,
+    the mean window ``z``, its standard deviation ``z_sd`` (ddof 1) and the mean ``D``."""
+    rows = [{"model": model, "windows": len(g), "z": g["z"].mean(), "z_sd": g["z"].std(ddof=1), "D": g["D"].mean()}
+            for model, g in baseline.groupby("model", sort=False)]
+    return pd.DataFrame(rows, columns=["model", "windows", "z", "z_sd", "D"])
+
+
+def memorisation_table(windows: pd.DataFrame, baseline: pd.DataFrame, texts, groups=("news", "essay"),
+                       models=None) -> pd.DataFrame:
+    """Per model and text: ``windows``, the mean window ``z`` and ``D``, and ``sd_from_baseline`` = how many
+    baseline standard deviations the mean ``z`` lies from the self-generated baseline's mean (negative:
+    below it, the direction of memorisation).
+
+    ``windows``: ``text_window_summaries`` rows; ``baseline``: ``self_baseline_windows`` rows. One row per
+    ``text_id`` of ``texts``, then per group of ``groups`` (all its texts pooled), then the baseline itself
+    (``text = "self-generated"``, ``sd_from_baseline = 0``). ``models``: default those of ``baseline``.
+    """
+    band = baseline_band(baseline).set_index("model")
+    rows = []
+    for model in (list(models) if models is not None else list(band.index)):
+        mean_b, sd_b = band.loc[model, "z"], band.loc[model, "z_sd"]
+        w = windows[windows["model"] == model]
+        for key, col in [(t, "text_id") for t in texts] + [(g, "group") for g in groups]:
+            sel = w[w[col] == key]
+            rows.append({"model": model, "text": key, "windows": len(sel), "z": sel["z"].mean(), "D": sel["D"].mean(),
+                         "sd_from_baseline": (sel["z"].mean() - mean_b) / sd_b})
+        rows.append({"model": model, "text": "self-generated", "windows": int(band.loc[model, "windows"]), "z": mean_b,
+                     "D": band.loc[model, "D"], "sd_from_baseline": 0.0})
+    return pd.DataFrame(rows, columns=["model", "text", "windows", "z", "D", "sd_from_baseline"])
+
+
+# --- membership: classic books (likely members) against news, scored per window ----------------------------
+
+MEMBERSHIP_GROUPS = {"self-generated": "self", "classic openings": "opening", "classic, all windows": "classic",
+                     "news": "news"}  # row label -> window selection of membership_groups
+
+
+def membership_windows(windows: pd.DataFrame) -> pd.DataFrame:
+    """A copy of ``membership.text_windows`` + ``membership.generation_windows`` rows (groups ``classic``,
+    ``news``, ``self``) with ``opening`` (a classic's first window) and ``baseline_quantile``: the share of
+    the same model's self-generated windows with a ``z`` at most this one."""
+    out = windows.copy()
+    out["opening"] = (out["group"] == "classic") & (out["window"] == 0)
+    for _, g in out.groupby("model", sort=False):
+        out.loc[g.index, "baseline_quantile"] = baseline_quantile(g["z"], g.loc[g["group"] == "self", "z"])
+    return out
+
+
+def _membership_selection(g: pd.DataFrame, name: str) -> pd.Series:
+    return g["opening"] if name == "opening" else g["group"] == name
+
+
+def membership_groups(windows: pd.DataFrame, n_resamples: int = 2000) -> pd.DataFrame:
+    """Per model and group of ``membership_windows`` rows (``MEMBERSHIP_GROUPS``, in that order): ``windows``,
+    the mean window ``z`` with a 95% bootstrap CI (``z_mean, z_low, z_high``) and ``below_baseline_5pct``:
+    the share of its windows below the 5% quantile of the model's self-generated windows."""
+    rows = []
+    for model, g in windows.groupby("model", sort=False):
+        q05 = float(np.quantile(g.loc[g["group"] == "self", "z"], 0.05))
+        for label, name in MEMBERSHIP_GROUPS.items():
+            sel = _membership_selection(g, name)
+            ci = inference.bootstrap_ci(g.loc[sel, "z"], n_resamples=n_resamples)
+            rows.append({"model": model, "group": label, "windows": int(sel.sum()), "z_mean": ci.estimate,
+                         "z_low": ci.low, "z_high": ci.high,
+                         "below_baseline_5pct": float((g.loc[sel, "z"] < q05).mean())})
+    return pd.DataFrame(rows, columns=["model", "group", "windows", "z_mean", "z_low", "z_high", "below_baseline_5pct"])
+
+
+def membership_tests(windows: pd.DataFrame, a: str = "classic", b: str = "news") -> pd.DataFrame:
+    """Per model: window ``z`` of group ``a`` against group ``b`` (``inference.compare_groups``: mean
+    difference with a bootstrap CI, Welch and Mann-Whitney p-values, Cohen's d, rank-biserial, robust)."""
+    rows = [{"model": model} | inference.compare_groups(g.loc[g["group"] == a, "z"], g.loc[g["group"] == b, "z"])
+            for model, g in windows.groupby("model", sort=False)]
+    return pd.DataFrame(rows)
+
+
+MEMBERSHIP_POSITIVES = {"all classic windows": "classic", "classic openings": "opening"}
+
+
+def membership_aurocs(windows: pd.DataFrame, scores=("over_typicality", "min_k_pp", "min_k", "log_likelihood"),
+                      negatives: str = "news", n_resamples: int = 1000) -> pd.DataFrame:
+    """Per model, score and set of positives (``MEMBERSHIP_POSITIVES``): the AUROC of the score (higher =
+    member-like) separating those windows from the ``negatives`` group's, with a 95% stratified bootstrap
+    CI (``inference.metric_ci``). Columns ``model, score, positives, AUROC, low, high`` (not rounded)."""
+    rows = []
+    for model, g in windows.groupby("model", sort=False):
+        for score in scores:
+            for label, name in MEMBERSHIP_POSITIVES.items():
+                a = inference.metric_ci(g.loc[g["group"] == negatives, score], g.loc[_membership_selection(g, name), score],
+                                        "auroc", n_resamples=n_resamples)
+                rows.append({"model": model, "score": score, "positives": label, "AUROC": a.estimate, "low": a.low,
+                             "high": a.high})
+    return pd.DataFrame(rows, columns=["model", "score", "positives", "AUROC", "low", "high"])
+
+
+def window_group_means(windows: pd.DataFrame, groups, by: str = "model", value: str = "z") -> pd.DataFrame:
+    """Per ``by`` group and window group of ``groups`` (in that order): ``n``, the mean of ``value`` and
+    ``half_width``, the half-width of its normal-approximation 95% interval (1.96 sd / sqrt(n), ddof 1)."""
+    rows = []
+    for key, g in windows.groupby(by, sort=False):
+        for group in groups:
+            v = g.loc[g["group"] == group, value].to_numpy(dtype=float)
+            rows.append({by: key, "group": group, "n": len(v), "mean": v.mean() if len(v) else math.nan,
+                         "half_width": 1.96 * v.std(ddof=1) / np.sqrt(len(v)) if len(v) > 1 else math.nan})
+    return pd.DataFrame(rows, columns=[by, "group", "n", "mean", "half_width"])

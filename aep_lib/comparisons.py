@@ -28,19 +28,17 @@ a model's raw ``p`` in windows of a fixed number of tokens, ``z`` per window.
 
 from __future__ import annotations
 
-import datetime as _dt
 import hashlib
 import json
 import math
 import time
-import traceback
 
 import pandas as pd
 
 from .corpora import ExternalText
 from .models import ModelPool
-from .provenance import run_provenance
-from .runs import ENGINE_VERSION, ensure_generations
+from .provenance import run_provenance, utc_now
+from .runs import ENGINE_VERSION, ensure_generations, failure
 from .sampling import Variant, all_pairs, pair_label
 from .score import ScoringError, check_same_vocabulary, score_ids, score_text
 from .stats import comparison_summary, window_summaries
@@ -188,7 +186,7 @@ def ensure_comparisons(
             specs.append((row, b, comparison_spec(row, b, pool.dtype_name(b.model))))
     todo = sorted((t for t in specs if t[2]["run_id"] not in done), key=lambda t: (t[1].model, t[0]["model"]))
     for row, scorer, spec in todo:
-        started = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+        started = utc_now()
         t0 = time.perf_counter()
         record = spec | run_provenance() | {"started_at": started}
         try:
@@ -197,8 +195,7 @@ def ensure_comparisons(
             record |= fields | {"status": "ok", "error": None, "elapsed_s": time.perf_counter() - t0}
             store.write_run(record, df)
         except Exception as err:  # stored as a failed record; the others go on
-            record |= {"status": "failed", "error": f"{type(err).__name__}: {err}\n{traceback.format_exc(limit=3)}",
-                       "elapsed_s": time.perf_counter() - t0}
+            record |= failure(err) | {"elapsed_s": time.perf_counter() - t0}
             record.pop("n_tokens", None)
             store.write_run(record, None)
     return store.runs(run_id=[s["run_id"] for _, _, s in specs])
@@ -267,7 +264,7 @@ def ensure_text_scores(store: RunStore, scorer: str, items: list[ExternalText], 
                        "elapsed_s": time.perf_counter() - t0}
             store.write_run(record, df)
         except Exception as err:  # a failed record, never fatal
-            record |= {"status": "failed", "error": f"{type(err).__name__}: {err}\n{traceback.format_exc(limit=3)}"}
+            record |= failure(err)
             store.write_run(record, None)
     return store.runs(run_id=[s["run_id"] for _, s in specs])
 

@@ -54,6 +54,7 @@ from .inference import (
 from .models import cached_model
 from .sampling import eos_ids
 from .score import TokenSpan, check_same_vocabulary, score_ids, tokenize_span
+from .stats import standardise
 from .text_cache import ScoredTextCache, text_key
 
 
@@ -127,7 +128,7 @@ def detector_scores(tokens: pd.DataFrame, text: str | None = None, k: float = 0.
     with np.errstate(divide="ignore", invalid="ignore"):
         z = (l - h) / sigma if sigma > 0 else nan
         fdg = (hc - l) / sigma_c if sigma_c > 0 else nan
-        std_lp = np.where(var > 0, -(s - ent) / np.sqrt(np.where(var > 0, var, 1.0)), np.nan)
+        std_lp = -standardise(s, ent, var)
     std_lp = std_lp[~np.isnan(std_lp)]
     p = z_pvalues(z)
     return {

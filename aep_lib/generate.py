@@ -158,6 +158,14 @@ def generate(
             steps.set_postfix(tok_s=f"{batch * (step + 1) / (time.perf_counter() - start):.1f}")
     elapsed = time.perf_counter() - start
 
+    return _generations(tokenizer, prompts, seeds, prompt_ids, columns, topk_ids, topk_probs, record_topk,
+                        stop_reason, elapsed)
+
+
+def _generations(tokenizer, prompts, seeds, prompt_ids, columns, topk_ids, topk_probs, record_topk, stop_reason,
+                 elapsed) -> list[Generation]:
+    """The per-sequence results of a batch from the per-step columns (``[batch]`` tensors per step)."""
+    batch = len(prompts)
     stacked = {name: torch.stack(vals, dim=1) for name, vals in columns.items()}  # [batch, steps]
     results = []
     for i in range(batch):

@@ -21,6 +21,7 @@ import pandas as pd
 
 from .detect import detector_scores
 from .models import load_tokenizer
+from .stats import full_windows
 
 SCORES = {"over_typicality": "-z (over-typical = member-like)", "min_k_pp": "Min-K%++", "min_k": "Min-K%",
           "log_likelihood": "mean log2 p"}
@@ -30,14 +31,11 @@ def window_scores(tokens: pd.DataFrame, window_tokens: int, k: float = 0.2, toke
     """Per full window of ``window_tokens`` tokens (``window`` column, else from ``position``): ``z``,
     ``over_typicality``, ``min_k``, ``min_k_pp``, ``log_likelihood``, and ``zlib_ratio`` when a
     ``tokenizer`` can decode ``token_id``."""
-    df = tokens if "window" in tokens else tokens.assign(window=tokens["position"] // window_tokens)
     rows = []
-    for w, g in df.groupby("window", sort=True):
-        if len(g) != window_tokens:
-            continue
+    for w, g in full_windows(tokens, window_tokens):
         text = tokenizer.decode(g["token_id"].astype(int).tolist()) if tokenizer is not None else None
         s = detector_scores(g, text, k=k)
-        rows.append({"window": int(w), "n_tokens": len(g), "z": s["z"], "over_typicality": -s["z"],
+        rows.append({"window": w, "n_tokens": len(g), "z": s["z"], "over_typicality": -s["z"],
                      "min_k": s["min_k"], "min_k_pp": s["min_k_pp"], "log_likelihood": s["log_likelihood"],
                      "zlib_ratio": s["zlib_ratio"]})
     return pd.DataFrame(rows)

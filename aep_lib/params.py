@@ -12,9 +12,9 @@ Prompts are referred to by id; their texts live in ``params/prompts.yaml``.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, Field, ValidationError, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, BeforeValidator, Field, ValidationError, field_validator, model_validator
 
 from .corpora import BENCHMARKS, ParamsError, load_prompts, read_yaml
 from .sampling import Sampling, Strict, Variant
@@ -28,6 +28,28 @@ def _split(value: Any) -> list[str]:
     raise TypeError(f"expected a comma-separated string or a list, got {type(value).__name__}")
 
 
+def _known_prompt_ids(ids: list[str]) -> list[str]:
+    known = load_prompts()
+    unknown = [p for p in ids if p not in known]
+    if unknown:
+        raise ValueError(f"unknown prompt id(s) {unknown}; known: {', '.join(known)}")
+    return ids
+
+
+def _variant_specs(specs: list[str]) -> list[str]:
+    return [Variant.parse(spec) and spec.strip() for spec in specs]  # ValueError with the expected syntax
+
+
+# The types every schema shares. Lists come as comma-separated strings (papermill injects scalars).
+CommaList = Annotated[list[str], BeforeValidator(_split), Field(min_length=1)]
+PromptIds = Annotated[list[str], BeforeValidator(_split), AfterValidator(_known_prompt_ids), Field(min_length=1)]
+VariantSpecs = Annotated[list[str], BeforeValidator(_split), AfterValidator(_variant_specs)]
+DType = Literal["auto", "float32", "bfloat16", "float16"]  # auto: float32 on CPU, bfloat16 on CUDA
+OnEos = Literal["suppress", "stop", "continue"]
+BatchSize = Annotated[int, Field(ge=1, le=4096)]
+NSeeds = Annotated[int, Field(ge=1, le=100_000)]
+
+
 class Grid(Strict):
     """Models × prompts × seeds × warps × lengths.
 
@@ -36,25 +58,20 @@ class Grid(Strict):
     (a list of ints, or "256,1024") replace them with several.
     """
 
-    models: list[str] = Field(min_length=1)
-    prompts: list[str] = Field(min_length=1)
-    n_seeds: int = Field(1, ge=1, le=100_000)
+    models: CommaList
+    prompts: PromptIds
+    n_seeds: NSeeds = 1
     seed_offset: int = Field(0, ge=0)
     max_new_tokens: int = Field(256, ge=1, le=1_000_000)
     temperature: float = Field(1.0, ge=0.0, le=100.0)
     top_k: int = Field(0, ge=0)
     top_p: float = Field(1.0, gt=0.0, le=1.0)
-    on_eos: Literal["suppress", "stop", "continue"] = "suppress"
-    batch_size: int = Field(8, ge=1, le=4096)
+    on_eos: OnEos = "suppress"
+    batch_size: BatchSize = 8
     device: str = "auto"
-    dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
+    dtype: DType = "auto"
     warps: list[Sampling] | None = Field(None, min_length=1)
     lengths: list[int] | None = Field(None, min_length=1)
-
-    @field_validator("models", "prompts", mode="before")
-    @classmethod
-    def _comma_list(cls, v):
-        return _split(v)
 
     @field_validator("lengths", mode="before")
     @classmethod
@@ -69,11 +86,7 @@ class Grid(Strict):
         return v
 
     @model_validator(mode="after")
-    def _check_prompts(self):
-        known = load_prompts()
-        unknown = [p for p in self.prompts if p not in known]
-        if unknown:
-            raise ValueError(f"prompts: unknown prompt id(s) {unknown}; known: {', '.join(known)}")
+    def _one_way_to_say_it(self):
         clash = self.model_fields_set & {"temperature", "top_k", "top_p", "on_eos"} if self.warps else set()
         if clash:
             raise ValueError(f"give either warps or {sorted(clash)}, not both")
@@ -119,14 +132,9 @@ class NotebookParams(Strict):
 
 @notebook_schema("00_smoke")
 class SmokeParams(NotebookParams):
-    models: list[str] = Field(min_length=1)
+    models: CommaList
     prompt: str = "p01"
     max_new_tokens: int = Field(12, ge=1, le=512)
-
-    @field_validator("models", mode="before")
-    @classmethod
-    def _comma_list(cls, v):
-        return _split(v)
 
 
 # --- loading ---------------------------------------------------------------------------------------
@@ -173,38 +181,19 @@ def load_grid(path: str | Path) -> Grid:
     return validate(Grid, read_yaml(path), where=str(path))
 
 
-# --- issue 5: cross-model notebooks ---------------------------------------------------------------
-
-
-def _check_variant(spec: str) -> str:
-    Variant.parse(spec)  # ValueError with the expected syntax
-    return spec.strip()
+# --- cross-model notebooks: one model's text under another ------------------------------------------
 
 
 class CrossGridParams(NotebookParams):
     """The source generations every cross-model notebook shares: variants × prompts × seeds × length."""
 
-    prompts: list[str] = Field(min_length=1)
-    n_seeds: int = Field(2, ge=1, le=100_000)
+    prompts: PromptIds
+    n_seeds: NSeeds = 2
     max_new_tokens: int = Field(128, ge=2, le=1_000_000)
-    on_eos: Literal["suppress", "stop", "continue"] = "suppress"
-    batch_size: int = Field(8, ge=1, le=4096)
+    on_eos: OnEos = "suppress"
+    batch_size: BatchSize = 8
     device: str = "auto"
-    dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
-
-    @field_validator("prompts", mode="before")
-    @classmethod
-    def _comma_list(cls, v):
-        return _split(v)
-
-    @field_validator("prompts")
-    @classmethod
-    def _known_prompts(cls, v):
-        known = load_prompts()
-        unknown = [p for p in v if p not in known]
-        if unknown:
-            raise ValueError(f"unknown prompt id(s) {unknown}; known: {', '.join(known)}")
-        return v
+    dtype: DType = "auto"
 
     @property
     def seeds(self) -> list[int]:
@@ -221,7 +210,7 @@ class CrossPairParams(CrossGridParams):
     @field_validator("source", "scorer")
     @classmethod
     def _variant(cls, v):
-        return _check_variant(v)
+        return _variant_specs([v])[0]
 
     def pair(self):
         return Variant.parse(self.source, self.on_eos), Variant.parse(self.scorer, self.on_eos)
@@ -247,15 +236,10 @@ class Fig03Params(CrossPairParams):
 
 @notebook_schema("fig06_cross_entropy_histogram")
 class Fig06Params(CrossGridParams):
-    variants: list[str] = Field(min_length=1)
+    variants: Annotated[VariantSpecs, Field(min_length=1)]
     low_below: float = Field(2.0, gt=0)
     high_above: float = Field(4.0, gt=0)
     bins: int = Field(20, ge=2, le=500)
-
-    @field_validator("variants", mode="before")
-    @classmethod
-    def _comma_variants(cls, v):
-        return [_check_variant(s) for s in _split(v)]
 
     @model_validator(mode="after")
     def _regimes(self):
@@ -281,19 +265,14 @@ class Fig10Params(CrossPairParams):
 
 @notebook_schema("memorised_texts")
 class MemorisedParams(CrossGridParams):
-    models: list[str] = Field(min_length=1)
-    classics: list[str] = Field(min_length=1)
+    models: CommaList
+    classics: CommaList
     news_file: str = "benchmarks/fast-detect-gpt/exp_main/xsum_gpt2-xl.raw_data.json"
     essays_file: str = "benchmarks/fast-detect-gpt/exp_main/writing_gpt2-xl.raw_data.json"
     n_human: int = Field(4, ge=0, le=10_000)
     window_tokens: int = Field(64, ge=8, le=100_000)
     n_windows: int = Field(2, ge=1, le=10_000)
     reflow: bool = True
-
-    @field_validator("models", "classics", mode="before")
-    @classmethod
-    def _comma_list2(cls, v):
-        return _split(v)
 
     @model_validator(mode="after")
     def _window_fits(self):
@@ -303,26 +282,14 @@ class MemorisedParams(CrossGridParams):
         return self
 
 
-# --- issue 6: applications notebooks ---------------------------------------------------------------
-
-
-def _comma_field(*names):
-    return field_validator(*names, mode="before")(lambda cls, v: _split(v))
-
-
-def _known_prompt_ids(v):
-    known = load_prompts()
-    unknown = [p for p in v if p not in known]
-    if unknown:
-        raise ValueError(f"unknown prompt id(s) {unknown}; known: {', '.join(known)}")
-    return v
+# --- applications: detection, attribution, membership, sampling sensitivity --------------------------
 
 
 @notebook_schema("app_detection_benchmark")
 class DetectionBenchmarkParams(NotebookParams):
-    models: list[str] = Field(min_length=1)
+    models: CommaList
     reference: str = ""
-    datasets: list[str] = Field(min_length=1)
+    datasets: CommaList
     n_texts: int = Field(12, ge=0, le=100_000)
     max_tokens: int = Field(128, ge=8, le=100_000)
     min_k: float = Field(0.2, gt=0.0, le=1.0)
@@ -331,9 +298,7 @@ class DetectionBenchmarkParams(NotebookParams):
     calib_frac: float = Field(0.5, gt=0.0, lt=1.0)
     seed: int = Field(0, ge=0)
     device: str = "auto"
-    dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
-
-    _lists = _comma_field("models", "datasets")
+    dtype: DType = "auto"
 
     @field_validator("datasets")
     @classmethod
@@ -346,20 +311,13 @@ class DetectionBenchmarkParams(NotebookParams):
 
 @notebook_schema("app_attribution")
 class AttributionParams(NotebookParams):
-    variants: list[str] = Field(min_length=2)
-    prompts: list[str] = Field(min_length=1)
-    n_seeds: int = Field(2, ge=1, le=100_000)
-    lengths: list[int] = Field(min_length=1)
-    batch_size: int = Field(8, ge=1, le=4096)
+    variants: Annotated[VariantSpecs, Field(min_length=2)]
+    prompts: PromptIds
+    n_seeds: NSeeds = 2
+    lengths: Annotated[list[int], BeforeValidator(_split), Field(min_length=1)]
+    batch_size: BatchSize = 8
     device: str = "auto"
-    dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
-
-    _lists = _comma_field("variants", "prompts", "lengths")
-
-    @field_validator("prompts")
-    @classmethod
-    def _prompts(cls, v):
-        return _known_prompt_ids(v)
+    dtype: DType = "auto"
 
     @field_validator("lengths")
     @classmethod
@@ -368,36 +326,22 @@ class AttributionParams(NotebookParams):
             raise ValueError(f"every length must be between 1 and 100000, got {v}")
         return sorted(set(v))
 
-    @field_validator("variants")
-    @classmethod
-    def _variants(cls, v):
-        for spec in v:
-            Variant.parse(spec)  # raises with the expected syntax
-        return v
-
 
 @notebook_schema("app_membership")
 class MembershipParams(NotebookParams):
-    models: list[str] = Field(min_length=1)
-    classics: list[str] = Field(min_length=1)
+    models: CommaList
+    classics: CommaList
     news_file: str = "benchmarks/fast-detect-gpt/exp_main/xsum_gpt2-xl.raw_data.json"
     n_news: int = Field(8, ge=1, le=10_000)
     window_tokens: int = Field(32, ge=8, le=100_000)
     n_windows: int = Field(2, ge=1, le=10_000)
-    prompts: list[str] = Field(min_length=1)
-    n_seeds: int = Field(2, ge=1, le=100_000)
+    prompts: PromptIds
+    n_seeds: NSeeds = 2
     max_new_tokens: int = Field(64, ge=8, le=1_000_000)
     min_k: float = Field(0.2, gt=0.0, le=1.0)
-    batch_size: int = Field(8, ge=1, le=4096)
+    batch_size: BatchSize = 8
     device: str = "auto"
-    dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
-
-    _lists = _comma_field("models", "classics", "prompts")
-
-    @field_validator("prompts")
-    @classmethod
-    def _prompts(cls, v):
-        return _known_prompt_ids(v)
+    dtype: DType = "auto"
 
     @model_validator(mode="after")
     def _window_fits(self):
@@ -409,22 +353,15 @@ class MembershipParams(NotebookParams):
 
 @notebook_schema("app_sampling_sensitivity")
 class SamplingSensitivityParams(NotebookParams):
-    models: list[str] = Field(min_length=1)
-    scorers: list[str] = Field(min_length=2)
-    settings: list[str] = Field(min_length=1)
-    prompts: list[str] = Field(min_length=1)
-    n_seeds: int = Field(2, ge=1, le=100_000)
+    models: CommaList
+    scorers: Annotated[list[str], BeforeValidator(_split), Field(min_length=2)]
+    settings: CommaList
+    prompts: PromptIds
+    n_seeds: NSeeds = 2
     max_new_tokens: int = Field(64, ge=8, le=1_000_000)
-    batch_size: int = Field(8, ge=1, le=4096)
+    batch_size: BatchSize = 8
     device: str = "auto"
-    dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
-
-    _lists = _comma_field("models", "scorers", "settings", "prompts")
-
-    @field_validator("prompts")
-    @classmethod
-    def _prompts(cls, v):
-        return _known_prompt_ids(v)
+    dtype: DType = "auto"
 
     @field_validator("settings")
     @classmethod
@@ -434,31 +371,26 @@ class SamplingSensitivityParams(NotebookParams):
         return v
 
 
-# --- issue 4: self-convergence notebooks ---
+# --- self-convergence notebooks: one shared generation grid -------------------------------------------
 
 
 class SelfGridParams(NotebookParams):
-    """The generation grid shared by the self-convergence notebooks (``aep_lib.figures``).
+    """The generation grid shared by the self-convergence notebooks (``tables.ensure_self_grid``).
 
     ``models × prompts × n_seeds`` at temperature 1 without truncation (``q = p``), plus the same
     models and prompts with ``n_seeds_truncated`` seeds at ``top_p`` (``q != p``). Notebooks with
     equal grid values share their runs in the store.
     """
 
-    models: list[str] = Field(min_length=1)
-    prompts: list[str] = Field(min_length=1)
-    n_seeds: int = Field(4, ge=1, le=100_000)
-    n_seeds_truncated: int = Field(2, ge=1, le=100_000)
+    models: CommaList
+    prompts: PromptIds
+    n_seeds: NSeeds = 4
+    n_seeds_truncated: NSeeds = 2
     top_p: float = Field(0.9, gt=0.0, lt=1.0)
     max_new_tokens: int = Field(256, ge=2, le=1_000_000)
-    batch_size: int = Field(16, ge=1, le=4096)
+    batch_size: BatchSize = 16
     device: str = "auto"
-    dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
-
-    @field_validator("models", "prompts", mode="before")
-    @classmethod
-    def _comma_list(cls, v):
-        return _split(v)
+    dtype: DType = "auto"
 
     @model_validator(mode="after")
     def _check_grid(self):
@@ -466,10 +398,6 @@ class SelfGridParams(NotebookParams):
             values = getattr(self, key)
             if len(set(values)) != len(values):
                 raise ValueError(f"{key}: repeated entries in {values}")
-        known = load_prompts()
-        unknown = [p for p in self.prompts if p not in known]
-        if unknown:
-            raise ValueError(f"prompts: unknown prompt id(s) {unknown}; known: {', '.join(known)}")
         return self
 
 

@@ -10,6 +10,7 @@
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -32,10 +33,21 @@ def notebooks_dir() -> Path:
     return PROJECT_ROOT / "notebooks"
 
 
+_PROFILE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
+
+
+def check_profile_name(profile: str) -> str:
+    """``profile`` if it is a plain folder name (letters, digits, ``.``, ``_``, ``-``; not ``.``/``..``),
+    else ``ValueError`` naming it: a profile must never lead outside the output directory."""
+    if not _PROFILE_NAME.fullmatch(str(profile)) or profile in (".", ".."):
+        raise ValueError(f"profile {profile!r} is not a plain name (letters, digits, '.', '_', '-'; no '/' or '..')")
+    return profile
+
+
 def output_dir(profile: str | None = None) -> Path:
-    """``outputs/`` (or ``$AEP_OUTPUT_DIR``), or its ``<profile>/`` subfolder."""
+    """``outputs/`` (or ``$AEP_OUTPUT_DIR``), or its ``<profile>/`` subfolder (a plain name, checked)."""
     base = Path(os.environ.get("AEP_OUTPUT_DIR") or PROJECT_ROOT / "outputs")
-    return base / profile if profile else base
+    return base / check_profile_name(profile) if profile else base
 
 
 def store_dir(profile: str) -> Path:

@@ -36,8 +36,8 @@ from typing import Mapping
 
 from . import paths
 from .params import NOTEBOOK_SCHEMAS, ParamsError, read_yaml, validate
-from .provenance import git_sha, package_versions
-from .report import claim_failure, jsonable, now
+from .provenance import git_sha, package_versions, utc_now
+from .report import claim_failure, jsonable
 
 RUNS_KEY = "_runs"
 
@@ -143,7 +143,7 @@ def _execute(ex: Execution, profile: str, out_dir: Path, output_root: Path, kern
     output = out_dir / f"{ex.name}.ipynb"
     execution_id = uuid.uuid4().hex[:12]
     result = {"name": ex.name, "notebook": ex.notebook, "params_file": _rel(ex.params_file), "output": str(output),
-              "execution": execution_id, "status": "ok", "error": None, "time": now()}
+              "execution": execution_id, "status": "ok", "error": None, "time": utc_now()}
     start = time.perf_counter()
     env = dict(AEP_PROFILE=profile, AEP_OUTPUT_DIR=str(output_root), AEP_NOTEBOOK=ex.name,
                AEP_PARAMS_FILE=_rel(ex.params_file), AEP_EXECUTION=execution_id)

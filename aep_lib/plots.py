@@ -233,7 +233,7 @@ def close(fig) -> None:
     plt.close(fig)
 
 
-# --- cross-model (issue 5) ---------------------------------------------------------------------------
+# --- cross-model: one model's text under another ---------------------------------------------------
 
 OTHER_COLOR = "#d95f02"  # scorer B on another model's (A's) text
 OWN_COLOR = "#1b9e77"  # scorer B on its own text (the self case)
@@ -350,3 +350,35 @@ def plot_confusion(matrix: pd.DataFrame, ax=None, title: str = ""):
     ax.set_yticks(range(len(matrix)), matrix.index, fontsize=8)
     ax.set(xlabel="predicted", ylabel="true source", title=title)
     return ax
+
+
+def plot_ci_heatmaps(cells: pd.DataFrame, titles: dict[str, str], index, columns, row: str = "model",
+                     column: str = "setting", shares=()):
+    """One heatmap per metric (stacked vertically; a matplotlib figure): the mean of every (``row``,
+    ``column``) cell written in with its CI in brackets.
+
+    ``cells``: ``tables.group_cis`` rows (``row, column, metric, mean, low, high``); ``titles``: metric ->
+    panel title, in panel order; ``index`` / ``columns``: the rows and columns of each heatmap, in order.
+    Metrics in ``shares`` (values in [0, 1]) use a sequential colour map on [0, 1]; the others a diverging
+    one, symmetric around 0 and spanning at least ±2.
+    """
+    index, columns = list(index), list(columns)
+    fig, axes = plt.subplots(len(titles), 1, figsize=(1.6 * len(columns) + 3, 1.0 * len(index) * len(titles) + 2.5),
+                             squeeze=False)
+    for ax, key in zip(axes[:, 0], titles):
+        sub = cells[cells["metric"] == key]
+        grid, lo, hi = (sub.pivot(index=row, columns=column, values=v).reindex(index=index, columns=columns)
+                        for v in ("mean", "low", "high"))
+        share = key in shares
+        vmax = 1.0 if share else max(2.0, float(np.nanmax(np.abs(grid.to_numpy()))))
+        ax.imshow(grid.to_numpy(dtype=float), cmap="viridis" if share else "RdBu_r", vmin=0 if share else -vmax,
+                  vmax=vmax, aspect="auto")
+        for i in range(grid.shape[0]):
+            for j in range(grid.shape[1]):
+                ax.text(j, i, f"{grid.iat[i, j]:+.2f}\n[{lo.iat[i, j]:+.1f}, {hi.iat[i, j]:+.1f}]", ha="center",
+                        va="center", fontsize=7)
+        ax.set_xticks(range(len(columns)), columns)
+        ax.set_yticks(range(len(index)), index, fontsize=8)
+        ax.set_title(titles[key], fontsize=9)
+    fig.tight_layout()
+    return fig

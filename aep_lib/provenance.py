@@ -12,12 +12,18 @@ import functools
 import json
 import platform
 import subprocess
+from datetime import datetime, timezone
 from importlib import metadata
 
 from .paths import project_root
 
 FIGURE_PACKAGES = ("torch", "transformers")  # versions shown beside every figure
 RUN_PACKAGES = ("torch", "transformers", "numpy", "pandas", "aep-lib")  # versions stored with every run
+
+
+def utc_now() -> str:
+    """The current UTC time to the second, ISO 8601 (``started_at`` of runs, ``time`` of figures)."""
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
 def _git(*args: str) -> str | None:

@@ -19,19 +19,13 @@ from __future__ import annotations
 import json
 import math
 import os
-from datetime import datetime, timezone
 from typing import TYPE_CHECKING
 
 from . import paths
-from .provenance import git_sha, package_versions
+from .provenance import git_sha, package_versions, utc_now
 
 if TYPE_CHECKING:
     import pandas as pd
-
-
-def now() -> str:
-    """The current UTC time, to the second (ISO 8601)."""
-    return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
 def setup_notebook(style: str | None = "paper", pandas_width: int | None = None,
@@ -99,7 +93,7 @@ def save_figure(fig, name: str, caption: str, numbers: dict | None = None, run_i
         "profile": profile,
         "git_sha": git_sha(),
         "versions": package_versions(),
-        "time": now(),
+        "time": utc_now(),
     }
     log = folder / f"{name}.json"
     records = json.loads(log.read_text()) if log.is_file() else []

@@ -9,7 +9,6 @@ warp, one length) and ``ensure_grid`` (a ``params.Grid``, local or on Ray) put t
 
 from __future__ import annotations
 
-import datetime as _dt
 import json
 import time
 import traceback
@@ -20,7 +19,7 @@ from tqdm.auto import tqdm
 
 from .corpora import prompt_text
 from .models import cached_model, resolved_dtype
-from .provenance import run_provenance
+from .provenance import run_provenance, utc_now
 from .sampling import Sampling
 from .stats import DISTRIBUTIONS, summarize
 from .store import RunStore, canonical_run_id
@@ -163,17 +162,23 @@ def execute_batch(
     return out
 
 
+def failure(err: BaseException) -> dict:
+    """The fields of a run stored as failed: ``status`` and an ``error`` with the exception and where it
+    came from (a rerun regenerates failed runs)."""
+    return {"status": "failed", "error": f"{type(err).__name__}: {err}\n{traceback.format_exc(limit=3)}"}
+
+
 def _generate_and_store(store, batch, specs, model, tokenizer, progress, on_written) -> list[tuple[str, str]]:
     from .generate import generate
 
-    started = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+    started = utc_now()
     t0 = time.perf_counter()
     try:
         results = generate(model, tokenizer, [s["prompt_text"] for s in specs], [s["seed"] for s in specs],
                            batch.sampling, batch.max_new_tokens, progress=progress)
-        error = None
+        failed = None
     except Exception as err:  # stored as failed runs; the grid goes on
-        results, error = [None] * len(specs), f"{type(err).__name__}: {err}\n{traceback.format_exc(limit=3)}"
+        results, failed = [None] * len(specs), failure(err)
     elapsed = time.perf_counter() - t0
     out = []
     for spec, res in zip(specs, results):
@@ -181,7 +186,7 @@ def _generate_and_store(store, batch, specs, model, tokenizer, progress, on_writ
             "model": batch.model, "started_at": started, "elapsed_s": elapsed, "batch_size": len(specs),
         }
         if res is None:
-            store.write_run(row | {"status": "failed", "error": error}, None)
+            store.write_run(row | failed, None)
         else:
             n = len(res.token_ids)
             row |= {"status": "ok", "error": None, "n_prompt_tokens": len(res.prompt_ids), "n_tokens": n,

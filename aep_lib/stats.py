@@ -156,11 +156,9 @@ def window_summaries(tokens: pd.DataFrame, window_tokens: int, dist: str = "raw"
     """Per window: ``l, h, D, sigma, z`` of its ``window_tokens`` tokens (``window`` from ``position``)."""
     rows = []
     cols = [f"surprisal_{dist}", f"entropy_{dist}", f"varentropy_{dist}"]
-    df = tokens.assign(window=tokens["position"] // window_tokens) if "window" not in tokens else tokens
-    for w, g in df.groupby("window", sort=True):
-        if len(g) == window_tokens:
-            s = summarize(*(g[c].to_numpy() for c in cols))
-            rows.append({"window": int(w), **{k: s[k] for k in ("l", "h", "D", "sigma", "z")}})
+    for w, g in full_windows(tokens, window_tokens):
+        s = summarize(*(g[c].to_numpy() for c in cols))
+        rows.append({"window": w, **{k: s[k] for k in ("l", "h", "D", "sigma", "z")}})
     return pd.DataFrame(rows, columns=["window", "l", "h", "D", "sigma", "z"])
 
 
@@ -176,3 +174,50 @@ def share_within(values, bound: float, burn_in: int = 0, nan: str = "outside") -
     v = np.asarray(values, dtype=float)[burn_in:]
     v = v[~np.isnan(v)] if nan == "drop" else np.nan_to_num(v, nan=np.inf)
     return float(np.mean(np.abs(v) <= bound)) if len(v) else float("nan")
+
+
+def standardise(surprisal, entropy, varentropy) -> np.ndarray:
+    """``(s_t - H_t) / sqrt(V_t)`` per token (NaN where ``V_t = 0``; ``+inf`` for an excluded token)."""
+    s, h, v = (np.asarray(a, dtype=float) for a in (surprisal, entropy, varentropy))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(v > 0, (s - h) / np.sqrt(np.where(v > 0, v, 1.0)), np.nan)
+
+
+def standardised_surprisal(tokens: pd.DataFrame, dist: str = "raw") -> np.ndarray:
+    """``standardise`` of a token table's ``surprisal_<dist>``, ``entropy_<dist>``, ``varentropy_<dist>``."""
+    return standardise(*(tokens[f"{c}_{dist}"].to_numpy(dtype=float) for c in ("surprisal", "entropy", "varentropy")))
+
+
+def full_windows(tokens: pd.DataFrame, window_tokens: int):
+    """``(window, rows)`` for every window of exactly ``window_tokens`` tokens (``window`` column, else
+    ``position // window_tokens``), in order; a last partial window is left out."""
+    df = tokens if "window" in tokens else tokens.assign(window=tokens["position"] // window_tokens)
+    for w, g in df.groupby("window", sort=True):
+        if len(g) == window_tokens:
+            yield int(w), g
+
+
+def z_at_cuts(tokens: pd.DataFrame, cuts) -> pd.DataFrame:
+    """Typicality of the tokens whose span ends within each character cut: ``cut``, ``n_tokens``, ``l``,
+    ``h``, ``z`` (NaN without tokens; ``+inf`` when a token is outside ``q``), ``bpb`` (bits per byte)."""
+    s = tokens["surprisal"].to_numpy(dtype=float)
+    h = tokens["entropy"].to_numpy(dtype=float)
+    v = tokens["varentropy"].to_numpy(dtype=float)
+    ends = tokens["char_end"].to_numpy()
+    cs, ch, cv = np.cumsum(s), np.cumsum(h), np.cumsum(v)
+    rows = []
+    for cut in cuts:
+        n = int(np.searchsorted(ends, cut, side="right"))
+        if n == 0:
+            rows.append({"cut": cut, "n_tokens": 0, "l": math.nan, "h": math.nan, "z": math.nan, "bpb": math.nan,
+                         "n_bytes": 0})
+            continue
+        l, hh, sig = cs[n - 1] / n, ch[n - 1] / n, math.sqrt(cv[n - 1]) / n
+        if math.isinf(l):
+            z = math.inf
+        else:
+            z = (l - hh) / sig if sig > 0 else math.nan
+        nb = int(tokens["n_bytes_to"].iloc[n - 1]) if "n_bytes_to" in tokens else 0
+        rows.append({"cut": cut, "n_tokens": n, "l": l, "h": hh, "z": z, "bpb": cs[n - 1] / nb if nb else math.nan,
+                     "n_bytes": nb})
+    return pd.DataFrame(rows)

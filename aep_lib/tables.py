@@ -13,6 +13,11 @@ and reused (``ensure_self_grid``):
 Tables: one row per run and distribution (``run_summaries``, ``final_table``), per run and position
 (``running_stats``, ``running_table``), and the summaries the figures draw (shares within ±kσ, length
 scaling, the size of the typical set).
+
+Decoding settings (the sampling-sensitivity notebook): one row per generation of a sweep over
+temperature, top-p and top-k (``decoding_table``), means with bootstrap CIs per group
+(``group_cis``), the share of texts whose z-test rejects the AEP (``z_test_shares``) and each
+setting's shift against a baseline setting (``shift_tests``).
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ import math
 import numpy as np
 import pandas as pd
 
+from . import inference
 from .runs import ensure_generations
 from .sampling import Sampling
 from .stats import DISTRIBUTIONS, running, summarize
@@ -222,3 +228,94 @@ def typical_set_table(running: pd.DataFrame, vocab_sizes: dict[str, int], ns=Non
     g["log2_all"] = g["n"] * log2_v
     g["log2_fraction"] = g["log2_typical"] - g["log2_all"]
     return g[["model", "n", "n_runs", "h_n", "h_n_min", "h_n_max", "log2_typical", "log2_all", "log2_fraction"]]
+
+
+# --- decoding settings: what temperature, top-p and top-k do to typicality ---------------------------------
+
+
+def decoding_table(runs: pd.DataFrame, scores: pd.DataFrame, decisions: pd.DataFrame) -> pd.DataFrame:
+    """One row per generation of a sweep of decoding settings: ``run_id, model, setting`` and
+
+    - ``z_q`` / ``z_p``: the final ``z`` under the sampling distribution ``q`` and under the raw ``p``
+      (``runs``: stored generation rows with a ``setting`` column, ``z_samp`` and ``z_raw``);
+    - ``z_other``: ``z`` of the text under the raw ``p`` of the other models (mean over them) and
+      ``bpb_gap``: their bits per byte (mean) minus that of the text's own model, on the same characters
+      (``scores``: ``attribution.attribution_table`` rows of one length);
+    - ``attributed_<method>``: 1.0 when the ``decisions`` of that method (``attribution.decide`` rows,
+      one per run) named the text's model, else 0.0, in the order the methods appear.
+    """
+    per_text = runs[["run_id", "model", "setting", "z_samp", "z_raw"]].rename(columns={"z_samp": "z_q", "z_raw": "z_p"})
+    own = scores[scores["candidate_model"] == scores["source_model"]].set_index("run_id")
+    other = scores[scores["candidate_model"] != scores["source_model"]].groupby("run_id")
+    per_text["z_other"] = per_text["run_id"].map(other["z"].mean())
+    per_text["bpb_gap"] = per_text["run_id"].map(other["bpb"].mean() - own["bpb"])
+    for method, d in decisions.groupby("method", sort=False):
+        d = d.set_index("run_id")
+        if not d.index.is_unique:
+            raise ValueError(f"decisions of {method!r}: more than one per run (give one length)")
+        per_text[f"attributed_{method}"] = per_text["run_id"].map(d["correct_model"]).astype(float)
+    return per_text
+
+
+def group_cis(df: pd.DataFrame, by, metrics, shares=(), n_resamples: int = 2000, confidence: float = 0.95,
+              seed: int = 0) -> pd.DataFrame:
+    """Per group of ``by`` (in order of appearance) and column of ``metrics``: the mean with a percentile
+    bootstrap CI over the rows (``inference.bootstrap_ci``; NaNs dropped). Columns named in ``shares``
+    hold 0/1 values and are summarised as a share. Returns ``by..., metric, mean, low, high, n``."""
+    by = [by] if isinstance(by, str) else list(by)
+    rows = []
+    for key, g in df.groupby(by, sort=False):
+        key = key if isinstance(key, tuple) else (key,)
+        for metric in metrics:
+            stat = inference.share if metric in shares else np.mean
+            ci = inference.bootstrap_ci(g[metric], statistic=stat, confidence=confidence, n_resamples=n_resamples,
+                                        seed=seed)
+            rows.append(dict(zip(by, key)) | {"metric": metric, "mean": ci.estimate, "low": ci.low, "high": ci.high,
+                                              "n": ci.n})
+    return pd.DataFrame(rows, columns=[*by, "metric", "mean", "low", "high", "n"])
+
+
+def z_test_shares(df: pd.DataFrame, by, z_columns: dict[str, str], alpha: float = 0.05) -> pd.DataFrame:
+    """Per group of ``by`` (in order of appearance): the share of rows whose two-sided z-test rejects the
+    AEP at ``alpha`` (``inference.add_pvalues``), one column ``reject_<name>`` per ``{name: z column}``
+    of ``z_columns``, and ``n``."""
+    by = [by] if isinstance(by, str) else list(by)
+    tested = df
+    for name, column in z_columns.items():
+        tested = inference.add_pvalues(tested, column, None, alpha=alpha, suffix=f"_{name}")
+    rows = []
+    for key, g in tested.groupby(by, sort=False):
+        key = key if isinstance(key, tuple) else (key,)
+        rows.append(dict(zip(by, key)) | {f"reject_{n}": float(g[f"reject_{n}"].mean()) for n in z_columns}
+                    | {"n": len(g)})
+    return pd.DataFrame(rows, columns=[*by, *(f"reject_{n}" for n in z_columns), "n"])
+
+
+def shift_tests(df: pd.DataFrame, baseline: str, settings, metrics=("z_q", "z_p"), by: str = "model",
+                setting: str = "setting", alpha: float = 0.05) -> pd.DataFrame:
+    """Each of ``settings`` (but ``baseline``) against the ``baseline`` setting of the same ``by`` group,
+    per column of ``metrics`` (``inference.compare_groups``: Welch and Mann-Whitney).
+
+    One row per (group, setting, metric): ``diff`` (mean shift), ``d`` (Cohen's d), ``r_rb``
+    (rank-biserial), ``p_welch``, ``p_mw``, their Holm-adjusted ``p_welch_holm`` / ``p_mw_holm`` over
+    all rows, and ``robust``: both adjusted p-values below ``alpha``. No rows: an empty table.
+    """
+    rows = []
+    for key, g in df.groupby(by, sort=False):
+        base = g[g[setting] == baseline]
+        for s in [s for s in settings if s != baseline]:
+            sel = g[g[setting] == s]
+            for metric in metrics:
+                t = inference.compare_groups(sel[metric], base[metric])
+                rows.append({by: key, "setting": s, "metric": metric, "diff": t["diff"], "d": t["cohens_d"],
+                             "r_rb": t["r_rb"], "p_welch": t["p_welch"], "p_mw": t["p_mannwhitney"]})
+    cols = [by, "setting", "metric", "diff", "d", "r_rb", "p_welch", "p_mw"]
+    tests = pd.DataFrame(rows, columns=cols)
+    if len(tests):
+        tests["p_welch_holm"] = inference.holm(tests["p_welch"])
+        tests["p_mw_holm"] = inference.holm(tests["p_mw"])
+        tests["robust"] = (tests["p_welch_holm"] < alpha) & (tests["p_mw_holm"] < alpha)
+    else:
+        tests = tests.assign(p_welch_holm=pd.Series(dtype=float), p_mw_holm=pd.Series(dtype=float),
+                             robust=pd.Series(dtype=bool))
+    return tests

@@ -22,14 +22,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-
-def standardised_surprisal(tokens: pd.DataFrame, dist: str = "raw") -> np.ndarray:
-    """``(s_t - H_t) / sqrt(V_t)`` per token (NaN where ``V_t = 0``; ``+inf`` for an excluded token)."""
-    s = tokens[f"surprisal_{dist}"].to_numpy(dtype=float)
-    h = tokens[f"entropy_{dist}"].to_numpy(dtype=float)
-    v = tokens[f"varentropy_{dist}"].to_numpy(dtype=float)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        return np.where(v > 0, (s - h) / np.sqrt(np.where(v > 0, v, 1.0)), np.nan)
+from .stats import standardised_surprisal
 
 
 def _colour(u: float, clip: float) -> str:

@@ -14,7 +14,7 @@ import pytest
 from scipy import stats as st
 from sklearn.metrics import roc_auc_score, roc_curve
 
-from aep_lib import attribution, corpora, detect, inference, membership, score, tokenview
+from aep_lib import attribution, corpora, detect, inference, membership, score, stats, tokenview
 
 # --- inference --------------------------------------------------------------------------------------
 
@@ -228,12 +228,12 @@ def test_attribution_ranking_and_confidence():
 def test_z_at_cuts_counts_tokens_within_each_cut():
     t = pd.DataFrame({"char_end": [3, 7, 10, 15], "n_bytes_to": [3, 7, 10, 15], "surprisal": [1.0, 3.0, 2.0, 2.0],
                       "entropy": [2.0, 2.0, 2.0, 2.0], "varentropy": [1.0, 1.0, 1.0, 1.0]})
-    out = attribution.z_at_cuts(t, [2, 7, 12, 15]).set_index("cut")
+    out = stats.z_at_cuts(t, [2, 7, 12, 15]).set_index("cut")
     assert out.loc[2, "n_tokens"] == 0 and math.isnan(out.loc[2, "z"])
     assert out.loc[7, "n_tokens"] == 2 and out.loc[7, "z"] == pytest.approx(0.0)
     assert out.loc[15, "n_tokens"] == 4 and out.loc[15, "bpb"] == pytest.approx(8.0 / 15)
     inf = t.assign(surprisal=[1.0, np.inf, 2.0, 2.0])
-    assert attribution.z_at_cuts(inf, [15])["z"].iloc[0] == np.inf
+    assert stats.z_at_cuts(inf, [15])["z"].iloc[0] == np.inf
 
 
 def test_decide_confusion_and_accuracy():
@@ -308,7 +308,7 @@ def test_membership_windows_and_baseline_quantile():
 
 def test_token_view_html(tmp_path, monkeypatch):
     t = hand_table().assign(token_text=["A", " <b>", " c&d", "\n"])
-    u = tokenview.standardised_surprisal(t)
+    u = stats.standardised_surprisal(t)
     np.testing.assert_allclose(u, [-1.0, 0.0, 1.0, 2.0])
     html = tokenview.token_view(t, title="demo", prompt="ctx")
     assert html.count('class="tok"') == 4 and "&lt;b&gt;" in html and "c&amp;d" in html

@@ -1,8 +1,10 @@
-"""Issue 4, the self-convergence notebooks: their params, their shared computations, their code path.
+"""The self-convergence notebooks (Figs 1, 4, 5, 9, 12-15, length scaling, typical-set size): their params,
+their shared computations, their code path; and the tables the other notebooks compute.
 
 - the params files of both profiles validate, and every notebook of a profile names the same grid
   (so that its runs are generated once);
-- ``aep_lib.figures`` on constructed inputs with hand-computed answers; ``aep_lib.plots`` draws;
+- ``aep_lib.tables`` and ``aep_lib.comparison_tables`` on constructed inputs with hand-computed
+  answers; ``aep_lib.report.claim`` prints and records; ``aep_lib.plots`` draws;
 - the notebooks run end to end under the ``paper`` params with a tiny random model substituted for
   the hub models (no download), through the pipeline (papermill, ``_runs`` included).
 """
@@ -22,7 +24,7 @@ import pandas as pd  # noqa: E402
 import pytest  # noqa: E402
 import yaml  # noqa: E402
 
-from aep_lib import pipeline, plots, report, stats, tables  # noqa: E402
+from aep_lib import comparison_tables, pipeline, plots, report, stats, tables  # noqa: E402
 from aep_lib.params import NOTEBOOK_SCHEMAS, ParamsError, SelfGridParams, load_params_file, validate  # noqa: E402
 from aep_lib.paths import params_dir  # noqa: E402
 
@@ -77,7 +79,7 @@ def test_schema_rejects_a_shown_model_or_prompt_outside_the_grid():
         validate(NOTEBOOK_SCHEMAS["fig01_self_convergence"], base | {"top_p": 1.0})  # no contrast at top_p 1
 
 
-# --- aep_lib.figures ----------------------------------------------------------------------------------
+# --- aep_lib.tables -----------------------------------------------------------------------------------
 
 
 def _running() -> pd.DataFrame:
@@ -150,7 +152,8 @@ def test_small_helpers():
     assert stats.share_within([np.nan, 0.0], 2) == pytest.approx(0.5)
 
 
-def test_claim_prints_rounded_values_and_the_verdict(capsys):
+def test_claim_prints_rounded_values_and_the_verdict(capsys, monkeypatch):
+    monkeypatch.setattr(report, "_PENDING", [])  # claims are kept for the next save_figure
     assert report.claim("share", 0.9375, at_least=0.8) is True
     assert report.claim("z", -3.14159, at_most=-2, digits=1) is True
     assert report.claim("gap", -0.001, at_least=-0.25, at_most=0.25) is True
@@ -161,6 +164,8 @@ def test_claim_prints_rounded_values_and_the_verdict(capsys):
         "share: 0.94 (claim >= 0.8: ok)", "z: -3.1 (claim <= -2: ok)",
         "gap: 0.00 (claim >= -0.25 and <= 0.25: ok)",  # never "-0.00": it would differ by a rounding
         "bad: 0.50 (claim >= 0.8: FAIL)", "nan: nan (claim >= 0: FAIL)", "info: 1.23"]
+    assert [(c["name"], c["holds"]) for c in report.pending_claims()] == [
+        ("share", True), ("z", True), ("gap", True), ("bad", False), ("nan", False), ("info", True)]
 
 
 def test_ensure_self_grid_asks_for_both_settings(monkeypatch):
@@ -193,6 +198,116 @@ def test_ensure_self_grid_asks_for_both_settings(monkeypatch):
         tables.ensure_self_grid(None, P)
 
 
+# --- the tables of the application notebooks (decoding settings, membership, memorised texts) --------
+
+
+def test_decoding_table_joins_z_bpb_gap_and_attribution():
+    runs = pd.DataFrame({"run_id": ["r1", "r2"], "model": "a", "setting": ["t1", "p0.9"], "z_samp": [0.5, -0.2],
+                         "z_raw": [0.4, -3.0]})
+    scores = pd.DataFrame({"run_id": ["r1", "r1", "r1", "r2", "r2", "r2"], "source_model": "a",
+                           "candidate_model": ["a", "b", "c"] * 2, "z": [0.5, 3.0, 5.0, -0.2, 1.0, 2.0],
+                           "bpb": [1.0, 1.5, 2.5, 0.8, 1.0, 1.2]})
+    decisions = pd.DataFrame({"run_id": ["r1", "r2", "r1", "r2"], "method": ["m1", "m1", "m2", "m2"],
+                              "correct_model": [True, False, True, True]})
+    t = tables.decoding_table(runs, scores, decisions).set_index("run_id")
+    assert t.loc["r1", "z_q"] == 0.5 and t.loc["r2", "z_p"] == -3.0
+    assert t.loc["r1", "z_other"] == pytest.approx(4.0) and t.loc["r2", "z_other"] == pytest.approx(1.5)
+    assert t.loc["r1", "bpb_gap"] == pytest.approx(1.0) and t.loc["r2", "bpb_gap"] == pytest.approx(0.3)
+    assert list(t["attributed_m1"]) == [1.0, 0.0] and list(t["attributed_m2"]) == [1.0, 1.0]
+    with pytest.raises(ValueError, match="one length"):
+        tables.decoding_table(runs, scores, pd.concat([decisions, decisions]))
+
+
+def test_group_cis_z_test_shares_and_shift_tests():
+    df = pd.DataFrame({"model": "a", "setting": ["t1"] * 4 + ["t0.7"] * 4,
+                       "z_q": [0.0, 1.0, -1.0, 0.5, 0.2, -0.3, 0.1, 0.0],
+                       "z_p": [0.0, 3.0, -1.0, 0.5, -3.0, -4.0, -2.5, -5.0],
+                       "hit": [1.0, 1.0, 0.0, 1.0, 1.0, 1.0, 1.0, 1.0]})
+    cis = tables.group_cis(df, ["model", "setting"], ["z_q", "hit"], shares=["hit"], n_resamples=200)
+    assert list(cis.columns) == ["model", "setting", "metric", "mean", "low", "high", "n"]
+    row = cis[(cis["setting"] == "t1") & (cis["metric"] == "hit")].iloc[0]
+    assert row["mean"] == pytest.approx(0.75) and row["n"] == 4 and row["low"] <= 0.75 <= row["high"]
+    t07 = cis[(cis["setting"] == "t0.7") & (cis["metric"] == "hit")].iloc[0]
+    assert (t07["low"], t07["high"]) == (1.0, 1.0)  # all equal: a degenerate interval
+    shares = tables.z_test_shares(df, ["model", "setting"], {"q": "z_q", "p": "z_p"}).set_index("setting")
+    assert shares.loc["t1", "reject_q"] == 0.0 and shares.loc["t1", "reject_p"] == pytest.approx(0.25)
+    assert shares.loc["t0.7", "reject_p"] == pytest.approx(1.0) and shares.loc["t0.7", "n"] == 4
+    tests = tables.shift_tests(df, "t1", ["t0.7", "t1"], ("z_q", "z_p"))
+    assert list(tests[["setting", "metric"]].itertuples(index=False, name=None)) == [("t0.7", "z_q"), ("t0.7", "z_p")]
+    assert (tests["p_welch_holm"] >= tests["p_welch"]).all() and tests["robust"].dtype == bool
+    assert tests.iloc[1]["diff"] == pytest.approx(-3.625 - 0.625)
+    empty = tables.shift_tests(df, "t1", ["t1"])
+    assert len(empty) == 0 and {"p_welch_holm", "robust"} <= set(empty.columns)
+
+
+def _membership_windows() -> pd.DataFrame:
+    rng = np.random.default_rng(0)
+    rows = [{"model": "m", "group": "self", "window": w, "z": z} for w, z in enumerate(rng.normal(0, 1, 40))]
+    rows += [{"model": "m", "group": "classic", "window": w % 2, "z": z} for w, z in enumerate(rng.normal(-3, 1, 10))]
+    rows += [{"model": "m", "group": "news", "window": w % 2, "z": z} for w, z in enumerate(rng.normal(0, 1, 10))]
+    df = pd.DataFrame(rows)
+    return df.assign(over_typicality=-df["z"], min_k_pp=-df["z"] + rng.normal(0, 5, len(df)))
+
+
+def test_membership_tables():
+    w = comparison_tables.membership_windows(_membership_windows())
+    assert w["opening"].sum() == 5 and not w.loc[w["group"] != "classic", "opening"].any()
+    self_z = np.sort(w.loc[w["group"] == "self", "z"].to_numpy())
+    assert w.loc[w["group"] == "self", "baseline_quantile"].max() == 1.0
+    assert w["baseline_quantile"].iloc[-1] == pytest.approx(np.mean(self_z <= w["z"].iloc[-1]))
+    groups = comparison_tables.membership_groups(w, n_resamples=200).set_index("group")
+    assert list(groups.index) == ["self-generated", "classic openings", "classic, all windows", "news"]
+    assert groups.loc["classic, all windows", "windows"] == 10 and groups.loc["classic openings", "windows"] == 5
+    assert groups.loc["classic, all windows", "z_mean"] == pytest.approx(w.loc[w["group"] == "classic", "z"].mean())
+    q05 = np.quantile(self_z, 0.05)
+    assert groups.loc["classic, all windows", "below_baseline_5pct"] == pytest.approx(
+        np.mean(w.loc[w["group"] == "classic", "z"] < q05))
+    assert groups.loc["self-generated", "below_baseline_5pct"] == pytest.approx(0.05)
+    (test,) = comparison_tables.membership_tests(w).to_dict("records")
+    assert test["model"] == "m" and test["diff"] < -2 and test["robust"]
+    aucs = comparison_tables.membership_aurocs(w, scores=("over_typicality", "min_k_pp"), n_resamples=200)
+    assert list(aucs.columns) == ["model", "score", "positives", "AUROC", "low", "high"] and len(aucs) == 4
+    top = aucs[(aucs["score"] == "over_typicality") & (aucs["positives"] == "all classic windows")].iloc[0]
+    assert top["AUROC"] > 0.9 and top["low"] <= top["AUROC"] <= top["high"]
+    means = comparison_tables.window_group_means(w, ["self", "news"]).set_index("group")
+    news = w.loc[w["group"] == "news", "z"]
+    assert means.loc["news", "mean"] == pytest.approx(news.mean())
+    assert means.loc["news", "half_width"] == pytest.approx(1.96 * news.std(ddof=1) / math.sqrt(10))
+
+
+def test_memorisation_table_by_hand():
+    baseline = pd.DataFrame({"model": "m", "z": [-1.0, 0.0, 1.0], "D": [0.1, 0.2, 0.3]})  # mean 0, sd 1
+    windows = pd.DataFrame({"model": "m", "text_id": ["alice", "alice", "xsum-0", "writing-0"],
+                            "group": ["classic", "classic", "news", "essay"], "z": [-3.0, -5.0, 0.5, 1.0],
+                            "D": [-1.0, -2.0, 0.1, 0.2]})
+    band = comparison_tables.baseline_band(baseline).iloc[0]
+    assert (band["windows"], band["z"], band["z_sd"], band["D"]) == (3, 0.0, 1.0, pytest.approx(0.2))
+    t = comparison_tables.memorisation_table(windows, baseline, ["alice"], ("news", "essay")).set_index("text")
+    assert list(t.index) == ["alice", "news", "essay", "self-generated"]
+    assert (t.loc["alice", "windows"], t.loc["alice", "z"], t.loc["alice", "D"]) == (2, -4.0, -1.5)
+    assert t.loc["alice", "sd_from_baseline"] == pytest.approx(-4.0)
+    assert t.loc["self-generated", "windows"] == 3 and t.loc["self-generated", "sd_from_baseline"] == 0.0
+
+
+def test_text_window_summaries_and_record_of():
+    class Store:
+        def tokens(self, run_id):
+            n = 8
+            return pd.DataFrame({"position": np.arange(n), "surprisal_raw": np.full(n, 2.0),
+                                 "entropy_raw": np.full(n, 2.0), "varentropy_raw": np.full(n, 1.0)})
+
+    text_runs = pd.DataFrame({"run_id": ["a", "b"], "status": ["ok", "failed"], "model": "m", "text_id": ["t1", "t2"],
+                              "group": "news"})
+    w = comparison_tables.text_window_summaries(Store(), text_runs, 4)
+    assert list(w["window"]) == [0, 1] and set(w["text_id"]) == {"t1"} and (w["z"] == 0).all()
+    assert list(w.columns) == ["window", "l", "h", "D", "sigma", "z", "model", "text_id", "group"]
+    assert comparison_tables.text_window_summaries(Store(), text_runs.iloc[1:], 4).empty
+    runs = pd.DataFrame({"pair": ["a->b", "a->b"], "prompt_id": ["p01", "p02"], "seed": [0, 0], "run_id": ["x", "y"]})
+    assert comparison_tables.record_of(runs, "a->b", "p02", 0)["run_id"] == "y"
+    with pytest.raises(KeyError, match="p03"):
+        comparison_tables.record_of(runs, "a->b", "p03", 0)
+
+
 # --- aep_lib.plots ------------------------------------------------------------------------------------
 
 
@@ -219,6 +334,12 @@ def test_plot_helpers_draw():
     assert list(plots.model_colors(["a", "b", "a"])) == ["a", "b"]
     plots.finish(fig, "title")
     plots.close(fig)
+    cells = pd.DataFrame({"model": "m", "setting": ["t1", "t1", "p0.9", "p0.9"], "metric": ["z", "hit"] * 2,
+                          "mean": [0.1, 1.0, -3.0, 0.5], "low": [-0.5, 1.0, -4.0, 0.0], "high": [0.6, 1.0, -2.0, 1.0]})
+    heat = plots.plot_ci_heatmaps(cells, {"z": "z under q", "hit": "right"}, ["m"], ["t1", "p0.9"], shares=["hit"])
+    assert [ax.get_title() for ax in heat.axes] == ["z under q", "right"]
+    assert heat.axes[0].texts[1].get_text() == "-3.00\n[-4.0, -2.0]"
+    plots.close(heat)
     edges = plots.z_bins((-4.2, 3.1), 0.5)
     assert edges[0] == -4.5 and edges[-1] == 3.5 and 0.0 in edges and 2.0 in edges
 

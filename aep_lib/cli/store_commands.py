@@ -1,0 +1,100 @@
+"""``aep run``, ``aep runs``, ``aep compare``: grids of runs and the run store."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from .app import app, fail
+
+
+@app.command()
+def run(
+    params_file: Path = typer.Argument(..., help="a grid YAML: models, prompts, n_seeds, warps, lengths, ..."),
+    profile: str = typer.Option("cpu", help="store under outputs/<profile>/store"),
+    executor: str = typer.Option("local", help="local (this process) | ray (one Ray task per model-batch)"),
+    address: Optional[str] = typer.Option(None, help="ray: the cluster (host:6379, ray://host:10001, auto); "
+                                          "default: start a local Ray instance"),
+    store: Optional[Path] = typer.Option(None, help="the store folder (default outputs/<profile>/store); with "
+                                         "--address, a path every Ray worker can reach"),
+    num_cpus: Optional[int] = typer.Option(None, help="ray without --address: CPUs of the local instance"),
+    max_retries: int = typer.Option(3, help="ray: re-runs of a task whose worker died"),
+    gpus_per_task: float = typer.Option(1, help="ray: GPUs per task when the cluster has GPUs"),
+) -> None:
+    """Expand a grid (models × prompts × seeds × warps × lengths) into generation runs; skip stored ones;
+    run the rest batched per model, here or on Ray."""
+    from ..grids import ensure_grid
+    from ..params import ParamsError, load_grid
+    from ..paths import store_dir
+    from ..store import RunStore
+
+    try:
+        grid = load_grid(params_file)
+    except ParamsError as err:
+        fail(str(err))
+    if executor not in ("local", "ray"):
+        fail(f"unknown executor {executor!r}; available: local, ray")
+    if executor == "local" and address:
+        fail("--address needs --executor ray")
+    run_store = RunStore(store if store is not None else store_dir(profile))
+    options = dict(num_cpus=num_cpus, max_retries=max_retries, gpus_per_task=gpus_per_task) if executor == "ray" else {}
+    try:
+        runs = ensure_grid(run_store, grid, executor=executor, address=address, **options)
+    except (ImportError, RuntimeError) as err:  # ray missing; Ray tasks that failed for good
+        fail(str(err))
+    counts = runs["status"].value_counts().to_dict() if len(runs) else {}
+    expected = len(grid.models) * len(grid.prompts) * len(grid.seeds) * len(grid.samplings) * len(grid.all_lengths)
+    typer.echo(f"{len(runs)} of {expected} runs of the grid stored: {counts}; store: {run_store.root}")
+    if counts.get("failed") or len(runs) < expected:
+        raise typer.Exit(1)
+
+
+@app.command()
+def runs(
+    profile: str = typer.Option("cpu", help="which profile's store"),
+    kind: Optional[str] = typer.Option(None, help="generate | score | ..."),
+    model: Optional[str] = typer.Option(None),
+    prompt_id: Optional[str] = typer.Option(None),
+    status: Optional[str] = typer.Option(None, help="ok | failed"),
+    limit: int = typer.Option(50, help="rows to show (0: all)"),
+) -> None:
+    """List stored runs, filtered."""
+    import pandas as pd
+
+    from ..paths import store_dir
+    from ..store import RunStore
+
+    filters = {k: v for k, v in dict(kind=kind, model=model, prompt_id=prompt_id, status=status).items() if v}
+    df = RunStore(store_dir(profile)).runs(**filters)
+    if df.empty:
+        typer.echo("no runs")
+        return
+    cols = [c for c in ("run_id", "kind", "model", "prompt_id", "seed", "temperature", "top_k", "top_p",
+                        "n_tokens", "status", "z_samp", "z_raw", "error") if c in df]
+    with pd.option_context("display.width", 200, "display.max_columns", 20, "display.max_colwidth", 40):
+        typer.echo(df[cols].head(limit or len(df)).to_string(index=False))
+    typer.echo(f"{len(df)} runs ({df['status'].value_counts().to_dict()})")
+
+
+@app.command()
+def compare(
+    profile: str = typer.Option("cpu", help="which profile's store: outputs/<profile>/store"),
+    pair: Optional[str] = typer.Option(None, help="only this pair, e.g. 'smollm2-135m -> gemma-3-270m'"),
+) -> None:
+    """Aggregate every cross-model comparison in the store: usable / skipped / failed, h^(A,B), l^B - h^B."""
+    from ..comparison_tables import compare as compare_records
+    from ..paths import store_dir
+    from ..report import format_report
+    from ..store import RunStore
+
+    store = RunStore(store_dir(profile))
+    records = compare_records(store)
+    if pair is not None:
+        records = records[records["pair"] == pair]
+    if records.empty:
+        typer.echo(f"no comparison records in {store.root}" + (f" for pair {pair!r}" if pair else ""))
+        return
+    typer.echo(format_report(records))
+
