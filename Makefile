@@ -14,11 +14,7 @@ PROFILE ?= cpu
 # The CPU build lies on this machine's disk; an unpinned torch would pull a multi-GB CUDA build.
 TORCH ?= torch==2.13.0
 
-# Corpora and benchmarks: ../shared next to this checkout unless AEP_DATA_DIR says otherwise.
-ifneq ($(wildcard ../shared),)
-AEP_DATA_DIR ?= $(abspath ../shared)
-export AEP_DATA_DIR
-endif
+# Corpora and benchmarks: the project's data/ (aep_lib.paths.data_dir), or AEP_DATA_DIR from the environment.
 
 .PHONY: install figures test notebooks lab clean-outputs
 
@@ -38,12 +34,16 @@ figures: install
 
 test: export HF_HUB_OFFLINE := 1
 test: export TOKENIZERS_PARALLELISM := false
+# After nbval, tests/test_claims.py reads the figure records that run wrote (AEP_CLAIMS_DIR) and fails on
+# any claim that does not hold; in the plain `pytest tests` step it skips (no AEP_CLAIMS_DIR).
 test: install
 	$(BIN)/pytest tests
 	tmp=$$(mktemp -d) && status=0 && \
 	AEP_OUTPUT_DIR=$$tmp $(BIN)/pytest --nbval --nbval-current-env \
 	    --nbval-sanitize-with tests/nbval_sanitize.cfg -p no:cacheprovider notebooks/*.ipynb \
-	    || status=$$?; rm -rf "$$tmp"; exit $$status
+	    || status=$$?; \
+	AEP_CLAIMS_DIR=$$tmp $(BIN)/pytest -p no:cacheprovider tests/test_claims.py || status=$$?; \
+	rm -rf "$$tmp"; exit $$status
 
 # Re-executes the committed notebooks in place, each with its default parameters and its own empty
 # store (as nbval will, so the committed outputs do not depend on runs another notebook left).

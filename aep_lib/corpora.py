@@ -1,15 +1,21 @@
 """The texts the project reads: prompts, classic texts and the human/machine benchmark sets.
 
-One loader for everything under the data directory (``paths.data_file``) and for the prompts of
-``params/prompts.yaml``:
+One loader for everything under the data directory (``paths.data_dir``: ``$AEP_DATA_DIR``, else the
+project's ``data/``) and for the prompts of ``params/prompts.yaml``:
 
 - ``load_prompts`` / ``prompt_text``: prompt id -> text;
+- ``verified_data_file``: a data file, checked against the sha256 of its folder's ``MANIFEST.md``;
 - ``classic_text`` / ``benchmark_texts``: external texts (``ExternalText``) for the training-data side;
 - ``BENCHMARKS`` / ``load_benchmark``: paired human and machine texts of the detection benchmarks.
+
+Every data file is read through ``verified_data_file``: a missing file raises ``DataNotFoundError``, a
+file whose bytes differ from its MANIFEST's sha256 ``DataIntegrityError``, both one line naming the file
+and its expected checksum.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
@@ -19,7 +25,8 @@ from pathlib import Path
 import pandas as pd
 import yaml
 
-from .paths import data_file, params_dir
+from .paths import DATA_DIR_VAR, check_data_relative, data_dir, data_file, params_dir, project_root
+from .paths import DataNotFoundError as DataNotFoundError  # re-exported: what a missing data file raises
 
 
 class ParamsError(ValueError):
@@ -58,6 +65,103 @@ def prompt_text(prompt_id: str) -> str:
 
 
 
+# ---------------------------------------------------------------------------------------------------
+# data files and their MANIFEST checksums
+
+MANIFEST_NAME = "MANIFEST.md"
+_SHA256 = re.compile(r"[0-9a-f]{64}")
+
+
+class DataIntegrityError(ValueError):
+    """A data file whose sha256 differs from its MANIFEST's, or a MANIFEST with no readable checksum table."""
+
+
+def file_sha256(path: str | Path) -> str:
+    """The sha256 of a file's bytes, as 64 lowercase hex digits (read in 1 MiB chunks)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def parse_manifest(text: str, source: str = MANIFEST_NAME) -> dict[str, str]:
+    """File -> sha256 (hex) from the Markdown tables of a MANIFEST whose header names a ``file`` and a
+    ``sha256`` column (backticks around cells are dropped; files are relative to the MANIFEST's folder).
+    Other tables and prose are ignored; no such row at all, or a malformed checksum, is ``DataIntegrityError``."""
+    entries: dict[str, str] = {}
+    header: list[str] | None = None
+    for line in text.splitlines():
+        line = line.strip()
+        if not line.startswith("|"):
+            header = None  # a table ends at the first line outside it
+            continue
+        cells = [c.strip().strip("`").strip() for c in line.strip("|").split("|")]
+        if header is None:
+            header = [c.lower() for c in cells]
+        elif "file" in header and "sha256" in header and not set("".join(cells)) <= set("-: "):
+            row = dict(zip(header, cells))
+            checksum = row.get("sha256", "").lower()
+            if not _SHA256.fullmatch(checksum):
+                raise DataIntegrityError(f"{source}: the row of {row['file']!r} has no sha256 of 64 hex digits")
+            entries[row["file"]] = checksum
+    if not entries:
+        raise DataIntegrityError(f"{source}: no checksums found (expected a Markdown table with "
+                                 "'file' and 'sha256' columns)")
+    return entries
+
+
+_manifests: dict[tuple[str, int, int], dict[str, str]] = {}
+_verified: set[tuple[str, int, int, str]] = set()
+
+
+def read_manifest(path: Path) -> dict[str, str]:
+    """``parse_manifest`` of the file at ``path``, parsed once per process (until the file changes)."""
+    stat = path.stat()
+    key = (str(path.resolve()), stat.st_mtime_ns, stat.st_size)
+    if key not in _manifests:
+        _manifests[key] = parse_manifest(path.read_text(encoding="utf-8"), str(path))
+    return _manifests[key]
+
+
+def manifest_sha256(folder: Path, relative: str) -> tuple[Path | None, str | None]:
+    """(the MANIFEST of ``relative``'s top folder under ``folder``, the sha256 it lists for ``relative``);
+    ``(None, None)`` without a MANIFEST, ``(manifest, None)`` when it does not list the file."""
+    parts = Path(relative).parts
+    manifest = folder / parts[0] / MANIFEST_NAME
+    if len(parts) < 2 or not manifest.is_file():
+        return None, None
+    return manifest, read_manifest(manifest).get("/".join(parts[1:]))
+
+
+def verified_data_file(relative: str) -> Path:
+    """The data file ``relative`` (e.g. ``"corpora/carroll-alice.txt"``), its bytes checked against the
+    sha256 that ``<data dir>/<top folder>/MANIFEST.md`` lists for it, once per process per file version.
+
+    Missing: ``DataNotFoundError`` naming the file, the data directory and the expected sha256 (from that
+    MANIFEST, else the project's own). Altered: ``DataIntegrityError`` naming the file and both checksums.
+    A data directory of your own (``$AEP_DATA_DIR``) without a MANIFEST, or a file its MANIFEST does not
+    list, is read as it is, without verification.
+    """
+    folder = data_dir()
+    manifest, expected = manifest_sha256(folder, check_data_relative(relative))
+    reference = expected or manifest_sha256(project_root() / "data", relative)[1]
+    path = data_file(relative, reference)
+    if manifest is None or expected is None:
+        return path
+    stat = path.stat()
+    key = (str(path.resolve()), stat.st_mtime_ns, stat.st_size, expected)
+    if key in _verified:
+        return path
+    actual = file_sha256(path)
+    if actual != expected:
+        where = f"{DATA_DIR_VAR}={folder}" if os.environ.get(DATA_DIR_VAR) else f"the project's data directory {folder}"
+        raise DataIntegrityError(f"{relative} in {where} was altered: sha256 {actual}, expected {expected} "
+                                 f"({manifest}); restore the original file")
+    _verified.add(key)
+    return path
+
+
 CLASSIC_OPENINGS = {  # where each corpus' text proper begins (after title pages and contents)
     "carroll-alice": "Alice was beginning to get very tired",
     "fitzgerald-gatsby": "In my younger and more vulnerable years",
@@ -86,7 +190,7 @@ def reflow(text: str) -> str:
 def classic_text(name: str, max_chars: int = 20_000, reflowed: bool = True) -> ExternalText:
     """``corpora/<name>.txt`` from its opening line on (``CLASSIC_OPENINGS``, else the file start)."""
     relative = f"corpora/{name}.txt"
-    raw = data_file(relative).read_text(encoding="utf-8")
+    raw = verified_data_file(relative).read_text(encoding="utf-8")
     start = 0
     if name in CLASSIC_OPENINGS:
         m = re.search(r"\s+".join(map(re.escape, CLASSIC_OPENINGS[name].split())), raw)
@@ -97,7 +201,7 @@ def classic_text(name: str, max_chars: int = 20_000, reflowed: bool = True) -> E
 
 def benchmark_texts(relative: str, group: str, n: int, key: str = "original", prefix: str | None = None) -> list[ExternalText]:
     """The first ``n`` texts of a fast-detect-gpt ``*.raw_data.json`` file (``key``: original = human)."""
-    data = json.loads(data_file(relative).read_text(encoding="utf-8"))
+    data = json.loads(verified_data_file(relative).read_text(encoding="utf-8"))
     if key not in data:
         raise KeyError(f"{relative}: no key {key!r}; keys: {sorted(data)}")
     prefix = prefix or Path(relative).name.split("_")[0]
@@ -138,7 +242,7 @@ def load_benchmark(name: str, n_texts: int = 0, max_chars: int = 6000) -> pd.Dat
     """
     if name not in BENCHMARKS:
         raise KeyError(f"unknown benchmark {name!r}; known: {', '.join(BENCHMARKS)}")
-    path = data_file(BENCHMARKS[name])
+    path = verified_data_file(BENCHMARKS[name])
     rows = []
     if path.suffix == ".jsonl":
         records = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]

@@ -40,6 +40,14 @@ def _variant_specs(specs: list[str]) -> list[str]:
     return [Variant.parse(spec) and spec.strip() for spec in specs]  # ValueError with the expected syntax
 
 
+def _whole_windows(params):
+    """``window_tokens`` must fit in ``max_new_tokens``: the self-generated baseline needs whole windows."""
+    if params.window_tokens > params.max_new_tokens:
+        raise ValueError(f"window_tokens ({params.window_tokens}) must be at most max_new_tokens "
+                         f"({params.max_new_tokens}): the self-generated baseline needs whole windows")
+    return params
+
+
 # The types every schema shares. Lists come as comma-separated strings (papermill injects scalars).
 CommaList = Annotated[list[str], BeforeValidator(_split), Field(min_length=1)]
 PromptIds = Annotated[list[str], BeforeValidator(_split), AfterValidator(_known_prompt_ids), Field(min_length=1)]
@@ -274,12 +282,7 @@ class MemorisedParams(CrossGridParams):
     n_windows: int = Field(2, ge=1, le=10_000)
     reflow: bool = True
 
-    @model_validator(mode="after")
-    def _window_fits(self):
-        if self.window_tokens > self.max_new_tokens:
-            raise ValueError(f"window_tokens ({self.window_tokens}) must be at most max_new_tokens "
-                             f"({self.max_new_tokens}): the self-generated baseline needs whole windows")
-        return self
+    _window_fits = model_validator(mode="after")(_whole_windows)
 
 
 # --- applications: detection, attribution, membership, sampling sensitivity --------------------------
@@ -343,12 +346,7 @@ class MembershipParams(NotebookParams):
     device: str = "auto"
     dtype: DType = "auto"
 
-    @model_validator(mode="after")
-    def _window_fits(self):
-        if self.window_tokens > self.max_new_tokens:
-            raise ValueError(f"window_tokens ({self.window_tokens}) must be at most max_new_tokens "
-                             f"({self.max_new_tokens}): the self-generated baseline needs whole windows")
-        return self
+    _window_fits = model_validator(mode="after")(_whole_windows)
 
 
 @notebook_schema("app_sampling_sensitivity")

@@ -3,8 +3,8 @@
 - project root: the folder holding ``pyproject.toml`` above this package (for ``params/``, ``notebooks/``);
 - output dir: ``$AEP_OUTPUT_DIR`` or ``<root>/outputs`` (executed notebooks, figures, the run store);
 - cache dir: ``$AEP_CACHE_DIR`` or ``~/.cache/aep`` (de-quantized embedded models);
-- data dir: ``$AEP_DATA_DIR`` or, as a convenience for this repository's CI, ``<root>/../shared`` when it
-  exists (corpora and benchmark texts; point it at your own copies).
+- data dir: ``$AEP_DATA_DIR`` or ``<root>/data``, the project's own copy of the corpora and benchmark
+  texts (``corpora/``, ``benchmarks/``, each with a ``MANIFEST.md``; ``aep_lib.corpora`` reads and verifies them).
 """
 
 from __future__ import annotations
@@ -60,24 +60,33 @@ def cache_dir() -> Path:
 
 
 def data_dir() -> Path:
-    """The folder holding ``corpora/`` and ``benchmarks/`` (``$AEP_DATA_DIR``)."""
+    """The folder holding ``corpora/`` and ``benchmarks/``: ``$AEP_DATA_DIR`` when set (non-empty), else the
+    project's own ``<root>/data``. Nothing outside the project is consulted."""
     env = os.environ.get(DATA_DIR_VAR)
-    if env:
-        return Path(env)
-    fallback = PROJECT_ROOT.parent / "shared"
-    if fallback.is_dir():
-        return fallback
-    raise DataNotFoundError(
-        f"no data directory: set {DATA_DIR_VAR} to the folder that holds corpora/ and benchmarks/"
-    )
+    return Path(env).expanduser().absolute() if env else PROJECT_ROOT / "data"
 
 
-def data_file(relative: str) -> Path:
-    """A file under the data directory, with an error naming the variable when it is missing."""
-    path = data_dir() / relative
-    if not path.exists():
-        raise DataNotFoundError(
-            f"{relative} not found in the data directory {data_dir()} "
-            f"(set {DATA_DIR_VAR} to the folder that holds corpora/ and benchmarks/)"
-        )
-    return path
+def check_data_relative(relative: str) -> str:
+    """``relative`` if it is a relative path that stays inside the data directory (no ``..``), else
+    ``DataNotFoundError`` naming it."""
+    if not str(relative) or Path(relative).is_absolute() or ".." in Path(relative).parts:
+        raise DataNotFoundError(f"{relative!r} is not a relative path inside the data directory {data_dir()}")
+    return relative
+
+
+def data_file(relative: str, expected_sha256: str | None = None) -> Path:
+    """``data_dir() / relative`` if it is a file, else ``DataNotFoundError``: one line naming the file, the
+    data directory and where it came from (``$AEP_DATA_DIR`` or the project's ``data/``), and
+    ``expected_sha256`` (hex) when the caller knows it. ``relative`` must stay inside the data directory."""
+    folder = data_dir()
+    path = folder / check_data_relative(relative)
+    if path.is_file():
+        return path
+    checksum = f" (expected sha256 {expected_sha256})" if expected_sha256 else ""
+    if os.environ.get(DATA_DIR_VAR):
+        missing = "" if folder.is_dir() else " (no such folder)"
+        raise DataNotFoundError(f"{relative}{checksum} not found in {DATA_DIR_VAR}={folder}{missing}: "
+                                f"copy it there, or unset {DATA_DIR_VAR} to read the project's data/")
+    raise DataNotFoundError(f"{relative}{checksum} not found in the project's data directory {folder} "
+                            f"({DATA_DIR_VAR} is not set): restore it from the repository, or set "
+                            f"{DATA_DIR_VAR} to a folder holding corpora/ and benchmarks/")
