@@ -7,42 +7,65 @@ rows of a tokens table (one row per token, the column names of DESIGN.md section
     <root>/<kind>/<model>/<prompt_id>/<label>__<run_id>/run.parquet      one row
     <root>/<kind>/<model>/<prompt_id>/<label>__<run_id>/tokens.parquet   one row per token (optional)
     <root>/.tmp/                                                         writes in progress
+    <root>/.locks/<run_id>.lock                                          claims of runs being generated
 
 The folder names are for humans (sanitised to [A-Za-z0-9._=-]); the identity of a run is its
-run_id, the last "__"-separated part of its folder name. A run is written into .tmp/ first and
-renamed into place, so a reader sees a whole run or none of it. Readers never raise because of one
-bad file: a corrupt run shows up in runs() as a row with status "failed" and an error naming the
-file, and the DuckDB views leave it out.
+run_id, the last "__"-separated part of its folder name. A run is written into .tmp/ first, read
+back and hashed (store_integrity), and renamed into place, so a reader sees a whole verified run or
+none of it; the run row records the tokens file's sha256 ("tokens_sha256"). Readers never raise
+because of one bad file: a run whose file is corrupt (its checksum differs, or it does not read)
+shows up in runs() as a row with status "failed" and an error naming the file, has_ok_run() says
+False (so a rerun regenerates it), tokens() skips it with a StoreWarning and the DuckDB views
+leave it out. verify() re-checks every file from the disk. Temporary entries left in .tmp/ by a
+killed writer are removed when a store is opened, once they are an hour old.
 
     store = RunStore("outputs/cpu/store")
     store.write_run({"run_id": rid, "kind": "generate", "model": "smollm2-135m",
                      "prompt_id": "p01", "label": "s3_t1.0", "status": "ok"}, tokens_df)
     store.runs(kind="generate", status="ok")                      # pandas, one row per run
     store.connect().sql("SELECT run_id, avg(surprisal_raw) FROM tokens GROUP BY run_id")
+    with store.claim(run_ids) as mine:                            # the ids this process may generate
+        ...
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-import math
 import os
 import re
 import shutil
 import uuid
+import warnings
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import Any
 
 import duckdb
 import numpy as np
 import pandas as pd
 import pyarrow as pa
-import pyarrow.parquet as pq
 
-RUN_FILE = "run.parquet"
-TOKENS_FILE = "tokens.parquet"
+from . import locks
+from .store_integrity import (
+    RUN_FILE,
+    SEP,
+    TOKENS_FILE,
+    TOKENS_SHA256,
+    CheckedFiles,
+    StoreError,
+    check_writable_folder,
+    remove_entries,
+    tokens_schema,
+    write_parquet_verified,
+)
+
+__all__ = ["RunStore", "StoreError", "StoreWarning", "canonical_run_id", "sanitize"]
+
 TMP_DIR = ".tmp"
-SEP = "__"  # between label and run_id in a run folder name
+LOCKS_DIR = ".locks"
+TMP_MAX_AGE_S = 3600.0  # a .tmp entry older than this (seconds) is a killed writer's, removed on open
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9._=-]")
 _RUN_ID = re.compile(r"[A-Za-z0-9.=-]+")  # no "_" so that "<label>__<run_id>" splits unambiguously
@@ -50,8 +73,8 @@ _MAX_COMPONENT = 120  # characters per path component (file systems allow 255 by
 _BASE_COLUMNS = ["run_id", "kind", "model", "status", "error"]  # always present in runs()
 
 
-class StoreError(Exception):
-    """A stored file cannot be read, or a run cannot be written as asked."""
+class StoreWarning(UserWarning):
+    """Some runs were left out of a query because their files cannot be read (runs() lists them failed)."""
 
 
 def canonical_run_id(params: dict, n: int = 16) -> str:
@@ -92,31 +115,20 @@ def _row_value(key: str, v: Any) -> Any:
     raise TypeError(f"run[{key!r}]: cannot store a {type(v).__name__}; use str/int/float/bool/None/dict/list")
 
 
-def _read_run_file(path: Path) -> tuple[pa.Table, dict]:
-    """A run.parquet as (1-row table, row dict)."""
-    table = pq.ParquetFile(path).read(use_threads=False)
-    if table.num_rows != 1:
-        raise StoreError(f"expected 1 row, found {table.num_rows}")
-    return table, table.to_pylist()[0]
-
-
-def _tokens_schema(path: Path) -> pa.Schema:
-    """The Arrow schema in a tokens.parquet footer (reading the footer is the validity check)."""
-    return pq.read_metadata(path).schema.to_arrow_schema().remove_metadata()
-
-
-def _positive(v: Any) -> bool:
-    """True if v is a number > 0 (None, NaN and strings are not)."""
-    return isinstance(v, (int, float)) and not isinstance(v, bool) and not math.isnan(v) and v > 0
-
-
 class RunStore:
-    """Runs and their tokens as Parquet files under one root folder (created on first write)."""
+    """Runs and their tokens as Parquet files under one root folder (created on first write).
+
+    Opening a store removes what killed writers left in ``.tmp/`` more than ``TMP_MAX_AGE_S`` ago
+    (nothing when the folder is missing or cannot be written)."""
 
     def __init__(self, root: str | os.PathLike):
         self.root = Path(root)
         self._index: dict[str, Path] = {}  # run_id -> run folder, refreshed on a miss
-        self._cache: dict[str, tuple[tuple, bool, Any]] = {}  # path -> (stat key, ok, value or error)
+        self._files = CheckedFiles()  # reads and checks of the run files, memoised per file state
+        try:
+            self.clean_tmp(older_than_s=TMP_MAX_AGE_S)
+        except OSError:  # a read-only store is still readable
+            pass
 
     def __repr__(self) -> str:
         return f"RunStore({str(self.root)!r})"
@@ -206,6 +218,10 @@ class RunStore:
             if it says otherwise (runs() uses it to notice a lost tokens file).
         tokens: one row per token, any columns and dtypes (float32 stays float32); a "run_id"
             column is added if absent. None: no tokens file (e.g. a failed run).
+
+        Each file is read back whole before the run is moved into view (StoreError if it does not
+        read back as written); the sha256 of the tokens file is stored as "tokens_sha256" (set here,
+        whatever the run says; absent without tokens).
         """
         for key in ("run_id", "kind", "model", "status"):
             if key not in run:
@@ -213,7 +229,7 @@ class RunStore:
         run_id = self._check_run_id(run["run_id"])
         if run["status"] not in ("ok", "failed"):
             raise StoreError(f"run status must be 'ok' or 'failed', got {run['status']!r}")
-        row = {k: _row_value(k, v) for k, v in run.items() if k != "path"}
+        row = {k: _row_value(k, v) for k, v in run.items() if k not in ("path", TOKENS_SHA256)}
 
         table = None
         if tokens is not None:
@@ -231,10 +247,11 @@ class RunStore:
         tmp = self.root / TMP_DIR / f"{run_id}-{uuid.uuid4().hex}"
         tmp.mkdir(parents=True)
         try:
-            # One row: no compression or dictionary (a 1-row zstd file reads ~3x slower, for nothing).
-            pq.write_table(pa.Table.from_pylist([row]), tmp / RUN_FILE, compression="none", use_dictionary=False)
             if table is not None:
-                pq.write_table(table, tmp / TOKENS_FILE, compression="zstd")
+                row[TOKENS_SHA256] = write_parquet_verified(table, tmp / TOKENS_FILE, compression="zstd")
+            # One row: no compression or dictionary (a 1-row zstd file reads ~3x slower, for nothing).
+            write_parquet_verified(pa.Table.from_pylist([row]), tmp / RUN_FILE, compression="none",
+                                   use_dictionary=False)
             dest.parent.mkdir(parents=True, exist_ok=True)
             if dest.exists():  # same folder: move the old one aside first (a rename cannot overwrite a folder)
                 self._trash(dest)
@@ -256,80 +273,53 @@ class RunStore:
         self._index.pop(run_id, None)
         return bool(dirs)
 
-    def clean_tmp(self) -> int:
+    def clean_tmp(self, older_than_s: float | None = None) -> int:
         """
         Delete what interrupted writes left in <root>/.tmp; returns how many entries were removed.
-        Only call it while no other process is writing to this store (it would remove their work).
+        older_than_s: only entries last modified more than this many seconds ago (a write in
+        progress touches its folder within seconds). None: every entry; only call it so while no
+        other process is writing to this store (it would remove their work).
         """
-        tmp = self.root / TMP_DIR
-        if not tmp.is_dir():
-            return 0
-        n = 0
-        for entry in tmp.iterdir():
-            if entry.is_dir() and not entry.is_symlink():
-                shutil.rmtree(entry, ignore_errors=True)
-            else:
-                entry.unlink(missing_ok=True)
-            n += 1
-        return n
+        return remove_entries(self.root / TMP_DIR, older_than_s)
+
+    def check_writable(self) -> None:
+        """StoreError naming the path unless a probe file can be created (and removed) in <root>/.tmp
+        (created if missing): the check to make before hours of work whose results go here."""
+        check_writable_folder(self.root / TMP_DIR, self.root)
+
+    @contextmanager
+    def claim(self, run_ids: Iterable[str], stale_after_s: float = locks.STALE_AFTER_S) -> Iterator[list[str]]:
+        """
+        Claim runs to generate: yields the run_ids (in the order given, duplicates once) that this
+        process now holds; the others are claimed by another process (or another claim in this one).
+        Released on exit. A claim whose holder is gone (a process of this host that no longer runs)
+        or older than stale_after_s seconds is taken over. Lock files: <root>/.locks/<run_id>.lock
+        (aep_lib.locks); StoreError if they cannot be written. Check what is stored ok after
+        claiming (a run finished elsewhere may have been released meanwhile):
+
+            with store.claim(ids) as mine:
+                todo = [r for r in mine if not store.has_ok_run(r)]
+        """
+        ids = [self._check_run_id(r) for r in dict.fromkeys(run_ids)]
+        folder = self.root / LOCKS_DIR
+        try:
+            held = locks.acquire_all(folder, ids, stale_after_s)
+        except OSError as e:
+            raise StoreError(f"cannot claim runs in {folder}: {e.strerror or e}: {e.filename or folder}") from None
+        try:
+            yield list(held)
+        finally:
+            locks.release_all(folder, held)
 
     # ------------------------------------------------------------------ reading
-
-    def _cached(self, path: Path, read: Callable[[Path], Any]) -> Any:
-        """read(path), memoised on (path, mtime, size, inode); errors are memoised and re-raised."""
-        st = path.stat()
-        key = (st.st_mtime_ns, st.st_size, st.st_ino)
-        hit = self._cache.get(str(path))
-        if hit is None or hit[0] != key:
-            try:
-                hit = (key, True, read(path))
-            except Exception as e:  # noqa: BLE001 - any unreadable file is reported, not raised
-                hit = (key, False, e)
-            self._cache[str(path)] = hit
-        if not hit[1]:
-            raise hit[2]
-        return hit[2]
-
-    def _tokens_problem(self, run_dir: Path, row: dict) -> str | None:
-        """Why the tokens file of a run is unusable, or None: corrupt, or missing though n_tokens > 0."""
-        path = run_dir / TOKENS_FILE
-        if not path.exists():
-            if row.get("status") == "ok" and _positive(row.get("n_tokens")):
-                return f"missing tokens file: {path} (n_tokens={row['n_tokens']})"
-            return None
-        try:
-            self._cached(path, _tokens_schema)
-        except Exception as e:  # noqa: BLE001
-            return f"corrupt tokens file: {path}: {e}"
-        return None
-
-    def _load(self, run_dir: Path) -> tuple[dict, pa.Table | None]:
-        """
-        (row, table) for one run folder. row is the stored run row plus "path"; if a file is bad,
-        status is "failed" and "error" says which file (for a corrupt run.parquet the row holds only
-        run_id, status, error, path). table is the stored 1-row table, None when a file is bad.
-        """
-        run_id = run_dir.name.rsplit(SEP, 1)[1]
-        path = run_dir / RUN_FILE
-        try:
-            table, row = self._cached(path, _read_run_file)
-        except Exception as e:  # noqa: BLE001
-            return {"run_id": run_id, "status": "failed", "error": f"corrupt run file: {path}: {e}",
-                    "path": str(run_dir)}, None
-        row = dict(row)
-        problem = self._tokens_problem(run_dir, row)
-        if problem is not None:
-            row["status"], row["error"] = "failed", problem
-        row["path"] = str(run_dir)
-        return row, table if problem is None else None
 
     def get_run(self, run_id: str) -> dict | None:
         """The run row of run_id as a dict (as runs() shows it, with "path"), or None if not stored."""
         run_dir = self._find(self._check_run_id(run_id))
-        return None if run_dir is None else self._load(run_dir)[0]
+        return None if run_dir is None else self._files.load(run_dir)[0]
 
     def has_ok_run(self, run_id: str) -> bool:
-        """True if run_id is stored with status "ok" and its files are readable (a cache check)."""
+        """True if run_id is stored with status "ok" and its files pass their checks (checksum)."""
         row = self.get_run(run_id)
         return row is not None and row.get("status") == "ok"
 
@@ -341,7 +331,7 @@ class RunStore:
         filters: column=value keeps rows equal to value; a list/tuple/set keeps rows in it; None
         keeps rows where the column is missing. A column no run has matches nothing.
         """
-        rows = [self._load(d)[0] for _, d in sorted(self.refresh_index().items(), key=lambda kv: str(kv[1]))]
+        rows = [self._files.load(d)[0] for _, d in sorted(self.refresh_index().items(), key=lambda kv: str(kv[1]))]
         df = pd.DataFrame(rows)
         for col in _BASE_COLUMNS + ["path"]:
             if col not in df.columns:
@@ -359,37 +349,41 @@ class RunStore:
             df = df[keep.fillna(False).astype(bool)]
         return df.reset_index(drop=True)
 
-    def tokens(self, run_ids: Iterable[str] | str, columns: list[str] | None = None) -> pd.DataFrame:
+    def tokens(self, run_ids: Iterable[str] | str, columns: list[str] | None = None,
+               errors: str | None = None) -> pd.DataFrame:
         """
         Token rows of the given runs: runs in the order given (duplicates dropped), each sorted by
         "position" if it has that column. columns: the columns to return ("run_id" is always added
-        first); a column some runs lack is NA for them. Raises StoreError for an unknown run_id, a
-        corrupt or missing tokens file, or a column that none of the runs has. A run stored without
-        tokens (n_tokens absent or 0, or status "failed") contributes no rows.
+        first); a column some runs lack is NA for them. A run stored without tokens (n_tokens absent
+        or 0, or status "failed") contributes no rows.
+
+        errors: what a run whose files cannot be read (corrupt, or a missing tokens file) does:
+        "skip" leaves it out with one StoreWarning naming the runs and why (runs() lists them as
+        failed, a rerun regenerates them); "raise" raises StoreError. Default: "skip" for a list of
+        runs (the query returns the rest), "raise" for one run_id given as a str (there is no rest).
+        Always StoreError: an unknown run_id, or a column that none of the runs read has.
         """
+        errors = errors or ("raise" if isinstance(run_ids, str) else "skip")
+        if errors not in ("skip", "raise"):
+            raise ValueError(f"errors must be 'skip' or 'raise', got {errors!r}")
         ids = [run_ids] if isinstance(run_ids, str) else list(dict.fromkeys(run_ids))
-        tables = []
+        tables, skipped = [], []
         for run_id in ids:
             run_dir = self._find(self._check_run_id(run_id))
             if run_dir is None:
                 raise StoreError(f"no stored run {run_id!r} in {self.root}")
-            path = run_dir / TOKENS_FILE
-            if not path.exists():
-                row, table = self._load(run_dir)
-                if table is None:  # tokens were expected (n_tokens > 0), or the run file is corrupt
-                    raise StoreError(row["error"])
-                continue
-            try:
-                pf = pq.ParquetFile(path)
-                wanted = None
-                if columns is not None:
-                    wanted = [c for c in dict.fromkeys(["run_id", *columns, "position"]) if c in pf.schema_arrow.names]
-                table = pf.read(columns=wanted)
-            except Exception as e:  # noqa: BLE001
-                raise StoreError(f"corrupt tokens file: {path}: {e}") from e
-            if "position" in table.column_names:
-                table = table.sort_by("position")
-            tables.append(table)
+            table, problem = self._files.read_tokens(run_dir, columns)
+            if problem is not None:
+                if errors == "raise":
+                    raise StoreError(problem)
+                skipped.append(f"{run_id} ({problem})")
+            elif table is not None:
+                tables.append(table)
+        if skipped:
+            warnings.warn(StoreWarning(
+                f"tokens of {len(skipped)} of {len(ids)} runs left out, their files cannot be read (runs() lists "
+                f"them as failed; a rerun regenerates them): {'; '.join(skipped[:3])}{' ...' if len(skipped) > 3 else ''}"
+            ), stacklevel=2)
         if columns is not None:
             present = set().union(*(t.column_names for t in tables)) if tables else set()
             missing = [c for c in columns if c not in present]
@@ -405,10 +399,24 @@ class RunStore:
             df = df[list(dict.fromkeys(["run_id", *columns]))]
         return df.reset_index(drop=True)
 
+    def verify(self, run_ids: Iterable[str] | None = None) -> pd.DataFrame:
+        """
+        Check the files of every stored run (or of run_ids) from the disk, memo bypassed: run.parquet
+        read whole; tokens.parquet hashed against the recorded sha256 and read whole (every page
+        decoded), its rows against n_tokens. One row per run: run_id, path, checked ("sha256", or
+        "read" for a run stored before checksums, "no tokens", "run file" when that one is bad) and
+        problem (None when intact), sorted by path. runs() agrees afterwards.
+        """
+        wanted = None if run_ids is None else set(run_ids)
+        rows = [self._files.verify_run(run_dir) for run_id, run_dir in sorted(self.refresh_index().items(),
+                                                                             key=lambda kv: str(kv[1]))
+                if wanted is None or run_id in wanted]
+        return pd.DataFrame(rows, columns=["run_id", "path", "checked", "problem"])
+
     def connect(self) -> duckdb.DuckDBPyConnection:
         """
         A new in-memory DuckDB connection with views `runs` and `tokens` over the intact runs
-        (runs() lists the others as "failed"). A snapshot: connect again after writing.
+        (checksums checked; runs() lists the others as "failed"). A snapshot: connect again after writing.
 
         runs:   the run rows plus "path", registered from memory (runs() has read them anyway, and
                 a query then does not reopen thousands of tiny files).
@@ -419,17 +427,17 @@ class RunStore:
         """
         tables, paths, by_schema = [], [], {}
         for _, run_dir in sorted(self.refresh_index().items(), key=lambda kv: str(kv[1])):
-            _, table = self._load(run_dir)
+            _, table = self._files.load(run_dir)
             if table is None:
                 continue
+            tok = run_dir / TOKENS_FILE
+            if tok.exists():
+                try:
+                    by_schema.setdefault(self._files.cached(tok, tokens_schema), []).append(tok)
+                except Exception:  # noqa: BLE001, S112 - changed since it was checked: leave the run out
+                    continue
             tables.append(table)
             paths.append(str(run_dir))
-            tok = run_dir / TOKENS_FILE
-            try:
-                if tok.exists():
-                    by_schema.setdefault(self._cached(tok, _tokens_schema), []).append(tok)
-            except Exception:  # noqa: BLE001 - changed since _load looked at it: leave it out
-                continue
         con = duckdb.connect(":memory:")
         empty = "SELECT NULL::VARCHAR AS run_id WHERE false"
         if not tables:

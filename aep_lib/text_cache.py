@@ -4,6 +4,11 @@ The run store (``store``) holds generations and comparisons, one folder per run;
 detection, attribution or membership are many and small, so they live in this cache beside it,
 keyed by ``text_key(scorer, reference, budget, prompt, text)``. Detectors are recomputed from the
 cached tokens, so a change of detector code never needs a re-score.
+
+A cache is only a shortcut: files that cannot be read are reported (a ``CacheWarning``) and the cache
+starts empty, so the texts are scored again and the next ``flush`` replaces the files. ``flush``
+writes each file under a unique temporary name, reads it back (its row count) and then renames it
+into place, so a reader never sees half a file and two writers never share a temporary file.
 """
 
 from __future__ import annotations
@@ -11,9 +16,15 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import uuid
+import warnings
 from pathlib import Path
 
 import pandas as pd
+
+
+class CacheWarning(UserWarning):
+    """The scored-text cache files cannot be read: the cache starts empty (texts are scored again)."""
 
 
 def text_key(*parts) -> str:
@@ -36,8 +47,13 @@ class ScoredTextCache:
         self.texts: dict[str, dict] = {}
         self.dirty = False
         if self.path and self._file("texts").is_file():
-            meta = pd.read_parquet(self._file("texts"))
-            tok = pd.read_parquet(self._file("tokens"))
+            try:
+                meta = pd.read_parquet(self._file("texts"))
+                tok = pd.read_parquet(self._file("tokens"))
+            except Exception as e:  # noqa: BLE001 - a cache that cannot be read is rebuilt, never fatal
+                warnings.warn(CacheWarning(f"scored-text cache {self.path} cannot be read ({type(e).__name__}: "
+                                           f"{e}); starting empty: its texts are scored again"), stacklevel=2)
+                return
             self.texts = {r["key"]: r for r in meta.to_dict("records")}
             for key, g in tok.groupby("key", sort=False):
                 self.tokens[key] = g.drop(columns="key").reset_index(drop=True)
@@ -61,7 +77,13 @@ class ScoredTextCache:
         tok = pd.concat([self.tokens[k].assign(key=k) for k in keys], ignore_index=True)
         meta = pd.DataFrame([self.texts[k] for k in keys])
         for what, df in (("tokens", tok), ("texts", meta)):
-            tmp = self._file(what).with_suffix(".tmp")
-            df.to_parquet(tmp, index=False)
-            os.replace(tmp, self._file(what))
+            tmp = self._file(what).with_name(f"{self._file(what).name}.{uuid.uuid4().hex}.tmp")
+            try:
+                df.to_parquet(tmp, index=False)
+                back = len(pd.read_parquet(tmp, columns=["key"]))
+                if back != len(df):
+                    raise OSError(f"{tmp} was written with {len(df)} rows but reads back {back}")
+                os.replace(tmp, self._file(what))
+            finally:
+                tmp.unlink(missing_ok=True)
         self.dirty = False

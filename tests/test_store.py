@@ -153,7 +153,7 @@ def test_interrupted_write_leaves_nothing(tmp_path, monkeypatch):
         if Path(where).name == "run.parquet":
             raise KeyboardInterrupt("killed after run.parquet")
 
-    monkeypatch.setattr(store_mod.pq, "write_table", write_then_die)
+    monkeypatch.setattr(pq, "write_table", write_then_die)  # the module the store writes with
     with pytest.raises(KeyboardInterrupt):
         st.write_run(run, make_tokens(5))
     monkeypatch.undo()
@@ -198,7 +198,10 @@ def test_corrupt_or_missing_tokens_file(two_runs):
     assert df.loc[a["run_id"], "seed"] == 3  # the rest of the row is still there
     assert not st.has_ok_run(a["run_id"])
     with pytest.raises(StoreError, match="tokens.parquet"):
-        st.tokens([b["run_id"], a["run_id"]])
+        st.tokens([b["run_id"], a["run_id"]], errors="raise")
+    with pytest.warns(store_mod.StoreWarning, match=f"tokens of 1 of 2 runs left out.*{a['run_id']}"):
+        rest = st.tokens([b["run_id"], a["run_id"]])  # the default: the readable runs, and a warning
+    assert list(rest["surprisal_raw"]) == [10, 11, 12]
     con = st.connect()
     assert scalar(con, "SELECT count(*) FROM tokens") == 3
     assert scalar(con, "SELECT count(*) FROM runs") == 1
@@ -206,7 +209,9 @@ def test_corrupt_or_missing_tokens_file(two_runs):
     bad.unlink()
     assert st.runs(run_id=a["run_id"]).loc[0, "error"].startswith("missing tokens file")
     with pytest.raises(StoreError, match="missing tokens file"):
-        st.tokens(a["run_id"])
+        st.tokens(a["run_id"])  # one run, as a str: nothing else to return, so it raises
+    with pytest.warns(store_mod.StoreWarning, match="missing tokens file"):
+        assert st.tokens([a["run_id"]]).empty
 
 
 def test_connect_views(two_runs):

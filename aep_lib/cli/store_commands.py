@@ -10,6 +10,17 @@ import typer
 from .app import app, fail
 
 
+def checked_profile(profile: str) -> str:
+    """``profile`` if it is a plain folder name; else a one-line error (a profile names a folder under
+    the output directory and must never lead outside it)."""
+    from ..paths import check_profile_name
+
+    try:
+        return check_profile_name(profile)
+    except ValueError as err:
+        fail(str(err))
+
+
 @app.command()
 def run(
     params_file: Path = typer.Argument(..., help="a grid YAML: models, prompts, n_seeds, warps, lengths, ..."),
@@ -25,11 +36,11 @@ def run(
 ) -> None:
     """Expand a grid (models × prompts × seeds × warps × lengths) into generation runs; skip stored ones;
     run the rest batched per model, here or on Ray."""
-    from ..grids import ensure_grid
     from ..params import ParamsError, load_grid
     from ..paths import store_dir
-    from ..store import RunStore
+    from ..store import RunStore, StoreError
 
+    checked_profile(profile)
     try:
         grid = load_grid(params_file)
     except ParamsError as err:
@@ -39,6 +50,12 @@ def run(
     if executor == "local" and address:
         fail("--address needs --executor ray")
     run_store = RunStore(store if store is not None else store_dir(profile))
+    try:  # before any model loads: the results of hours of generation must have somewhere to go
+        run_store.check_writable()
+    except StoreError as err:
+        fail(str(err))
+    from ..grids import ensure_grid  # torch and transformers: after the checks that need neither
+
     options = dict(num_cpus=num_cpus, max_retries=max_retries, gpus_per_task=gpus_per_task) if executor == "ray" else {}
     try:
         runs = ensure_grid(run_store, grid, executor=executor, address=address, **options)
@@ -59,15 +76,22 @@ def runs(
     prompt_id: Optional[str] = typer.Option(None),
     status: Optional[str] = typer.Option(None, help="ok | failed"),
     limit: int = typer.Option(50, help="rows to show (0: all)"),
+    store: Optional[Path] = typer.Option(None, help="the store folder (default outputs/<profile>/store)"),
+    verify: bool = typer.Option(False, "--verify", help="check every file against the checksum recorded when it "
+                                "was written (and read it whole); list the bad ones, exit 1 if any"),
 ) -> None:
-    """List stored runs, filtered."""
+    """List stored runs, filtered; with --verify, check their files."""
     import pandas as pd
 
     from ..paths import store_dir
     from ..store import RunStore
 
+    run_store = RunStore(store if store is not None else store_dir(checked_profile(profile)))
+    if verify:
+        verify_store(run_store)
+        return
     filters = {k: v for k, v in dict(kind=kind, model=model, prompt_id=prompt_id, status=status).items() if v}
-    df = RunStore(store_dir(profile)).runs(**filters)
+    df = run_store.runs(**filters)
     if df.empty:
         typer.echo("no runs")
         return
@@ -76,6 +100,19 @@ def runs(
     with pd.option_context("display.width", 200, "display.max_columns", 20, "display.max_colwidth", 40):
         typer.echo(df[cols].head(limit or len(df)).to_string(index=False))
     typer.echo(f"{len(df)} runs ({df['status'].value_counts().to_dict()})")
+
+
+def verify_store(run_store) -> None:
+    """``aep runs --verify``: every run's files checked from the disk; the bad ones listed, exit 1 if any."""
+    checked = run_store.verify()
+    bad = checked[checked["problem"].notna()]
+    for r in bad.itertuples():
+        typer.echo(f"{r.run_id}  {r.problem}")
+    counts = checked["checked"].value_counts().to_dict()
+    typer.echo(f"{len(checked)} runs checked ({counts}): {len(checked) - len(bad)} intact, {len(bad)} bad; "
+               f"store: {run_store.root}" + ("; `aep run` on their grid regenerates the bad ones" if len(bad) else ""))
+    if len(bad):
+        raise typer.Exit(1)
 
 
 @app.command()
@@ -89,7 +126,7 @@ def compare(
     from ..report import format_report
     from ..store import RunStore
 
-    store = RunStore(store_dir(profile))
+    store = RunStore(store_dir(checked_profile(profile)))
     records = compare_records(store)
     if pair is not None:
         records = records[records["pair"] == pair]
