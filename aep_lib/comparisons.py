@@ -38,7 +38,7 @@ import pandas as pd
 from .corpora import ExternalText
 from .models import ModelPool
 from .provenance import run_provenance, utc_now
-from .runs import ENGINE_VERSION, ensure_generations, failure
+from .runs import ENGINE_VERSION, checked_statistics, ensure_generations, failure
 from .sampling import Variant, all_pairs, pair_label
 from .score import ScoringError, check_same_vocabulary, score_ids, score_text
 from .stats import comparison_summary, window_summaries
@@ -171,8 +171,8 @@ def ensure_comparisons(
 
     ``pairs``: ``(A, B)`` variants; default every ordered pair of ``variants`` (both directions and
     each one against itself). Source generations are ensured first (cached). Stored ok records are
-    skipped (deterministic run ids); a record whose scoring raises is stored as a failed run with the
-    error, and the others go on.
+    skipped (deterministic run ids); a record whose scoring raises, or whose statistics are impossible
+    (``runs.impossible_statistics``), is stored as a failed run with the reason, and the others go on.
     """
     pool = pool or ModelPool(device, dtype)
     pairs = list(dict.fromkeys(pairs if pairs is not None else all_pairs(variants)))
@@ -192,6 +192,7 @@ def ensure_comparisons(
         try:
             tokens = store.tokens(row["run_id"])
             fields, df = score_comparison(row, tokens, scorer, pool)
+            checked_statistics(df, sampled_from_q=bool(spec["self_pair"]))  # impossible: stored as failed
             record |= fields | {"status": "ok", "error": None, "elapsed_s": time.perf_counter() - t0}
             store.write_run(record, df)
         except Exception as err:  # stored as a failed record; the others go on
@@ -256,7 +257,8 @@ def ensure_text_scores(store: RunStore, scorer: str, items: list[ExternalText], 
         record = spec | run_provenance()
         try:
             model, tokenizer = pool.model(scorer)
-            df = score_windows(model, tokenizer, item.text, window_tokens, n_windows)
+            df = checked_statistics(score_windows(model, tokenizer, item.text, window_tokens, n_windows),
+                                    sampled_from_q=False)
             wins = window_summaries(df, window_tokens)
             record |= {"status": "ok", "error": None, "n_windows": len(wins),
                        "z_mean": float(wins["z"].mean()) if len(wins) else math.nan,

@@ -16,6 +16,7 @@ same vocabulary, and, for the zlib ratio, the scored characters. Scores are in b
 | ``min_k`` | mean ``log2 p`` of the ``k`` share of least likely tokens (Min-K%) | machine (+) |
 | ``min_k_pp`` | mean of the ``k`` share lowest ``(log p - E_p log p) / sd_p(log p) = -(s_t - H_t)/sqrt(V_t)`` (Min-K%++) | machine (+) |
 | ``zlib_ratio`` | ``sum s_t`` / zlib bits of the scored UTF-8 text | human (−) |
+| ``zlib_bpb`` | zlib bits per UTF-8 byte of the scored text (no model: a data-set baseline) | human (−) |
 
 The reference ``A`` of the cross criteria is the raw ``p_A`` of a named model on the scorer's vocabulary.
 With ``A = B`` (reference = scorer, the white-box case and the only one on CPU, where the two embedded
@@ -26,11 +27,22 @@ Benchmarks (``load_benchmark``): the fast-detect-gpt ``*.raw_data.json`` pairs (
 machine ``sampled``, which repeats the opening of the original): both texts are scored only after
 their shared prefix (cut back to a word boundary), which is fed as context; and the Binoculars PubMed
 file (human ``article`` vs Falcon-7B's continuation without its prompt): both scored from their start.
-Both texts of a pair are truncated to the same token budget (``max_tokens``).
+Both texts of a pair are truncated to the same token budget (``max_tokens``); ``matched_length_scores``
+goes further and cuts both texts of each pair to the same number of scored tokens, so that an
+evaluation measures the detector rather than a length difference between the two classes.
+
+Binoculars: the reference code averages the cross-entropy over one more position than the
+log-perplexity (the one whose prediction lies past the end of the text); here both averages run over
+the same scored positions, which is the consistent choice, so the values differ from the reference
+code's by that one position and agree otherwise to float error (as do Fast-DetectGPT and Min-K%++).
+
+Which direction means "machine", and the unit of each score, are in ``DETECTORS`` (``Detector.direction``,
+``Detector.unit``); decisions with stated error rates are made by ``aep_lib.calibration``.
 """
 
 from __future__ import annotations
 
+import hashlib
 import math
 import os
 import zlib
@@ -42,16 +54,8 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from .corpora import load_benchmark
-from .inference import (
-    MIN_TOKENS_CLT,
-    binomial_ci,
-    calibrated_threshold,
-    metric_ci,
-    rates,
-    z_level,
-    z_pvalues,
-)
-from .models import cached_model
+from .inference import MIN_TOKENS_CLT, metric_ci, z_pvalues
+from .models import cached_model, load_tokenizer
 from .sampling import eos_ids
 from .score import TokenSpan, check_same_vocabulary, score_ids, tokenize_span
 from .stats import standardise
@@ -63,21 +67,30 @@ class Detector:
     name: str
     direction: int  # +1: higher = machine-generated; -1: lower = machine-generated
     description: str
+    unit: str  # the unit of the raw value
+
+    @property
+    def direction_text(self) -> str:
+        return "higher = more machine-like" if self.direction > 0 else "lower = more machine-like"
 
 
 DETECTORS: dict[str, Detector] = {d.name: d for d in [
-    Detector("z", -1, "typicality z = (l - h)/sigma under the scorer (white-box); machine text is over-typical"),
-    Detector("fast_detectgpt", +1, "analytic Fast-DetectGPT (h^(A,B) - l)/sigma^(A,B); with A = B it is -z"),
-    Detector("binoculars", -1, "Binoculars l^B / h^(A,B); with A = B it is l / h"),
-    Detector("log_likelihood", +1, "mean log2 p(x_t)"),
-    Detector("log_rank", -1, "mean log2 rank"),
-    Detector("entropy", +1, "mean entropy H_t (orientation of Fast-DetectGPT's baselines)"),
-    Detector("gltr_top10", +1, "GLTR: share of tokens of rank <= 10"),
-    Detector("gltr_top100", +1, "GLTR: share of tokens of rank <= 100"),
-    Detector("gltr_top1000", +1, "GLTR: share of tokens of rank <= 1000"),
-    Detector("min_k", +1, "Min-K%: mean log2 p of the k least likely tokens"),
-    Detector("min_k_pp", +1, "Min-K%++: mean of the k lowest standardised log-probabilities"),
-    Detector("zlib_ratio", -1, "model bits / zlib bits of the scored text"),
+    Detector("z", -1, "typicality z = (l - h)/sigma under the scorer (white-box); machine text is over-typical",
+             "standard errors"),
+    Detector("fast_detectgpt", +1, "analytic Fast-DetectGPT (h^(A,B) - l)/sigma^(A,B); with A = B it is -z",
+             "standard errors"),
+    Detector("binoculars", -1, "Binoculars l^B / h^(A,B); with A = B it is l / h", "ratio of bits/token"),
+    Detector("log_likelihood", +1, "mean log2 p(x_t)", "bits/token"),
+    Detector("log_rank", -1, "mean log2 rank", "log2 rank/token"),
+    Detector("entropy", +1, "mean entropy H_t (orientation of Fast-DetectGPT's baselines)", "bits/token"),
+    Detector("gltr_top10", +1, "GLTR: share of tokens of rank <= 10", "share of tokens"),
+    Detector("gltr_top100", +1, "GLTR: share of tokens of rank <= 100", "share of tokens"),
+    Detector("gltr_top1000", +1, "GLTR: share of tokens of rank <= 1000", "share of tokens"),
+    Detector("min_k", +1, "Min-K%: mean log2 p of the k least likely tokens", "bits/token"),
+    Detector("min_k_pp", +1, "Min-K%++: mean of the k lowest standardised log-probabilities", "standard deviations"),
+    Detector("zlib_ratio", -1, "model bits / zlib bits of the scored text", "ratio of bits"),
+    Detector("zlib_bpb", -1, "zlib bits per UTF-8 byte of the scored text, no model: what the data alone separate",
+             "bits/byte"),
 ]}  # fmt: skip
 
 TOKEN_COLUMNS = ["position", "token_id", "surprisal_raw", "entropy_raw", "varentropy_raw", "rank_raw"]
@@ -146,7 +159,24 @@ def detector_scores(tokens: pd.DataFrame, text: str | None = None, k: float = 0.
         "min_k": _lowest_share_mean(-s, k),
         "min_k_pp": _lowest_share_mean(std_lp, k),
         "zlib_ratio": float(s.sum() / zlib_bits(text)) if text else nan,
+        "zlib_bpb": zlib_bits(text) / len(text.encode("utf-8")) if text else nan,
     }  # fmt: skip
+
+
+def prefix_scores(tokens: pd.DataFrame, span: TokenSpan, n: int, k: float = 0.2) -> dict:
+    """``detector_scores`` of the first ``n`` scored tokens of a text (``tokens``: its per-token table,
+    ``span``: its ``score.tokenize_span``, one row per scored token): what scoring the text cut to ``n``
+    tokens gives, since a causal model's statistics at a position do not depend on later tokens. The
+    zlib ratio uses the characters of those ``n`` tokens."""
+    total = len(tokens)
+    if len(span.char_end) != total:
+        raise ValueError(f"the span has {len(span.char_end)} scored tokens, the table {total}: not the same text")
+    n = max(0, min(int(n), total))
+    if n == 0:
+        return detector_scores(tokens.iloc[:0], "", k=k)
+    cut = int(span.char_end[total - 1] - span.char_end[n - 1])  # characters after the n-th token
+    text = span.scored_text[: len(span.scored_text) - cut]
+    return detector_scores(tokens.iloc[:n], text, k=k)
 
 
 def machine_scores(scores: pd.DataFrame, detectors=None) -> pd.DataFrame:
@@ -156,17 +186,67 @@ def machine_scores(scores: pd.DataFrame, detectors=None) -> pd.DataFrame:
 
 
 # ---------------------------------------------------------------------------------------------------
+# length bins (aep_lib.calibration keeps one threshold per bin)
+
+LENGTH_EDGES = (16, 24, 32, 48, 64, 96, 128, 192, 256, 384, 512, 768, 1024)  # tokens; about x1.5 apart
+
+
+def length_edges(max_tokens: int, edges=LENGTH_EDGES) -> tuple[int, ...]:
+    """The bin edges (tokens) up to ``max_tokens``: ``edges`` below it, then ``max_tokens`` itself (an edge
+    less than a quarter below ``max_tokens`` is dropped rather than leave a sliver of a bin)."""
+    max_tokens = int(max_tokens)
+    inner = [int(e) for e in edges if int(e) < max_tokens]
+    while inner and max_tokens < 1.25 * inner[-1] and len(inner) > 1:
+        inner.pop()
+    if not inner:
+        raise ValueError(f"max_tokens {max_tokens} leaves no length bin (the shortest starts at {edges[0]})")
+    return tuple(inner) + (max_tokens,)
+
+
+def bin_bounds(edges, i: int) -> tuple[int, int]:
+    """``(low, high)`` of bin ``i``, both inclusive: ``[e_i, e_(i+1) - 1]``, the last one ``[e_-2, e_-1]``."""
+    last = len(edges) - 2
+    return int(edges[i]), int(edges[i + 1] if i == last else edges[i + 1] - 1)
+
+
+def bin_of(n_tokens: int, edges) -> tuple[int, str]:
+    """``(bin index, coverage)`` of a text of ``n_tokens`` scored tokens; coverage is ``within``, or
+    ``shorter``/``longer`` than the bins reach (then the first/last bin is used)."""
+    if n_tokens < edges[0]:
+        return 0, "shorter"
+    if n_tokens > edges[-1]:
+        return len(edges) - 2, "longer"
+    i = int(np.searchsorted(np.asarray(edges), n_tokens, side="right")) - 1
+    return min(i, len(edges) - 2), "within"
+
+
+def bin_lengths(n_tokens: int, edges, seed_key) -> list[tuple[int, int]]:
+    """``[(bin, length)]`` for a text of ``n_tokens``: one length per bin it reaches, uniform on
+    ``[low, min(high, n_tokens)]``, drawn from a generator seeded by ``seed_key`` (a tuple of ints)."""
+    rng = np.random.default_rng(list(seed_key))
+    out = []
+    for i in range(len(edges) - 1):
+        low, high = bin_bounds(edges, i)
+        if n_tokens < low:
+            break
+        out.append((i, int(rng.integers(low, min(high, n_tokens) + 1))))
+    return out
+
+
+# ---------------------------------------------------------------------------------------------------
 # preparing and scoring texts
 
 
-def score_prepared(model, tokenizer, prep: TokenSpan, reference=None, chunk_size: int | None = None) -> pd.DataFrame:
+def score_prepared(model, tokenizer, prep: TokenSpan, reference=None, chunk_size: int | None = None,
+                   stride: int | None = None) -> pd.DataFrame:
     """The per-token table of a tokenized text (``score.tokenize_span``) (``TOKEN_COLUMNS``; ``CROSS_COLUMNS`` with a distinct
     reference model on the same vocabulary). A reference that is the scorer itself (or "self") adds
-    nothing: its cross statistics equal the scorer's own entropy and varentropy."""
+    nothing: its cross statistics equal the scorer's own entropy and varentropy. ``stride``: the
+    sliding-window step (tokens) for a text longer than the model's context window."""
     if reference is not None and (reference is model or reference == "self"):
         reference = None
     df = score_ids(model, prep.ids, prep.first, eos_token_ids=eos_ids(tokenizer, model), chunk_size=chunk_size,
-                   reference=reference)
+                   reference=reference, stride=stride)
     keep = TOKEN_COLUMNS + (CROSS_COLUMNS if reference is not None else [])
     return df[[c for c in keep if c in df]]
 
@@ -183,11 +263,13 @@ def score_texts(
     flush_every: int = 25,
     progress: bool = False,
     return_tokens: bool = False,
+    stride: int | None = None,
 ):
     """One row of detector scores per row of ``texts`` (columns ``text`` and optional ``prompt``; every
     other column is kept), scored by ``model`` (a name for ``models.cached_model``) with an optional
     ``reference`` model name on the same vocabulary. The model is loaded only when a text is missing
-    from ``cache``. With ``return_tokens`` also ``{row index: per-token table}``.
+    from ``cache``. With ``return_tokens`` also ``{row index: per-token table}``. ``stride``: the
+    sliding-window step for texts longer than the context window (part of the cache key when set).
     """
     cache = cache if isinstance(cache, ScoredTextCache) else ScoredTextCache(cache)
     ref_name = None if reference in (None, "", "self", model) else reference
@@ -201,12 +283,12 @@ def score_texts(
     items = list(texts.iterrows())
     for idx, row in tqdm(items, disable=not progress, desc=f"score {model}", unit="text", mininterval=5):
         prompt = str(row.get("prompt", "") or "")
-        key = text_key(model, ref_name, max_tokens, prompt, str(row["text"]))
+        key = text_key(model, ref_name, max_tokens, prompt, str(row["text"]), *([stride] if stride else []))
         if key not in cache:
             mdl, tok = get(model)
             prep = tokenize_span(tok, str(row["text"]), prompt, max_tokens)
             ref = get(ref_name)[0] if ref_name else None
-            df = score_prepared(mdl, tok, prep, reference=ref)
+            df = score_prepared(mdl, tok, prep, reference=ref, stride=stride)
             cache.put(key, df, {"scored_text": prep.scored_text, "n_tokens_available": prep.n_tokens_available})
             since_flush += 1
             if since_flush >= flush_every:
@@ -229,20 +311,65 @@ def score_texts(
 # benchmarks
 
 
-def run_benchmark(datasets, models, n_texts: int = 0, max_tokens: int = 256, k: float = 0.2,
-                  reference: str | None = None, cache_dir: str | os.PathLike | None = None,
-                  progress: bool = False) -> pd.DataFrame:
-    """Detector scores of every text of ``datasets`` under every model (cached per model and dataset
-    under ``cache_dir``): one row per (dataset, pair, label, model)."""
-    frames = []
-    for model in models:
-        for name in datasets:
-            texts = load_benchmark(name, n_texts)
-            ref = reference if reference not in (None, "", model) else None
-            path = cache_path(cache_dir, model, ref, name, max_tokens) if cache_dir else None
-            frames.append(score_texts(model, texts, reference=ref, max_tokens=max_tokens, k=k, cache=path,
-                                      progress=progress))
-    return pd.concat(frames, ignore_index=True)
+def benchmark_tables(datasets, model: str, n_texts: int = 0, max_tokens: int = 256, k: float = 0.2,
+                     reference: str | None = None, cache_dir: str | os.PathLike | None = None,
+                     device: str = "auto", dtype: str = "auto", progress: bool = False,
+                     labels=("human", "machine")):
+    """``(scores, tables, spans)`` of every text of ``datasets`` under one model: the rows of
+    ``score_texts`` (index 0..n-1), each text's per-token table and its ``TokenSpan`` by that index
+    (for ``prefix_scores``; the spans come from the tokenizer alone, the tables from the cache), and a
+    ``text_sha`` column (``text_sha``) to find a text that two sets share. ``labels``: the texts scored."""
+    frames, tables = [], {}
+    ref = reference if reference not in (None, "", model) else None
+    for name in datasets:
+        texts = load_benchmark(name, n_texts)
+        texts = texts[texts["label"].isin(labels)]
+        path = cache_path(cache_dir, model, ref, name, max_tokens) if cache_dir else None
+        sc, tok = score_texts(model, texts, reference=ref, max_tokens=max_tokens, k=k, cache=path, device=device,
+                              dtype=dtype, progress=progress, return_tokens=True)
+        frames.append((texts, sc, tok))
+    offset, all_scores, spans = 0, [], {}
+    tokenizer = load_tokenizer(model) if frames else None
+    for texts, sc, tok in frames:
+        for j, idx in enumerate(sc.index):
+            tables[offset + j] = tok[idx]
+            row = texts.loc[idx]
+            spans[offset + j] = tokenize_span(tokenizer, str(row["text"]), str(row.get("prompt", "") or ""), max_tokens)
+        sha = [text_sha(p, t) for p, t in zip(texts.loc[sc.index, "prompt"], texts.loc[sc.index, "text"])]
+        all_scores.append(sc.assign(text_sha=sha).reset_index(drop=True).set_axis(range(offset, offset + len(sc))))
+        offset += len(sc)
+    scores = pd.concat(all_scores) if all_scores else pd.DataFrame()
+    return scores, tables, spans
+
+
+def text_sha(prompt: str, text: str) -> str:
+    """A short sha256 of a text with its context: equal texts in two data sets have equal ids."""
+    return hashlib.sha256(f"{prompt}\0{text}".encode("utf-8")).hexdigest()[:16]
+
+
+def matched_length_scores(scores: pd.DataFrame, tables: dict, spans: dict, k: float = 0.2,
+                          min_tokens: int = 2) -> pd.DataFrame:
+    """Detector scores with both texts of each pair cut to the same number of scored tokens.
+
+    ``scores``/``tables``/``spans`` as ``benchmark_tables`` returns them. Per (model, dataset, pair) with a
+    human and a machine text, both are scored on their first ``m = min(n_human, n_machine)`` tokens
+    (``prefix_scores``); pairs with ``m < min_tokens`` are dropped. The columns of ``scores`` that
+    describe the text are kept; ``n_tokens`` is ``m`` and ``n_tokens_full`` the length before matching.
+    """
+    keep = [c for c in ("dataset", "pair", "label", "is_machine", "model", "reference", "text_sha") if c in scores]
+    rows = []
+    for _, g in scores.groupby(["model", "dataset", "pair"], sort=False):
+        if set(g["label"]) != {"human", "machine"}:
+            continue
+        m = int(g["n_tokens"].min())
+        if m < min_tokens:
+            continue
+        for idx, row in g.iterrows():
+            out = {c: row[c] for c in keep}
+            out |= prefix_scores(tables[idx], spans[idx], m, k)
+            out["n_tokens_full"] = int(row["n_tokens"])
+            rows.append(out)
+    return pd.DataFrame(rows)
 
 
 def cache_path(cache_dir, model: str, reference: str | None, dataset: str, max_tokens: int | None) -> Path:
@@ -284,76 +411,48 @@ def evaluate(scores: pd.DataFrame, detectors=None, by=("dataset", "model"), fprs
     return pd.DataFrame(rows)
 
 
-def split_pairs(pairs, calib_frac: float = 0.5, seed: int = 0) -> set:
-    """The pair ids of the calibration split (a seeded random ``calib_frac`` of the distinct pairs)."""
-    ids = np.array(sorted(set(pairs)))
-    rng = np.random.default_rng(seed)
-    n = int(round(calib_frac * len(ids)))
-    return set(rng.choice(ids, size=n, replace=False).tolist()) if n else set()
+def length_summary(scores: pd.DataFrame, matched: pd.DataFrame) -> pd.DataFrame:
+    """Per (dataset, model): pairs, median scored tokens of the human and machine texts before matching,
+    the share of pairs whose machine text is longer, the median matched length and the share of matched
+    pairs whose two texts have equal lengths (1 by construction)."""
+    out = []
+    for (name, model), g in scores.groupby(["dataset", "model"], sort=False):
+        w = g.pivot_table(index="pair", columns="label", values="n_tokens").dropna()
+        m = matched[(matched["dataset"] == name) & (matched["model"] == model)]
+        mw = m.pivot_table(index="pair", columns="label", values="n_tokens").dropna()
+        out.append({"dataset": name, "model": model, "pairs": len(w), "human_tokens": w["human"].median(),
+                    "machine_tokens": w["machine"].median(), "machine_longer": (w["machine"] > w["human"]).mean(),
+                    "matched_pairs": len(mw), "matched_tokens": mw["human"].median(),
+                    "equal_share": (mw["human"] == mw["machine"]).mean() if len(mw) else math.nan})
+    return pd.DataFrame(out)
 
 
-def threshold_report(scores: pd.DataFrame, detectors=None, alphas=(0.01, 0.05), by=("dataset", "model"),
-                     calib_frac: float = 0.5, seed: int = 0) -> pd.DataFrame:
-    """Decision thresholds and the error rates they actually give on held-out texts.
+def compare_auroc(unmatched: pd.DataFrame, matched: pd.DataFrame) -> pd.DataFrame:
+    """AUROC per (dataset, model, detector) of two ``evaluate`` tables side by side, with the change."""
+    keys = ["dataset", "model", "detector"]
+    both = unmatched.set_index(keys)[["auroc"]].join(matched.set_index(keys)[["auroc"]], lsuffix="_unmatched",
+                                                      rsuffix="_matched")
+    return both.assign(change=both["auroc_matched"] - both["auroc_unmatched"])
 
-    The pairs of each group are split (seeded) into a calibration and a test half. Rules, each at
-    every nominal level ``alpha``:
 
-    - ``calibrated``: threshold = the ``1 - alpha`` quantile of the *human calibration* texts' oriented
-      scores (every detector); nominal FPR ``alpha``;
-    - ``clt``: for the typicality criteria only, "machine" iff ``fast_detectgpt > z_{1-alpha}`` (the
-      text is over-typical at level ``alpha``). Its nominal level is a statement about text sampled
-      *from the scorer*; on human text the FPR is whatever the data give, hence measured here.
+def typicality_test(scores: dict, model: str, alpha: float = 0.05, min_tokens: int = MIN_TOKENS_CLT) -> dict:
+    """The typicality z-test of one text, labelled for what it tests: H0 "this text was sampled from
+    ``model``'s raw ``p`` (temperature 1, no truncation)" (DESIGN.md §1). It is the right test for
+    *attribution* (did this model, with these settings, write it; see ``aep attribute`` to rank several),
+    not for "a human wrote it": human text has no such null, so its level says nothing about the
+    false-positive rate on human text (``aep_lib.calibration`` measures that).
 
-    Returns, per group, detector, rule and alpha: the threshold (oriented scale), the test FPR with its
-    Clopper-Pearson 95% CI, and the test TPR.
+    Returns ``z``, the three p-values, ``typicality`` (typical / over-typical / under-typical /
+    undefined at two-sided level ``alpha``), ``clt_ok`` (at least ``min_tokens`` tokens) and ``null``.
     """
-    detectors = [d for d in (detectors or DETECTORS) if d in scores]
-    rows = []
-    for keys, g in scores.groupby(list(by), sort=False):
-        calib = split_pairs(g["pair"], calib_frac, seed)
-        in_cal = g["pair"].isin(calib)
-        oriented = machine_scores(g, detectors)
-        human, machine = g["is_machine"] == 0, g["is_machine"] == 1
-        base = dict(zip(by, keys if isinstance(keys, tuple) else (keys,)))
-        for d in detectors:
-            neg_cal = oriented.loc[human & in_cal, d].to_numpy()
-            neg, pos = oriented.loc[human & ~in_cal, d].to_numpy(), oriented.loc[machine & ~in_cal, d].to_numpy()
-            for alpha in alphas:
-                rules = [("calibrated", calibrated_threshold(neg_cal, alpha))]
-                if d in ("z", "fast_detectgpt"):
-                    rules.append(("clt", z_level(alpha)))  # oriented: -z > z_{1-a}  <=>  fast_detectgpt > z_{1-a}
-                for rule, t in rules:
-                    r = rates(neg, pos, t)
-                    lo, hi = binomial_ci(r["false_positives"], r["n_neg"])
-                    rows.append(base | {"detector": d, "rule": rule, "alpha": alpha, "threshold": t,
-                                        "n_calibration": int((~np.isnan(neg_cal)).sum()), "n_test_human": r["n_neg"],
-                                        "n_test_machine": r["n_pos"], "fpr_test": r["fpr"], "fpr_low": lo,
-                                        "fpr_high": hi, "tpr_test": r["tpr"]})
-    return pd.DataFrame(rows)
-
-
-def verdict(scores: dict, alpha: float = 0.05, threshold: float | None = None,
-            min_tokens: int = MIN_TOKENS_CLT) -> dict:
-    """The decision of ``aep detect`` for one text: "machine" iff ``fast_detectgpt > threshold`` (default
-    the CLT level ``z_{1-alpha}``: the text is over-typical at level ``alpha``), with the typicality class of
-    the two-sided z-test and a warning below ``min_tokens`` tokens."""
-    t = z_level(alpha) if threshold is None else float(threshold)
-    crit = scores["fast_detectgpt"]
     p = z_pvalues(scores["z"])
-    if not np.isfinite(crit):
-        call = "undefined"
+    if not np.isfinite(scores["z"]):
+        typ = "undefined"
+    elif p["p_two_sided"] >= alpha:
+        typ = "typical"
     else:
-        call = "machine" if crit > t else "human"
-    typ = ("typical" if p["p_two_sided"] >= alpha else ("over-typical" if scores["z"] < 0 else "under-typical")) \
-        if np.isfinite(scores["z"]) else "undefined"
-    return {"verdict": call, "criterion": crit, "threshold": t,
-            "threshold_source": "CLT z level" if threshold is None else "given", "alpha": alpha,
-            "typicality": typ, "p_two_sided": p["p_two_sided"], "p_over": p["p_over"], "p_under": p["p_under"],
-            "clt_ok": scores["n_tokens"] >= min_tokens}
-
-
-# ---------------------------------------------------------------------------------------------------
-# plots
-
+        typ = "over-typical" if scores["z"] < 0 else "under-typical"
+    return {"z": float(scores["z"]), "typicality": typ, "alpha": alpha, "p_two_sided": p["p_two_sided"],
+            "p_over": p["p_over"], "p_under": p["p_under"], "clt_ok": bool(scores["n_tokens"] >= min_tokens),
+            "null": f"the text was sampled from {model} at temperature 1 without truncation (its raw p)"}
 

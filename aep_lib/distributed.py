@@ -17,6 +17,7 @@ has GPUs (``num_gpus=gpus_per_task``, 1 by default), else ``cpus_per_task`` CPUs
 from __future__ import annotations
 
 import os
+import time
 from pathlib import Path
 
 from tqdm.auto import tqdm
@@ -41,15 +42,74 @@ def _ray():
 
 def connect(address: str | None = None, num_cpus: int | None = None):
     """Join the Ray cluster at ``address`` (``host:port``, ``ray://host:10001`` or ``auto``), or start a
-    local instance when ``address`` is None. Reuses a connection the caller already made."""
+    local instance when ``address`` is None (``start_local``). Reuses a connection the caller already made."""
     ray = _ray()
     if not ray.is_initialized():
-        kwargs = dict(include_dashboard=False, log_to_driver=True, configure_logging=False)
         if address is None:
-            ray.init(num_cpus=num_cpus, **kwargs)
+            start_local(num_cpus=num_cpus)
         else:
-            ray.init(address=address, **kwargs)
+            ray.init(address=address, include_dashboard=False, log_to_driver=True, configure_logging=False)
     return ray
+
+
+# A local instance on a busy machine. Ray 2.60's raylet waits a fixed 15 s for the dashboard agent's
+# port files (no setting changes that wait: agent_register_timeout_ms does not, checked), and the agent
+# imports Ray first: with 2 cores at load 13-18 ray.init failed in 6 of 8 tries here ("The current node
+# timed out during startup"). The waits that are settings are lengthened (SLOW_MACHINE_*); the start
+# itself is retried until START_TIMEOUT_S has passed.
+START_TIMEOUT_S = 900.0
+SLOW_MACHINE_ENV = {"RAY_gcs_server_port_wait_time_s": "300", "RAY_gcs_server_request_timeout_seconds": "300"}
+SLOW_MACHINE_CONFIG = {"worker_register_timeout_seconds": 300, "agent_register_timeout_ms": 300_000}
+
+
+def start_local(num_cpus: int | None = None, log_to_driver: bool = True, timeout_s: float = START_TIMEOUT_S):
+    """Start a local Ray instance with ``num_cpus`` CPUs (all by default), patient with a busy machine.
+
+    The user's own ``RAY_*`` settings win over ``SLOW_MACHINE_ENV``. A failed start is cleaned up (the
+    processes it started, by pid) and tried again until ``timeout_s`` seconds have passed; then
+    ``RuntimeError`` says how many tries failed and why the last one did. Returns the ``ray`` module.
+    """
+    for key, value in SLOW_MACHINE_ENV.items():
+        os.environ.setdefault(key, value)
+    ray = _ray()
+    import psutil
+
+    deadline, failures = time.monotonic() + timeout_s, []
+    while True:
+        before = {p.pid for p in psutil.Process().children(recursive=True)}
+        try:
+            # "local": a new instance of our own, never one found in /tmp/ray/ray_current_cluster (the
+            # last one started on this machine, by anyone; or the dead one of a failed try)
+            ray.init(address="local", num_cpus=num_cpus, include_dashboard=False, log_to_driver=log_to_driver,
+                     configure_logging=False, _system_config=SLOW_MACHINE_CONFIG)
+            return ray
+        except Exception as err:  # noqa: BLE001 - retried; the first and last reasons are reported
+            failures.append(f"{type(err).__name__}: {(str(err).splitlines() or [''])[0]}")
+            ray.shutdown()
+            end_children_started_since(before)
+            if time.monotonic() >= deadline:
+                raise RuntimeError(f"could not start a local Ray instance: {len(failures)} tries in {timeout_s:.0f} s "
+                                   f"failed; the first: {failures[0]}; the last: {failures[-1]}") from err
+            time.sleep(1.0)
+
+
+def end_children_started_since(before: set[int], grace_s: float = 10.0) -> list[int]:
+    """Terminate (then kill) this process's descendants whose pid is not in ``before``; their pids."""
+    import psutil
+
+    started = [p for p in psutil.Process().children(recursive=True) if p.pid not in before]
+    for proc in started:
+        try:
+            proc.terminate()
+        except psutil.NoSuchProcess:
+            pass
+    _, alive = psutil.wait_procs(started, timeout=grace_s)
+    for proc in alive:
+        try:
+            proc.kill()
+        except psutil.NoSuchProcess:
+            pass
+    return [p.pid for p in started]
 
 
 def _crash_once(marker: str):

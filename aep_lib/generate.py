@@ -20,8 +20,9 @@ import torch
 from tqdm.auto import tqdm
 
 from .memory import release_free_memory
-from .models import cache_kwargs, new_cache
+from .models import cache_kwargs, input_device, new_cache
 from .sampling import Sampling, SamplingWarp, eos_ids, sample
+from .static_decode import CompiledDecoder, StaticDecoder, choose_engine
 from .stats import token_stats
 
 # Steps between two ``release_free_memory`` calls on CPU (0: never). 16 kept a 1,024-token Gemma run
@@ -69,6 +70,39 @@ def encode_prompt(tokenizer, prompt: str) -> list[int]:
     return list(ids)
 
 
+class EagerDecoder:
+    """The reference engine: transformers' ``DynamicCache`` and warpers (top-p by arg-sort), one pass of
+    the statistics over the batch. ``start`` runs the prompts, ``draw`` picks a token per sequence,
+    ``advance`` runs one forward pass (``static_decode.StaticDecoder`` has the same interface)."""
+
+    def __init__(self, model, sampling, eos, batch: int, n_positions: int, width: int = 1):
+        self.model, self.device = model, input_device(model)
+        self.ckw = cache_kwargs(model, new_cache(model))
+        self.warp = SamplingWarp(sampling, eos, top_p_by="sort")
+        self.logits = self.mask = self.next_pos = None
+
+    def start(self, input_ids, mask, position_ids) -> None:
+        out = self.model(input_ids=input_ids, attention_mask=mask, position_ids=position_ids, use_cache=True,
+                         logits_to_keep=1, **self.ckw)
+        self.logits, self.mask, self.next_pos = out.logits[:, -1, :], mask, position_ids[:, -1] + 1
+
+    def draw(self, seeds, step):
+        """``(tokens [batch], raw stats, samp stats, logits [batch, vocab] float32)`` at this step."""
+        logits = self.logits.float()
+        q_logits = self.warp(logits)
+        tokens = sample(q_logits, seeds, step)
+        return tokens, token_stats(logits, tokens, with_rank=True), token_stats(q_logits, tokens, with_rank=False), logits
+
+    def advance(self, feed, active) -> None:
+        self.mask = torch.cat([self.mask, active.to(self.device).long().unsqueeze(-1)], dim=-1)
+        out = self.model(input_ids=feed.unsqueeze(-1), attention_mask=self.mask,
+                         position_ids=self.next_pos.unsqueeze(-1), use_cache=True, **self.ckw)
+        self.logits, self.next_pos = out.logits[:, -1, :], self.next_pos + 1
+
+
+DECODERS = {"eager": EagerDecoder, "static": StaticDecoder, "compiled": CompiledDecoder}
+
+
 @torch.no_grad()
 def generate(
     model,
@@ -79,6 +113,7 @@ def generate(
     max_new_tokens: int,
     record_topk: int = 0,
     progress: bool = True,
+    engine: str = "auto",
 ) -> list[Generation]:
     """Generate one continuation per ``(prompts[i], seeds[i])``, all in one batch.
 
@@ -86,43 +121,39 @@ def generate(
     (``_samp``, bits), ``rank_raw``, ``greedy_id``, the token id and text, and ``ctx_len`` (tokens
     conditioned on). With ``record_topk=k`` also the ``k`` most probable ids and probabilities of ``p``.
     Stops at ``max_new_tokens``, or at EOS when ``sampling.on_eos == "stop"``.
+
+    ``engine``: ``eager`` (transformers' dynamic cache and warpers: the reference), ``static`` (a
+    pre-allocated cache; the same tokens and statistics bit for bit, faster), ``compiled`` (a static
+    cache and a ``torch.compile``d step; equal up to float rounding) or ``auto`` (see
+    ``static_decode.choose_engine``). ``Generation.extra["engine"]`` says which ran.
     """
     if len(prompts) != len(seeds):
         raise ValueError(f"{len(prompts)} prompts but {len(seeds)} seeds: give one seed per prompt")
     if max_new_tokens < 1:
         raise ValueError("max_new_tokens must be at least 1")
-    device = next(model.parameters()).device
+    engine = choose_engine(engine, model)
     batch = len(prompts)
     prompt_ids = [encode_prompt(tokenizer, p) for p in prompts]
     eos = eos_ids(tokenizer, model)
-    warp = SamplingWarp(sampling, eos)
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else (eos[0] if eos else 0)
 
     input_ids, mask = left_pad(prompt_ids, pad_id)
+    decoder = DECODERS[engine](model, sampling, eos, batch, input_ids.shape[1] + max_new_tokens, input_ids.shape[1])
+    device = decoder.device
     input_ids, mask = input_ids.to(device), mask.to(device)
-    position_ids = (mask.cumsum(-1) - 1).clamp(min=0)
-    cache = new_cache(model)
-    ckw = cache_kwargs(model, cache)
-
     start = time.perf_counter()
-    out = model(input_ids=input_ids, attention_mask=mask, position_ids=position_ids, use_cache=True,
-                logits_to_keep=1, **ckw)
-    logits = out.logits[:, -1, :]
-    next_pos = position_ids[:, -1] + 1
+    decoder.start(input_ids, mask, (mask.cumsum(-1) - 1).clamp(min=0))
     ctx_len = torch.tensor([len(p) for p in prompt_ids])
 
     columns: dict[str, list] = {c: [] for c in TOKEN_COLUMNS if c != "token_text"}
     topk_ids, topk_probs = [], []
     active = torch.ones(batch, dtype=torch.bool)
     stop_reason = ["length"] * batch
+    eos_tensor = torch.tensor(eos, dtype=torch.long)
     steps = tqdm(range(max_new_tokens), disable=not progress, unit="tok", desc=f"generate x{batch}",
                  leave=False, mininterval=1.0)
     for step in steps:
-        logits = logits.float()
-        q_logits = warp(logits)
-        tokens = sample(q_logits, seeds, step)
-        raw = token_stats(logits, tokens, with_rank=True)
-        samp = token_stats(q_logits, tokens, with_rank=False)
+        tokens, raw, samp, logits = decoder.draw(seeds, step)
         for name, values in [
             ("position", torch.full((batch,), step)), ("token_id", tokens), ("ctx_len", ctx_len + step),
             ("surprisal_raw", raw["surprisal"]), ("entropy_raw", raw["entropy"]),
@@ -138,7 +169,7 @@ def generate(
         columns.setdefault("_active", []).append(active.clone())
 
         if sampling.on_eos == "stop" and eos:
-            hit = torch.isin(tokens.cpu(), torch.tensor(eos)) & active
+            hit = torch.isin(tokens.cpu(), eos_tensor) & active
             for i in torch.nonzero(hit).flatten().tolist():
                 stop_reason[i] = "eos"
             active &= ~hit
@@ -148,18 +179,19 @@ def generate(
             break
         if TRIM_EVERY and step % TRIM_EVERY == TRIM_EVERY - 1 and device.type == "cpu":
             release_free_memory()
-        feed = torch.where(active.to(device), tokens, torch.full_like(tokens, pad_id))
-        mask = torch.cat([mask, active.to(device).long().unsqueeze(-1)], dim=-1)
-        out = model(input_ids=feed.unsqueeze(-1), attention_mask=mask, position_ids=next_pos.unsqueeze(-1),
-                    use_cache=True, **ckw)
-        logits = out.logits[:, -1, :]
-        next_pos = next_pos + 1
+        feed = torch.where(active.to(device), tokens.to(device), torch.full_like(tokens, pad_id, device=device))
+        decoder.advance(feed, active)
         if progress:
             steps.set_postfix(tok_s=f"{batch * (step + 1) / (time.perf_counter() - start):.1f}")
     elapsed = time.perf_counter() - start
 
-    return _generations(tokenizer, prompts, seeds, prompt_ids, columns, topk_ids, topk_probs, record_topk,
-                        stop_reason, elapsed)
+    results = _generations(tokenizer, prompts, seeds, prompt_ids, columns, topk_ids, topk_probs, record_topk,
+                           stop_reason, elapsed)
+    for result in results:
+        result.extra["engine"] = engine
+        if engine == "compiled":
+            result.extra["compile_s"] = decoder.compile_s
+    return results
 
 
 def _generations(tokenizer, prompts, seeds, prompt_ids, columns, topk_ids, topk_probs, record_topk, stop_reason,

@@ -12,13 +12,15 @@ and scores exactly the tokens whose character span starts at or after the end of
 
 from __future__ import annotations
 
+import hashlib
+import weakref
 from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
 import torch
 
-from .models import cache_kwargs, new_cache
+from .models import cache_kwargs, input_device, new_cache
 from .sampling import Sampling, SamplingWarp, eos_ids
 from .stats import cross_stats, token_stats
 
@@ -87,11 +89,35 @@ def _stats_rows(logits, targets, warp, record_samp, row_block, ref_logits=None, 
     return out
 
 
-def forward_spans(model, ids: torch.Tensor, first_scored: int, chunk_size: int, max_context: int, stride):
-    """Yield ``(targets_index [k], logits [k, vocab], ctx_len [k])`` for every scored position.
+def sliding_windows(n: int, first_scored: int, max_context: int, stride: int) -> list[tuple[int, int, int]]:
+    """``(begin, first_target, end)`` of each window: feed ``ids[begin:end-1]``, score targets
+    ``first_target..end-1``; every target from ``max(first_scored, 1)`` on is scored exactly once.
 
-    Within ``max_context``: one pass in chunks with the cache carried. Beyond: windows of
-    ``max_context`` tokens starting every ``stride`` tokens, each scoring the positions not yet scored.
+    The first window is ``[0, min(max_context, n))``. Each next one ends ``step = min(stride,
+    max_context - 1)`` tokens later and starts ``max_context`` tokens before its end, so that its first
+    new target has ``max_context - step`` tokens of context (at least 1: a stride equal to the context
+    window overlaps windows by one token, where a window starting at the previous one's end left that
+    token unscored). ``n / step`` windows of ``max_context`` tokens: time linear in ``n``.
+    """
+    step = min(stride, max_context - 1)
+    done = max(first_scored, 1)
+    windows, end = [], 0
+    while end < n:
+        end = min(n, max_context if end == 0 else end + step)
+        begin = max(0, end - max_context)
+        if end > done:
+            windows.append((begin, max(done, begin + 1), end))
+            done = end
+    return windows
+
+
+def forward_spans(model, ids: torch.Tensor, first_scored: int, chunk_size: int, max_context: int, stride):
+    """Yield ``(targets_index [k], logits [k, vocab], ctx_len [k])`` for every scored position, in order,
+    each exactly once.
+
+    Within ``max_context``: one pass in chunks with the cache carried. Beyond: ``sliding_windows`` of
+    ``max_context`` tokens, a fresh cache each (memory bounded by one window's cache and one chunk's
+    logits), ``ctx_len`` counting the window's tokens before the target.
     """
     n = ids.shape[0]
     if n > max_context and not stride:
@@ -101,37 +127,23 @@ def forward_spans(model, ids: torch.Tensor, first_scored: int, chunk_size: int, 
         )
     if stride and not 0 < stride <= max_context:
         raise ScoringError(f"stride must be between 1 and the context window ({max_context}), got {stride}")
-    windows = []
-    if n <= max_context:
-        windows.append((0, n))
-    else:
-        begin = 0
-        while True:
-            end = min(begin + max_context, n)
-            windows.append((begin, end))
-            if end == n:
-                break
-            begin += stride
-    done = max(first_scored, 1)  # next target index still to score (index 0 has no context)
-    device = next(model.parameters()).device
-    for begin, end in windows:
-        if end <= done:
-            continue
-        cache = new_cache(model)
-        ckw = cache_kwargs(model, cache)
+    if max_context < 2:
+        raise ScoringError(f"a context window of {max_context} token(s) leaves no token to condition on")
+    device = input_device(model)
+    for begin, first_target, end in sliding_windows(n, first_scored, max_context, stride or max_context):
+        ckw = cache_kwargs(model, new_cache(model))
         for a in range(begin, end - 1, chunk_size):
             b = min(a + chunk_size, end - 1)  # feed ids[a:b]; outputs predict targets a+1..b
-            first_target = max(a + 1, done)
-            keep = b - first_target + 1  # targets first_target..b come from the last `keep` outputs
+            keep = b - max(a + 1, first_target) + 1  # targets from first_target on come from the last `keep`
             chunk = ids[a:b].unsqueeze(0).to(device)
             pos = torch.arange(a - begin, b - begin, device=device).unsqueeze(0)
             out = model(input_ids=chunk, position_ids=pos, use_cache=True, logits_to_keep=max(keep, 1), **ckw)
             if keep <= 0:
                 continue
-            targets = torch.arange(first_target, b + 1)
+            targets = torch.arange(b + 1 - keep, b + 1)
             yield targets, out.logits[0, -keep:, :], targets - begin
             del out  # not alive beside the next chunk's logits (256 MiB each for Gemma on CPU)
-            done = b + 1
+        del ckw  # the window's cache, freed before the next window's
 
 
 @torch.no_grad()
@@ -149,6 +161,8 @@ def score_ids(
     reference_sampling: Sampling | None = None,
     cross_with: str = "raw",
     reference_eos_token_ids: list[int] | None = None,
+    tokenizer=None,
+    reference_tokenizer=None,
 ) -> pd.DataFrame:
     """Per-token statistics of ``input_ids[first_scored:]`` given everything before.
 
@@ -163,10 +177,11 @@ def score_ids(
     with this model's sampling distribution ``q_B = warp(p)`` (needs ``sampling``) instead of its raw
     ``p``: then ``surprisal_samp``, ``cross_entropy`` and ``cross_varentropy`` give ``z^(A,B)`` of a
     scorer that is itself a decoding variant. ``reference_eos_token_ids``: the end-of-text ids of the
-    reference's warps (default ``eos_token_ids``).
+    reference's warps (default ``eos_token_ids``). ``tokenizer``/``reference_tokenizer``: for the check
+    that the two share one vocabulary (``check_same_vocabulary``; default the models' own).
     """
     ids = torch.as_tensor(list(input_ids), dtype=torch.long)
-    on_gpu = next(model.parameters()).device.type == "cuda"
+    on_gpu = input_device(model).type == "cuda"
     # CPU: 256-token chunks and ~32 MiB temporaries keep memory low at full speed; a GPU wants big
     # launches (chunk 256 gave 7% of the bf16 roofline on an H100, 2,048 several times more)
     chunk_size = chunk_size or (2048 if on_gpu else 256)
@@ -185,7 +200,7 @@ def score_ids(
         raise ScoringError(f"reference must be a model or 'self', got {reference!r}")
     self_reference = reference is model or (isinstance(reference, str) and reference == "self")
     if reference is not None and not self_reference:
-        check_same_vocabulary(model, reference)
+        check_same_vocabulary(model, reference, tokenizer, reference_tokenizer)
         max_context = min(max_context, context_window(reference))
     ref_spans = (
         forward_spans(reference, ids, first_scored, chunk_size, max_context, stride)
@@ -212,19 +227,57 @@ def score_ids(
     return df
 
 
+VOCABULARY_DIGESTS: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
+
+
+def vocabulary_digest(tokenizer) -> str:
+    """A digest of a tokenizer's token-to-id map (``get_vocab()``, added tokens included): equal digests,
+    equal maps. Computed once per tokenizer object (a 262k vocabulary takes ~0.2 s)."""
+    try:
+        return VOCABULARY_DIGESTS[tokenizer]
+    except (KeyError, TypeError):
+        pass
+    h = hashlib.blake2b(digest_size=16)
+    for token, index in sorted(tokenizer.get_vocab().items(), key=lambda item: item[1]):
+        h.update(f"{index}\t{token}\n".encode("utf-8", "surrogatepass"))
+    digest = h.hexdigest()
+    try:
+        VOCABULARY_DIGESTS[tokenizer] = digest
+    except TypeError:  # an object that cannot be weakly referenced: not cached
+        pass
+    return digest
+
+
 def check_same_vocabulary(a, b, tokenizer_a=None, tokenizer_b=None) -> None:
-    """Raise ``ScoringError`` unless two models (and tokenizers, if given) share one token-to-id map."""
+    """Raise ``ScoringError`` unless two models share one token-to-id map: the same vocabulary size, and
+    the same tokens at the same ids (``get_vocab()``, compared through ``vocabulary_digest``, so once per
+    tokenizer). The tokenizers default to the ones ``load_model`` attached (``model.aep_tokenizer``);
+    when neither is known, only the sizes can be compared."""
     va, vb = int(a.config.vocab_size), int(b.config.vocab_size)
     if va != vb:
         raise ScoringError(
             f"vocabulary mismatch: {va} vs {vb} tokens; cross-entropy h^(A,B) needs one shared vocabulary "
             "(compare models with different tokenizers by their own l, h, z and bits per byte)"
         )
-    if tokenizer_a is not None and tokenizer_b is not None and tokenizer_a.get_vocab() != tokenizer_b.get_vocab():
+    tokenizer_a = tokenizer_a if tokenizer_a is not None else getattr(a, "aep_tokenizer", None)
+    tokenizer_b = tokenizer_b if tokenizer_b is not None else getattr(b, "aep_tokenizer", None)
+    if tokenizer_a is None or tokenizer_b is None or tokenizer_a is tokenizer_b:
+        return
+    if vocabulary_digest(tokenizer_a) != vocabulary_digest(tokenizer_b):
         raise ScoringError(
-            "vocabulary mismatch: the two tokenizers map tokens to ids differently; cross-entropy h^(A,B) needs "
-            "one shared vocabulary (compare them by their own l, h, z and bits per byte)"
+            f"vocabulary mismatch: the two tokenizers map tokens to ids differently ({first_difference(tokenizer_a, tokenizer_b)}); "
+            "cross-entropy h^(A,B) needs one shared vocabulary (compare them by their own l, h, z and bits per byte)"
         )
+
+
+def first_difference(tokenizer_a, tokenizer_b) -> str:
+    """The first id at which two tokenizers' vocabularies differ, said in words."""
+    by_id_a = {i: t for t, i in tokenizer_a.get_vocab().items()}
+    by_id_b = {i: t for t, i in tokenizer_b.get_vocab().items()}
+    for i in sorted(set(by_id_a) | set(by_id_b)):
+        if by_id_a.get(i) != by_id_b.get(i):
+            return f"id {i} is {by_id_a.get(i)!r} in one and {by_id_b.get(i)!r} in the other"
+    return "the same ids and tokens, but other special tokens"
 
 
 @dataclass
@@ -294,11 +347,14 @@ def score_text(
     reference=None,
     reference_sampling: Sampling | None = None,
     cross_with: str = "raw",
+    reference_tokenizer=None,
 ) -> ScoredText:
     """Score ``continuation`` after ``prompt`` (prompt masked out); see ``score_ids`` for the columns.
 
     ``reference`` (a model on this tokenizer's vocabulary, or "self") adds the cross statistics as in
-    ``score_ids``; a reference with another vocabulary raises ``ScoringError`` ("vocabulary mismatch").
+    ``score_ids``; a reference with another vocabulary raises ``ScoringError`` ("vocabulary mismatch"),
+    also when the sizes agree but the ids do not (its tokenizer: ``reference_tokenizer``, else the one
+    ``load_model`` attached to it).
     """
     ids, first, n_bytes = tokenize_with_prompt(tokenizer, prompt, continuation)
     if first >= len(ids):
@@ -306,7 +362,7 @@ def score_text(
     df = score_ids(
         model, ids, first, sampling=sampling, eos_token_ids=eos_ids(tokenizer, model), chunk_size=chunk_size,
         stride=stride, max_context=max_context, reference=reference, reference_sampling=reference_sampling,
-        cross_with=cross_with,
+        cross_with=cross_with, tokenizer=tokenizer, reference_tokenizer=reference_tokenizer,
     )
     df.insert(2, "token_text", [tokenizer.decode([t]) for t in df["token_id"].tolist()])
     bpb = float(df["surprisal_raw"].sum() / n_bytes) if n_bytes else float("nan")

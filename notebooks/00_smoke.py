@@ -20,18 +20,16 @@
 # that the environment works (packages, model cache, tokenizers, `generate`), not a result.
 
 # %%
-import warnings
+from aep_lib import report
 
-warnings.filterwarnings("ignore")  # before the imports: tqdm warns about ipywidgets on import
+report.setup_notebook(style=None)  # before the other imports: some warn as they load
 
 import torch
-import transformers
 
 import aep_lib.params
-from aep_lib.models import EMBEDDED_MODELS, load_model
-
-transformers.utils.logging.set_verbosity_error()
-transformers.utils.logging.disable_progress_bar()
+from aep_lib import corpora
+from aep_lib.embedded import EMBEDDED_MODELS
+from aep_lib.models import load_model
 
 # %% tags=["parameters"]
 profile = "cpu"  # params profile this execution belongs to (cpu or paper)
@@ -41,7 +39,7 @@ max_new_tokens = 12  # length of each greedy continuation, in tokens
 
 # %%
 P = aep_lib.params.notebook_params("00_smoke", globals())
-text = aep_lib.params.prompt_text(P.prompt)
+text = corpora.prompt_text(P.prompt)
 print(f"prompt {P.prompt}: {text!r}")
 
 # %% [markdown]

@@ -26,24 +26,19 @@
 # source is among the candidates; it needs all of them, while each `z` tests one candidate alone).
 
 # %%
-import warnings
+from aep_lib import report
 
-warnings.filterwarnings("ignore")  # before the imports: tqdm warns about ipywidgets on import
+report.setup_notebook(style=None, pandas_width=200)  # before the other imports: some warn as they load
 
 import matplotlib.pyplot as plt
-import numpy as np
 import pandas as pd
-import transformers
 
 import aep_lib.params
-from aep_lib import attribution, cross
+from aep_lib import attribution, comparisons, plots, sampling
+from aep_lib.models import ModelPool
 from aep_lib.paths import output_dir, store_dir
-from aep_lib.pipeline import save_figure
+from aep_lib.report import save_figure
 from aep_lib.store import RunStore
-
-transformers.utils.logging.set_verbosity_error()
-transformers.utils.logging.disable_progress_bar()
-pd.set_option("display.width", 200)
 
 # %% tags=["parameters"]
 profile = "cpu"  # params profile this execution belongs to (cpu or paper)
@@ -58,12 +53,12 @@ dtype = "auto"  # auto (float32 on CPU, bfloat16 on CUDA), float32, bfloat16 or 
 # %%
 P = aep_lib.params.notebook_params("app_attribution", globals())
 store = RunStore(store_dir(P.profile))
-V = cross.parse_variants(P.variants)
-runs = cross.ensure_sources(store, V, P.prompts, list(range(P.n_seeds)), max(P.lengths), batch_size=P.batch_size,
-                            device=P.device, dtype=P.dtype)
+V = sampling.parse_variants(P.variants)
+runs = comparisons.ensure_sources(store, V, P.prompts, list(range(P.n_seeds)), max(P.lengths), batch_size=P.batch_size,
+                                  device=P.device, dtype=P.dtype)
 print(f"{(runs['status'] == 'ok').sum()} stored generations of {len(V)} variants, {max(P.lengths)} tokens each")
 cache = output_dir(P.profile) / "cache" / "attribution" / f"n{max(P.lengths)}"
-pool = cross.ModelPool(P.device, P.dtype)
+pool = ModelPool(P.device, P.dtype)
 table = attribution.attribution_table(store, runs, V, P.lengths, pool=pool, cache=cache)
 decisions = pd.concat([attribution.decide(table, m) for m in attribution.METHODS], ignore_index=True)
 
@@ -99,7 +94,7 @@ ax.set_xticks(P.lengths, [str(n) for n in P.lengths])
 ax.legend(fontsize=7)
 for ax, n in zip(axes[1:], [min(P.lengths), max(P.lengths)]):
     m = attribution.confusion(zsel[zsel["length"] == n], labels)
-    attribution.plot_confusion(m, ax=ax, title=f"min |z|, {n} tokens")
+    plots.plot_confusion(m, ax=ax, title=f"min |z|, {n} tokens")
 fig.tight_layout()
 numbers = {f"{r.method}@{r.length}": round(float(r.accuracy), 2) for r in acc.itertuples()}
 save_figure(fig, "app_attribution", "Attribution by the smallest |z| among candidate models and decoding settings: "
@@ -115,5 +110,5 @@ plt.show()
 print(attribution.confusion(zsel[zsel["length"] == max(P.lengths)], labels).to_string())
 example = runs[runs["status"] == "ok"].iloc[0]
 ranked = attribution.attribute(str(example["text"]), V, prompt=str(example["prompt_text"]), pool=pool)
-print(f"\ntext by {cross.Variant.of_run(example).label} ({max(P.lengths)} tokens):")
+print(f"\ntext by {sampling.Variant.of_run(example).label} ({max(P.lengths)} tokens):")
 print(ranked[["rank", "candidate", "z", "confidence", "bpb"]].round(2).to_string(index=False))

@@ -29,26 +29,20 @@
 # `n_texts = 0` runs the full sets.
 
 # %%
-import warnings
+from aep_lib import report
 
-warnings.filterwarnings("ignore")  # before the imports: tqdm warns about ipywidgets on import
+report.setup_notebook(style=None, pandas_width=200, pandas_max_columns=20)  # before the other imports
 
 import matplotlib.pyplot as plt
 import pandas as pd
-import transformers
 from IPython.display import HTML, display
 
 import aep_lib.params
-from aep_lib import detect
-from aep_lib.cross import load_tokenizer
+from aep_lib import corpora, detect, plots
+from aep_lib.models import load_tokenizer
 from aep_lib.paths import output_dir
-from aep_lib.pipeline import save_figure
+from aep_lib.report import save_figure
 from aep_lib.tokenview import save_token_view, token_view
-
-transformers.utils.logging.set_verbosity_error()
-transformers.utils.logging.disable_progress_bar()
-pd.set_option("display.width", 200)
-pd.set_option("display.max_columns", 20)
 
 # %% tags=["parameters"]
 profile = "cpu"  # params profile this execution belongs to (cpu or paper)
@@ -71,7 +65,7 @@ cache_dir = output_dir(P.profile) / "cache" / "detect"
 frames = []
 for model in P.models:
     for name in P.datasets:
-        texts = detect.load_benchmark(name, P.n_texts)
+        texts = corpora.load_benchmark(name, P.n_texts)
         path = detect.cache_path(cache_dir, model, P.reference, name, P.max_tokens)
         frames.append(detect.score_texts(model, texts, reference=P.reference or None, max_tokens=P.max_tokens,
                                          k=P.min_k, cache=path, device=P.device, dtype=P.dtype))
@@ -114,12 +108,12 @@ print("white-box Fast-DetectGPT (= -z) AUROC above 0.5 with its CI:",
 
 # %%
 for model in P.models:
-    fig = detect.plot_roc(scores, ["fast_detectgpt", "binoculars", "log_likelihood", "log_rank", "min_k_pp",
-                                   "zlib_ratio"], model, P.datasets)
+    fig = plots.plot_roc(scores, ["fast_detectgpt", "binoculars", "log_likelihood", "log_rank", "min_k_pp",
+                                  "zlib_ratio"], model, P.datasets)
     numbers = {f"{r.dataset}:{r.detector}": round(float(r.auroc), 2)
                for r in table[table["model"] == model].itertuples()
                if r.detector in ("fast_detectgpt", "binoculars", "log_likelihood", "log_rank")}
-    save_figure(fig, f"app_detection_roc_{detect._safe(model)}",
+    save_figure(fig, f"app_detection_roc_{detect.safe_name(model)}",
                 f"ROC curves of zero-shot detectors scored by {model} (one scoring pass per text; "
                 f"first {P.n_texts or 'all'} pairs per dataset, at most {P.max_tokens} tokens after the shared prefix). "
                 "Legend: AUROC.", numbers=numbers)
@@ -150,7 +144,7 @@ for r in thr[keep].itertuples():
 
 # %%
 model0, name0 = P.models[0], P.datasets[0]
-texts0 = detect.load_benchmark(name0, 1)
+texts0 = corpora.load_benchmark(name0, 1)
 sc0, toks0 = detect.score_texts(model0, texts0, reference=P.reference or None, max_tokens=P.max_tokens, k=P.min_k,
                                 cache=detect.cache_path(cache_dir, model0, P.reference, name0, P.max_tokens),
                                 return_tokens=True, device=P.device, dtype=P.dtype)

@@ -24,28 +24,25 @@
 # windows of human news (XSum `original` texts) — which are *not* known non-members either: BBC
 # articles of 2010-2017 are in web crawls too. The classic/news AUROC therefore measures
 # "classic book vs news", which mixes memorisation with genre; what separates the two is reported
-# as it is. The corpus windows come from the cross-model issue's `cross.ensure_text_scores`.
+# as it is. The corpus windows are scored and stored by `aep_lib.comparisons.ensure_text_scores` (the
+# same scoring of external texts as the memorised-texts notebook); the tables come from
+# `aep_lib.comparison_tables` (`membership_groups`, `membership_tests`, `membership_aurocs`).
 
 # %%
-import warnings
+from aep_lib import report
 
-warnings.filterwarnings("ignore")  # before the imports: tqdm warns about ipywidgets on import
+report.setup_notebook(style=None, pandas_width=200)  # before the other imports: some warn as they load
 
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
-import transformers
 
 import aep_lib.params
-from aep_lib import cross, inference, membership
-from aep_lib.params import Sampling
+from aep_lib import comparison_tables, comparisons, corpora, membership, sampling
 from aep_lib.paths import store_dir
-from aep_lib.pipeline import save_figure
+from aep_lib.report import save_figure
+from aep_lib.sampling import Sampling
 from aep_lib.store import RunStore
-
-transformers.utils.logging.set_verbosity_error()
-transformers.utils.logging.disable_progress_bar()
-pd.set_option("display.width", 200)
 
 # %% tags=["parameters"]
 profile = "cpu"  # params profile this execution belongs to (cpu or paper)
@@ -66,19 +63,18 @@ dtype = "auto"  # auto (float32 on CPU, bfloat16 on CUDA), float32, bfloat16 or 
 # %%
 P = aep_lib.params.notebook_params("app_membership", globals())
 store = RunStore(store_dir(P.profile))
-items = [cross.classic_text(name) for name in P.classics]
-items += cross.benchmark_texts(P.news_file, "news", P.n_news, prefix="xsum")
+items = [corpora.classic_text(name) for name in P.classics]
+items += corpora.benchmark_texts(P.news_file, "news", P.n_news, prefix="xsum")
 frames, run_ids = [], []
 for model in P.models:
-    text_runs = cross.ensure_text_scores(store, model, items, P.window_tokens, P.n_windows, device=P.device,
-                                         dtype=P.dtype)
-    gens = cross.ensure_sources(store, [cross.Variant(model, Sampling())], P.prompts, list(range(P.n_seeds)),
-                                P.max_new_tokens, batch_size=P.batch_size, device=P.device, dtype=P.dtype)
+    text_runs = comparisons.ensure_text_scores(store, model, items, P.window_tokens, P.n_windows, device=P.device,
+                                               dtype=P.dtype)
+    gens = comparisons.ensure_sources(store, [sampling.Variant(model, Sampling())], P.prompts, list(range(P.n_seeds)),
+                                      P.max_new_tokens, batch_size=P.batch_size, device=P.device, dtype=P.dtype)
     run_ids += text_runs["run_id"].tolist() + gens["run_id"].tolist()
     frames.append(membership.text_windows(store, text_runs, P.window_tokens, P.min_k))
     frames.append(membership.generation_windows(store, gens, P.window_tokens, P.min_k))
-windows = pd.concat(frames, ignore_index=True)
-windows["opening"] = (windows["group"] == "classic") & (windows["window"] == 0)
+windows = comparison_tables.membership_windows(pd.concat(frames, ignore_index=True))  # + opening, baseline_quantile
 print(windows.groupby(["model", "group"]).size().rename("windows").to_string())
 
 # %% [markdown]
@@ -88,21 +84,15 @@ print(windows.groupby(["model", "group"]).size().rename("windows").to_string())
 # quantile, and a test of classic vs news (Welch and Mann-Whitney, effect sizes).
 
 # %%
-rows = []
-for model, g in windows.groupby("model", sort=False):
-    base = g.loc[g["group"] == "self", "z"]
-    q05 = float(np.quantile(base, 0.05))
-    windows.loc[g.index, "baseline_quantile"] = membership.baseline_quantile(g["z"], base)
-    for name, sel in [("self-generated", g["group"] == "self"), ("classic openings", g["opening"]),
-                      ("classic, all windows", g["group"] == "classic"), ("news", g["group"] == "news")]:
-        ci = inference.bootstrap_ci(g.loc[sel, "z"])
-        rows.append({"model": model, "group": name, "windows": int(sel.sum()), "mean z": str(ci),
-                     "below baseline 5%": round(float((g.loc[sel, "z"] < q05).mean()), 2)})
-    test = inference.compare_groups(g.loc[g["group"] == "classic", "z"], g.loc[g["group"] == "news", "z"])
-    print(f"{model}: classic - news mean z {test['diff']:+.1f} [{test['diff_low']:+.1f}, {test['diff_high']:+.1f}], "
-          f"Welch p {test['p_welch']:.2g}, Mann-Whitney p {test['p_mannwhitney']:.2g}, Cohen's d {test['cohens_d']:+.1f}, "
-          f"rank-biserial {test['r_rb']:+.2f}; robust at 5%: {test['robust']}")
-print(pd.DataFrame(rows).to_string(index=False))
+for r in comparison_tables.membership_tests(windows, "classic", "news").itertuples():
+    print(f"{r.model}: classic - news mean z {r.diff:+.1f} [{r.diff_low:+.1f}, {r.diff_high:+.1f}], "
+          f"Welch p {r.p_welch:.2g}, Mann-Whitney p {r.p_mannwhitney:.2g}, Cohen's d {r.cohens_d:+.1f}, "
+          f"rank-biserial {r.r_rb:+.2f}; robust at 5%: {r.robust}")
+groups = comparison_tables.membership_groups(windows)
+print(pd.DataFrame({"model": groups["model"], "group": groups["group"], "windows": groups["windows"],
+                    "mean z": [report.format_interval(m, lo, hi)
+                               for m, lo, hi in zip(groups["z_mean"], groups["z_low"], groups["z_high"])],
+                    "below baseline 5%": [round(v, 2) for v in groups["below_baseline_5pct"]]}).to_string(index=False))
 
 # %% [markdown]
 # ## Membership AUROC: classic windows (positive) against news windows
@@ -112,25 +102,19 @@ print(pd.DataFrame(rows).to_string(index=False))
 # the uncertainty.
 
 # %%
-auc_rows = []
-for model, g in windows.groupby("model", sort=False):
-    for score in ("over_typicality", "min_k_pp", "min_k", "log_likelihood"):
-        for label, pos_sel in [("all classic windows", g["group"] == "classic"), ("classic openings", g["opening"])]:
-            a = inference.metric_ci(g.loc[g["group"] == "news", score], g.loc[pos_sel, score], "auroc",
-                                    n_resamples=1000)
-            auc_rows.append({"model": model, "score": score, "positives": label, "AUROC": round(a.estimate, 2),
-                             "low": round(a.low, 2), "high": round(a.high, 2)})
-aucs = pd.DataFrame(auc_rows)
+aucs = comparison_tables.membership_aurocs(windows, n_resamples=1000).round(2)
 print(aucs.to_string(index=False))
 
 # %%
 fig, axes = plt.subplots(1, len(P.models), figsize=(6.5 * len(P.models), 4), squeeze=False)
 colors = {"self": "#1b9e77", "classic": "#7570b3", "news": "#d95f02"}
+means = comparison_tables.window_group_means(windows, list(colors)).set_index(["model", "group"])
 for ax, (model, g) in zip(axes[0], windows.groupby("model", sort=False)):
-    for x, group in enumerate(["self", "classic", "news"]):
+    for x, group in enumerate(colors):
         z = g.loc[g["group"] == group, "z"].to_numpy()
         ax.scatter(x + np.random.default_rng(x).uniform(-0.15, 0.15, len(z)), z, s=14, alpha=0.75, color=colors[group])
-        ax.errorbar(x + 0.3, z.mean(), yerr=1.96 * z.std(ddof=1) / np.sqrt(len(z)), fmt="o", color="black", capsize=3)
+        m = means.loc[(model, group)]
+        ax.errorbar(x + 0.3, m["mean"], yerr=m["half_width"], fmt="o", color="black", capsize=3)
     op = g[g["opening"]]
     ax.scatter(np.ones(len(op)), op["z"], s=40, facecolors="none", edgecolors="black", label="book openings")
     ax.axhspan(-2, 2, color="0.92", zorder=-2, label="N(0,1) ±2")
@@ -139,9 +123,9 @@ for ax, (model, g) in zip(axes[0], windows.groupby("model", sort=False)):
     ax.legend(fontsize=7)
 fig.tight_layout()
 numbers = {f"{r.model}:{r.score}:{r.positives}": r.AUROC for r in aucs.itertuples()}
-save_figure(fig, "app_membership", f"Window z ({P.window_tokens} tokens) of classic books and human news against the "
-            "model's own samples (mean ± 95% CI); circles: the books' opening windows.", numbers=numbers,
-            run_ids=run_ids)
+save_figure(fig, "app_membership", f"Window z ({P.window_tokens} tokens) of classic books and human news "
+            "against the model's own samples (mean ± 95% CI); circles: the books' opening windows.",
+            numbers=numbers, run_ids=run_ids)
 plt.show()
 
 # %% [markdown]

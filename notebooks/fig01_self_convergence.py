@@ -29,22 +29,17 @@
 # text is over-typical: `l_n` falls below `h_n` by more than 2σ.
 
 # %%
-import warnings
+from aep_lib import report
 
-warnings.filterwarnings("ignore")  # before the imports: tqdm warns about ipywidgets on import
+report.setup_notebook()  # before the other imports: some warn as they load
 
 import matplotlib.pyplot as plt
-import transformers
 
 import aep_lib.params
-from aep_lib import figures, plots
+from aep_lib import plots, stats, tables
 from aep_lib.paths import store_dir
-from aep_lib.pipeline import save_figure
+from aep_lib.report import save_figure
 from aep_lib.store import RunStore
-
-transformers.utils.logging.set_verbosity_error()
-transformers.utils.logging.disable_progress_bar()
-plots.set_style()
 
 # %% tags=["parameters"]
 profile = "cpu"  # params profile this execution belongs to (cpu or paper)
@@ -61,21 +56,21 @@ dtype = "auto"  # model dtype: auto (float32 on CPU, bfloat16 on CUDA), float32,
 # %%
 P = aep_lib.params.notebook_params("fig01_self_convergence", globals())
 store = RunStore(store_dir(P.profile))
-runs = figures.ensure_self_grid(store, P)
-print(figures.describe_grid(runs))
+runs = tables.ensure_self_grid(store, P)
+print(tables.describe_grid(runs))
 
 # %% [markdown]
 # The shown sequences: per model, seed 0 of the first prompt in each setting.
 
 # %%
 shown = runs[(runs["prompt_id"] == P.prompts[0]) & (runs["seed"] == 0)]
-panels = [(figures.MAIN, "samp", "temperature 1: q = p"),
-          (figures.TRUNCATED, "samp", f"top-p {P.top_p:g}, under q"),
-          (figures.TRUNCATED, "raw", f"top-p {P.top_p:g}, under p (raw)")]
+panels = [(tables.MAIN, "samp", "temperature 1: q = p"),
+          (tables.TRUNCATED, "samp", f"top-p {P.top_p:g}, under q"),
+          (tables.TRUNCATED, "raw", f"top-p {P.top_p:g}, under p (raw)")]
 traces = {}
 for setting, dist, _ in panels:
     ids = shown.loc[shown["setting"] == setting, "run_id"]
-    table = figures.running_table(store, shown[shown["run_id"].isin(ids)], dist=dist)
+    table = tables.running_table(store, shown[shown["run_id"].isin(ids)], dist=dist)
     for model, g in table.groupby("model", sort=False):
         traces[model, setting, dist] = g
 
@@ -104,15 +99,15 @@ for model in P.models:
     for setting, dist, label in panels:
         t = traces[model, setting, dist]
         z_final = float(t["z_n"].iloc[-1])
-        share = figures.share_within_after(t["z_n"], 2, BURN_IN)
+        share = stats.share_within(t["z_n"], 2, BURN_IN)
         key = f"{name} {setting} {dist}"
         numbers[f"{key}: final z"] = round(z_final, 2)
         numbers[f"{key}: share of positions within 2 sigma"] = round(share, 2)
         if dist == "samp":
-            checks.append(figures.claim(f"{key}: final |z|", abs(z_final), at_most=2, digits=1))
-            checks.append(figures.claim(f"{key}: share of positions n >= 16 with |z_n| <= 2", share, at_least=0.8))
+            checks.append(report.claim(f"{key}: final |z|", abs(z_final), at_most=2, digits=1))
+            checks.append(report.claim(f"{key}: share of positions n >= 16 with |z_n| <= 2", share, at_least=0.8))
         else:
-            checks.append(figures.claim(f"{key}: final z (over-typical)", z_final, at_most=-2, digits=1))
+            checks.append(report.claim(f"{key}: final z (over-typical)", z_final, at_most=-2, digits=1))
 print(f"all claims hold: {all(checks)}")
 
 save_figure(fig, "fig01_self_convergence",

@@ -23,23 +23,17 @@
 # time). With different tokenizers B re-tokenizes A's text and scores exactly its characters.
 
 # %%
-import warnings
+from aep_lib import report
 
-warnings.filterwarnings("ignore")  # before the imports: tqdm warns about ipywidgets on import
+report.setup_notebook()  # before the other imports: some warn as they load
 
 import matplotlib.pyplot as plt
-import numpy as np
-import transformers
 
 import aep_lib.params
-from aep_lib import cross, plots
+from aep_lib import comparison_tables, comparisons, plots, sampling, stats
 from aep_lib.paths import store_dir
-from aep_lib.pipeline import save_figure
+from aep_lib.report import save_figure
 from aep_lib.store import RunStore
-
-transformers.utils.logging.set_verbosity_error()
-transformers.utils.logging.disable_progress_bar()
-plots.set_style()
 
 # %% tags=["parameters"]
 profile = "cpu"  # params profile this execution belongs to (cpu or paper)
@@ -59,28 +53,24 @@ seed = 0  # seed of the sequence shown
 P = aep_lib.params.notebook_params("fig02_single_sequence_divergence", globals())
 A, B = P.pair()
 store = RunStore(store_dir(P.profile))
-runs = cross.ensure_comparisons(store, [A, B], P.prompts, P.seeds, P.max_new_tokens, pairs=[(A, B), (B, B)],
-                                batch_size=P.batch_size, device=P.device, dtype=P.dtype)
+runs = comparisons.ensure_comparisons(store, [A, B], P.prompts, P.seeds, P.max_new_tokens, pairs=[(A, B), (B, B)],
+                                      batch_size=P.batch_size, device=P.device, dtype=P.dtype)
 print(f"{len(runs)} comparison records ({(runs['status'] == 'ok').sum()} ok) for A = {A}, B = {B}")
 
 # %% [markdown]
 # The sequence shown: prompt and seed from the parameters, B's running statistics under `q_B`.
 
 # %%
-def pick(pair):
-    rows = runs[(runs["pair"] == pair) & (runs["prompt_id"] == P.prompt) & (runs["seed"] == P.seed)]
-    return rows.iloc[0]
-
-
-other, own = pick(cross.pair_label(A, B)), pick(cross.pair_label(B, B))
-r_other = cross.comparison_running(store, other["run_id"], "scorer")
-r_own = cross.comparison_running(store, own["run_id"], "scorer")
+other = comparison_tables.record_of(runs, sampling.pair_label(A, B), P.prompt, P.seed)
+own = comparison_tables.record_of(runs, sampling.pair_label(B, B), P.prompt, P.seed)
+r_other = comparison_tables.comparison_running(store, other["run_id"], "scorer")
+r_own = comparison_tables.comparison_running(store, own["run_id"], "scorer")
 
 fig, axes = plt.subplots(1, 2, figsize=(11, 4), sharey=True)
 for ax, r, row, title in [(axes[0], r_other, other, f"B = {B} on A = {A}'s text"),
                           (axes[1], r_own, own, f"B = {B} on its own text (self)")]:
     plots.plot_running(ax, r, label_l="B's log-perplexity $l_n$", label_h="B's entropy $h_n$",
-                       title=f"{title}\n{P.prompt}, seed {P.seed}: final z = {cross.signed(row['z_samp'], 1)}")
+                       title=f"{title}\n{P.prompt}, seed {P.seed}: final z = {report.signed(row['z_samp'], 1)}")
 axes[0].legend(loc="upper right")
 fig.tight_layout()
 save_figure(fig, "fig02_single_sequence_divergence",
@@ -89,20 +79,16 @@ save_figure(fig, "fig02_single_sequence_divergence",
             numbers={"z_other": round(float(other["z_samp"]), 2), "z_own": round(float(own["z_samp"]), 2)},
             run_ids=[other["run_id"], own["run_id"]])
 
-
 # %% [markdown]
 # The numbers the figure shows (rounded): final `l`, `h`, `z` of B on each text, bits per byte of
 # both models over the same characters, and the share of positions `n >= 16` within ±2σ.
 
 # %%
-def share_within_2(r, burn_in=16):
-    z = r["z_n"][burn_in:]
-    return float(np.mean(np.abs(z[np.isfinite(z)]) <= 2))
-
-
+BURN_IN = 16  # positions n <= 16 left out (z_n of the first positions carries little information)
 for name, row, r in [("A's text", other, r_other), ("own text", own, r_own)]:
+    share = stats.share_within(r["z_n"], 2, burn_in=BURN_IN, nan="drop")
     print(f"B on {name}: {int(row['n_tokens'])} tokens ({row['mode']}), l {row['l_samp']:.2f}, h {row['h_samp']:.2f}, "
-          f"z {cross.signed(row['z_samp'], 1)}; within ±2σ at {share_within_2(r):.0%} of positions n >= 16")
+          f"z {report.signed(row['z_samp'], 1)}; within ±2σ at {share:.0%} of positions n >= 16")
 print(f"bits per byte over A's characters: A {other['bpb_source']:.2f}, B {other['bpb_scorer']:.2f}")
 print(f"B's own text ends within ±2σ: {abs(own['z_samp']) <= 2}")
 print(f"A's text ends further from B's entropy than B's own text: {abs(other['z_samp']) > abs(own['z_samp'])}")

@@ -22,23 +22,18 @@
 # which B's own texts should follow (AEP) and A's texts need not.
 
 # %%
-import warnings
+from aep_lib import report
 
-warnings.filterwarnings("ignore")  # before the imports: tqdm warns about ipywidgets on import
+report.setup_notebook()  # before the other imports: some warn as they load
 
 import matplotlib.pyplot as plt
 import numpy as np
-import transformers
 
 import aep_lib.params
-from aep_lib import cross, plots
+from aep_lib import comparison_tables, comparisons, plots, sampling
 from aep_lib.paths import store_dir
-from aep_lib.pipeline import save_figure
+from aep_lib.report import save_figure
 from aep_lib.store import RunStore
-
-transformers.utils.logging.set_verbosity_error()
-transformers.utils.logging.disable_progress_bar()
-plots.set_style()
 
 # %% tags=["parameters"]
 profile = "cpu"  # params profile this execution belongs to (cpu or paper)
@@ -56,16 +51,16 @@ dtype = "auto"  # auto (float32 on CPU, bfloat16 on CUDA), float32, bfloat16 or 
 P = aep_lib.params.notebook_params("fig03_cross_scatter", globals())
 A, B = P.pair()
 store = RunStore(store_dir(P.profile))
-runs = cross.ensure_comparisons(store, [A, B], P.prompts, P.seeds, P.max_new_tokens, pairs=[(A, B), (B, B)],
-                                batch_size=P.batch_size, device=P.device, dtype=P.dtype)
+runs = comparisons.ensure_comparisons(store, [A, B], P.prompts, P.seeds, P.max_new_tokens, pairs=[(A, B), (B, B)],
+                                      batch_size=P.batch_size, device=P.device, dtype=P.dtype)
 print(f"{len(runs)} comparison records ({(runs['status'] == 'ok').sum()} ok) for A = {A}, B = {B}")
 
 # %%
-records = cross.compare(store, run_ids=runs["run_id"])
+records = comparison_tables.compare(store, run_ids=runs["run_id"])
 records = records.merge(runs[["run_id", "sigma_samp"]].rename(columns={"sigma_samp": "sigma"}), on="run_id", how="left")
 usable = records[records["status"] == "usable"]
-other = usable[usable["pair"] == cross.pair_label(A, B)]
-own = usable[usable["pair"] == cross.pair_label(B, B)]
+other = usable[usable["pair"] == sampling.pair_label(A, B)]
+own = usable[usable["pair"] == sampling.pair_label(B, B)]
 for _, r in records[records["status"] != "usable"].iterrows():
     print(f"left out: {r['pair']} {r['prompt_id']} seed {r['seed']}: {r['status']}, {r['reason']}")
 
@@ -91,7 +86,8 @@ save_figure(fig, "fig03_cross_scatter",
 
 # %%
 for name, df in [("A's texts", other), ("its own texts", own)]:
-    print(f"B on {name}: n {len(df)}, mean z {cross.signed(df['z'].mean(), 1)}, median z {cross.signed(df['z'].median(), 1)}, "
+    print(f"B on {name}: n {len(df)}, mean z {report.signed(df['z'].mean(), 1)}, "
+          f"median z {report.signed(df['z'].median(), 1)}, "
           f"within ±2σ {np.mean(np.abs(df['z']) <= 2):.0%}, above the diagonal (l > h) {np.mean(df['l'] > df['h']):.0%}, "
-          f"mean l - h {cross.signed(df['D'].mean(), 2)} bits/token")
+          f"mean l - h {report.signed(df['D'].mean(), 2)} bits/token")
 print(f"mean z of B on A's texts above its mean z on its own texts: {other['z'].mean() > own['z'].mean()}")

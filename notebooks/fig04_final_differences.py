@@ -25,23 +25,18 @@
 # (most runs within ±2); under the raw `p` of the top-p sampler, `D_n < 0` and `z_n < -2`.
 
 # %%
-import warnings
+from aep_lib import report
 
-warnings.filterwarnings("ignore")  # before the imports: tqdm warns about ipywidgets on import
+report.setup_notebook()  # before the other imports: some warn as they load
 
 import matplotlib.pyplot as plt
 import numpy as np
-import transformers
 
 import aep_lib.params
-from aep_lib import figures, plots
+from aep_lib import plots, tables
 from aep_lib.paths import store_dir
-from aep_lib.pipeline import save_figure
+from aep_lib.report import save_figure
 from aep_lib.store import RunStore
-
-transformers.utils.logging.set_verbosity_error()
-transformers.utils.logging.disable_progress_bar()
-plots.set_style()
 
 # %% tags=["parameters"]
 profile = "cpu"  # params profile this execution belongs to (cpu or paper)
@@ -59,10 +54,10 @@ model = ""  # the model shown, one of models (empty: the first)
 # %%
 P = aep_lib.params.notebook_params("fig04_final_differences", globals())
 store = RunStore(store_dir(P.profile))
-runs = figures.ensure_self_grid(store, P)
-print(figures.describe_grid(runs))
+runs = tables.ensure_self_grid(store, P)
+print(tables.describe_grid(runs))
 runs = runs[runs["model"] == P.shown_model]
-finals = figures.final_table(store, runs)
+finals = tables.final_table(store, runs)
 name = plots.short_name(P.shown_model)
 print(f"shown: {name}, {len(runs)} runs")
 
@@ -72,7 +67,7 @@ print(f"shown: {name}, {len(runs)} runs")
 
 # %%
 under_q = finals[finals["dist"] == "samp"]
-under_p = finals[(finals["dist"] == "raw") & (finals["setting"] == figures.TRUNCATED)]
+under_p = finals[(finals["dist"] == "raw") & (finals["setting"] == tables.TRUNCATED)]
 groups = [(under_q, f"all runs under q (n = {len(under_q)})", plots.H_COLOR),
           (under_p, f"top-p {P.top_p:g} runs under p (n = {len(under_p)})", plots.L_COLOR)]
 
@@ -95,13 +90,13 @@ plots.finish(fig)
 # The numbers the figure claims.
 
 # %%
-share_q = figures.share_table(under_q, by=["model"])["share_z2"].iloc[0]
+share_q = tables.share_table(under_q, by=["model"])["share_z2"].iloc[0]
 share_p = float(np.mean(under_p["z"] < -2))
 checks = [
-    figures.claim(f"{name}: share of runs with final |z| <= 2 under q", share_q, at_least=0.75),
-    figures.claim(f"{name}: mean final D under q (bits/token)", under_q["D"].mean(), at_least=-0.25, at_most=0.25),
-    figures.claim(f"{name}: share of top-p runs with final z < -2 under p", share_p, at_least=0.75),
-    figures.claim(f"{name}: mean final D of top-p runs under p (bits/token)", under_p["D"].mean(), at_most=-0.1),
+    report.claim(f"{name}: share of runs with final |z| <= 2 under q", share_q, at_least=0.75),
+    report.claim(f"{name}: mean final D under q (bits/token)", under_q["D"].mean(), at_least=-0.25, at_most=0.25),
+    report.claim(f"{name}: share of top-p runs with final z < -2 under p", share_p, at_least=0.75),
+    report.claim(f"{name}: mean final D of top-p runs under p (bits/token)", under_p["D"].mean(), at_most=-0.1),
 ]
 print(f"all claims hold: {all(checks)}")
 

@@ -24,23 +24,18 @@
 # `p` of the top-p sampler most runs end below -2σ (over-typical).
 
 # %%
-import warnings
+from aep_lib import report
 
-warnings.filterwarnings("ignore")  # before the imports: tqdm warns about ipywidgets on import
+report.setup_notebook()  # before the other imports: some warn as they load
 
 import matplotlib.pyplot as plt
 import numpy as np
-import transformers
 
 import aep_lib.params
-from aep_lib import figures, plots
+from aep_lib import plots, tables
 from aep_lib.paths import store_dir
-from aep_lib.pipeline import save_figure
+from aep_lib.report import save_figure
 from aep_lib.store import RunStore
-
-transformers.utils.logging.set_verbosity_error()
-transformers.utils.logging.disable_progress_bar()
-plots.set_style()
 
 # %% tags=["parameters"]
 profile = "cpu"  # params profile this execution belongs to (cpu or paper)
@@ -57,11 +52,11 @@ dtype = "auto"  # model dtype: auto (float32 on CPU, bfloat16 on CUDA), float32,
 # %%
 P = aep_lib.params.notebook_params("fig05_convergence_all_models", globals())
 store = RunStore(store_dir(P.profile))
-runs = figures.ensure_self_grid(store, P)
-print(figures.describe_grid(runs))
-finals = figures.final_table(store, runs)
+runs = tables.ensure_self_grid(store, P)
+print(tables.describe_grid(runs))
+finals = tables.final_table(store, runs)
 under_q = finals[finals["dist"] == "samp"]
-under_p = finals[(finals["dist"] == "raw") & (finals["setting"] == figures.TRUNCATED)]
+under_p = finals[(finals["dist"] == "raw") & (finals["setting"] == tables.TRUNCATED)]
 
 # %%
 d_all = np.concatenate([under_q["D"].to_numpy(dtype=float), under_p["D"].to_numpy(dtype=float)])
@@ -91,7 +86,7 @@ plots.finish(fig)
 # untruncated setting `q = p`, so only `q` is listed).
 
 # %%
-table = figures.share_table(finals[(finals["setting"] == figures.TRUNCATED) | (finals["dist"] == "samp")])
+table = tables.share_table(finals[(finals["setting"] == tables.TRUNCATED) | (finals["dist"] == "samp")])
 table["model"] = table["model"].map(plots.short_name)
 print(table.round(2).to_string(index=False))
 
@@ -104,9 +99,9 @@ for model in P.models:
     below = float(np.mean(under_p.loc[under_p["model"] == model, "z"] < -2))
     numbers |= {f"{name}: share |z| <= 2 under q": round(share_q, 2),
                 f"{name}: share |z| <= 2 under p (top-p)": round(share_p, 2)}
-    checks.append(figures.claim(f"{name}: share of runs with final |z| <= 2 under q", share_q, at_least=0.75))
-    checks.append(figures.claim(f"{name}: share of top-p runs with final |z| <= 2 under p", share_p, at_most=0.25))
-    checks.append(figures.claim(f"{name}: share of top-p runs with final z < -2 under p", below, at_least=0.75))
+    checks.append(report.claim(f"{name}: share of runs with final |z| <= 2 under q", share_q, at_least=0.75))
+    checks.append(report.claim(f"{name}: share of top-p runs with final |z| <= 2 under p", share_p, at_most=0.25))
+    checks.append(report.claim(f"{name}: share of top-p runs with final z < -2 under p", below, at_least=0.75))
 print(f"all claims hold: {all(checks)}")
 
 save_figure(fig, "fig05_convergence_all_models",

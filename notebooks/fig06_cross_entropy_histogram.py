@@ -25,23 +25,18 @@
 # `aep compare` prints for this grid).
 
 # %%
-import warnings
+from aep_lib import report
 
-warnings.filterwarnings("ignore")  # before the imports: tqdm warns about ipywidgets on import
+report.setup_notebook()  # before the other imports: some warn as they load
 
 import matplotlib.pyplot as plt
 import numpy as np
-import transformers
 
 import aep_lib.params
-from aep_lib import cross, plots
+from aep_lib import comparison_tables, comparisons, plots, sampling
 from aep_lib.paths import store_dir
-from aep_lib.pipeline import save_figure
+from aep_lib.report import save_figure
 from aep_lib.store import RunStore
-
-transformers.utils.logging.set_verbosity_error()
-transformers.utils.logging.disable_progress_bar()
-plots.set_style()
 
 # %% tags=["parameters"]
 profile = "cpu"  # params profile this execution belongs to (cpu or paper)
@@ -59,12 +54,12 @@ bins = 20  # histogram bins
 
 # %%
 P = aep_lib.params.notebook_params("fig06_cross_entropy_histogram", globals())
-V = cross.parse_variants(P.variants, P.on_eos)
+V = sampling.parse_variants(P.variants, P.on_eos)
 store = RunStore(store_dir(P.profile))
-runs = cross.ensure_comparisons(store, V, P.prompts, P.seeds, P.max_new_tokens, batch_size=P.batch_size,
-                                device=P.device, dtype=P.dtype)
-records = cross.compare(store, run_ids=runs["run_id"])
-print(cross.format_report(records))
+runs = comparisons.ensure_comparisons(store, V, P.prompts, P.seeds, P.max_new_tokens, batch_size=P.batch_size,
+                                      device=P.device, dtype=P.dtype)
+records = comparison_tables.compare(store, run_ids=runs["run_id"])
+print(report.format_report(records))
 
 # %%
 usable = records[records["status"] == "usable"]
@@ -86,7 +81,7 @@ axes[1].legend(loc="upper center", bbox_to_anchor=(0.5, -0.2), ncol=2)
 fig.tight_layout()
 regime = np.where(joint["h_cross"] < P.low_below, "low", np.where(joint["h_cross"] > P.high_above, "high", "mid"))
 counts = {k: int((regime == k).sum()) for k in ("low", "mid", "high")}
-summary = cross.summarize_comparisons(records).set_index("pair")
+summary = comparison_tables.summarize_comparisons(records).set_index("pair")
 save_figure(fig, "fig06_cross_entropy_histogram",
             "Histogram of the empirical cross-entropy h^(A,B) over every shared-vocabulary comparison (regimes "
             "marked), and of l^B - h^B over every usable comparison.",
@@ -101,5 +96,5 @@ save_figure(fig, "fig06_cross_entropy_histogram",
 print("regimes of h^(A,B): " + ", ".join(f"{k} {v}" for k, v in counts.items()))
 for pair, g in joint.groupby("pair"):
     print(f"{pair}: mean h^(A,B) {g['h_cross'].mean():.2f}, mean KL {g['kl'].mean():.2f} bits/token, "
-          f"mean z^(A,B) {cross.signed(g['z_cross'].mean(), 1)}")
+          f"mean z^(A,B) {report.signed(g['z_cross'].mean(), 1)}")
 print(f"self pairs have KL = 0: {bool(np.allclose(joint.loc[joint['self_pair'].astype(bool), 'kl'], 0, atol=1e-6))}")

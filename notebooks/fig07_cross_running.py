@@ -29,24 +29,18 @@
 # (the `paper` profile's Gemma 1B -> 12B) are the non-trivial case.
 
 # %%
-import warnings
+from aep_lib import report
 
-warnings.filterwarnings("ignore")  # before the imports: tqdm warns about ipywidgets on import
+report.setup_notebook()  # before the other imports: some warn as they load
 
 import matplotlib.pyplot as plt
 import numpy as np
-import transformers
 
 import aep_lib.params
-from aep_lib import cross, plots
+from aep_lib import comparison_tables, comparisons, plots, sampling
 from aep_lib.paths import store_dir
-from aep_lib.pipeline import save_figure
+from aep_lib.report import save_figure
 from aep_lib.store import RunStore
-
-transformers.utils.logging.set_verbosity_error()
-transformers.utils.logging.disable_progress_bar()
-plots.set_style()
-from aep_lib.stats import running
 
 # %% tags=["parameters"]
 profile = "cpu"  # params profile this execution belongs to (cpu or paper)
@@ -64,23 +58,23 @@ dtype = "auto"  # auto (float32 on CPU, bfloat16 on CUDA), float32, bfloat16 or 
 P = aep_lib.params.notebook_params("fig07_cross_running", globals())
 A, B = P.pair()
 store = RunStore(store_dir(P.profile))
-runs = cross.ensure_comparisons(store, [A], P.prompts, P.seeds, P.max_new_tokens, pairs=[(A, B)],
-                                batch_size=P.batch_size, device=P.device, dtype=P.dtype)
-records = cross.compare(store, run_ids=runs["run_id"])
+runs = comparisons.ensure_comparisons(store, [A], P.prompts, P.seeds, P.max_new_tokens, pairs=[(A, B)],
+                                      batch_size=P.batch_size, device=P.device, dtype=P.dtype)
+records = comparison_tables.compare(store, run_ids=runs["run_id"])
 usable = records[records["status"] == "usable"].sort_values("h_cross").reset_index(drop=True)
-print(f"{len(usable)} usable of {len(records)} records for {cross.pair_label(A, B)}")
+print(f"{len(usable)} usable of {len(records)} records for {sampling.pair_label(A, B)}")
 
 # %%
 mid = usable.iloc[len(usable) // 2]
-r_cross = cross.comparison_running(store, mid["run_id"], "cross")  # l^B_n, h^(A,B)_n, sigma from W_t
-r_b = cross.comparison_running(store, mid["run_id"], "scorer")  # B's own h^B_n
+r_cross = comparison_tables.comparison_running(store, mid["run_id"], "cross")  # l^B_n, h^(A,B)_n, sigma from W_t
+r_b = comparison_tables.comparison_running(store, mid["run_id"], "scorer")  # B's own h^B_n
 ref = store.tokens(mid["run_id"], columns=["entropy_ref"])["entropy_ref"].to_numpy()
 h_a = np.cumsum(ref) / np.arange(1, len(ref) + 1)
 
 fig, ax = plt.subplots(figsize=(8.5, 4.8))
 plots.plot_running(ax, r_cross, label_l="$l^B_n$ (B's log-perplexity)", label_h="$h^{(A,B)}_n$ (cross-entropy)",
                    title=f"A = {A}, B = {B}: {mid['prompt_id']}, seed {int(mid['seed'])}\n"
-                         f"z^(A,B) = {cross.signed(mid['z_cross'], 1)}, z^B = {cross.signed(mid['z'], 1)}")
+                         f"z^(A,B) = {report.signed(mid['z_cross'], 1)}, z^B = {report.signed(mid['z'], 1)}")
 ax.plot(r_b["n"], r_b["h_n"], color=plots.CROSS_COLOR, ls="--", lw=1.2, label="$h^B_n$ (B's own entropy)")
 ax.plot(r_b["n"], h_a, color=plots.OWN_COLOR, ls=":", lw=1.4, label="$h^A_n$ (A's entropy)")
 ax.legend(loc="center right")
@@ -98,6 +92,7 @@ save_figure(fig, "fig07_cross_running",
 # %%
 print(f"text {mid['prompt_id']} seed {int(mid['seed'])}, {int(mid['n_tokens'])} tokens: final l^B {mid['l']:.2f}, "
       f"h^(A,B) {mid['h_cross']:.2f}, h^B {mid['h']:.2f}, h^A {h_a[-1]:.2f} bits/token; KL {mid['kl']:.2f}")
-print(f"z^(A,B) {cross.signed(mid['z_cross'], 1)}, z^B {cross.signed(mid['z'], 1)}")
+print(f"z^(A,B) {report.signed(mid['z_cross'], 1)}, z^B {report.signed(mid['z'], 1)}")
 print(f"l^B ends within ±2σ of h^(A,B): {abs(mid['z_cross']) <= 2}; within ±2σ of h^B: {abs(mid['z']) <= 2}")
-print(f"over all {len(usable)} texts: mean z^(A,B) {cross.signed(usable['z_cross'].mean(), 1)}, mean z^B {cross.signed(usable['z'].mean(), 1)}")
+print(f"over all {len(usable)} texts: mean z^(A,B) {report.signed(usable['z_cross'].mean(), 1)}, "
+      f"mean z^B {report.signed(usable['z'].mean(), 1)}")

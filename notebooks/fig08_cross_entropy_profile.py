@@ -22,23 +22,18 @@
 # KL divergence `KL_t = c_t - H^A_t` (the low-divergence end of Fig 6).
 
 # %%
-import warnings
+from aep_lib import report
 
-warnings.filterwarnings("ignore")  # before the imports: tqdm warns about ipywidgets on import
+report.setup_notebook()  # before the other imports: some warn as they load
 
 import matplotlib.pyplot as plt
 import numpy as np
-import transformers
 
 import aep_lib.params
-from aep_lib import cross, plots
+from aep_lib import comparison_tables, comparisons, plots, sampling
 from aep_lib.paths import store_dir
-from aep_lib.pipeline import save_figure
+from aep_lib.report import save_figure
 from aep_lib.store import RunStore
-
-transformers.utils.logging.set_verbosity_error()
-transformers.utils.logging.disable_progress_bar()
-plots.set_style()
 
 # %% tags=["parameters"]
 profile = "cpu"  # params profile this execution belongs to (cpu or paper)
@@ -57,15 +52,15 @@ window = 16  # rolling-mean window of the per-step curves, in tokens
 P = aep_lib.params.notebook_params("fig08_cross_entropy_profile", globals())
 A, B = P.pair()
 store = RunStore(store_dir(P.profile))
-runs = cross.ensure_comparisons(store, [A], P.prompts, P.seeds, P.max_new_tokens, pairs=[(A, B)],
-                                batch_size=P.batch_size, device=P.device, dtype=P.dtype)
-records = cross.compare(store, run_ids=runs["run_id"])
+runs = comparisons.ensure_comparisons(store, [A], P.prompts, P.seeds, P.max_new_tokens, pairs=[(A, B)],
+                                      batch_size=P.batch_size, device=P.device, dtype=P.dtype)
+records = comparison_tables.compare(store, run_ids=runs["run_id"])
 usable = records[records["status"] == "usable"].sort_values("kl").reset_index(drop=True)
-print(f"{len(usable)} usable of {len(records)} records for {cross.pair_label(A, B)}")
+print(f"{len(usable)} usable of {len(records)} records for {sampling.pair_label(A, B)}")
 
 # %%
 low = usable.iloc[0]
-cross.comparison_running(store, low["run_id"], "cross")  # raises the clear error unless the vocabulary is shared
+comparison_tables.comparison_running(store, low["run_id"], "cross")  # a clear error unless the vocabulary is shared
 tok = store.tokens(low["run_id"], columns=["position", "cross_entropy", "surprisal_samp", "kl"])
 t = tok["position"].to_numpy() + 1
 c, s = tok["cross_entropy"].to_numpy(), tok["surprisal_samp"].to_numpy()
@@ -96,4 +91,4 @@ save_figure(fig, "fig08_cross_entropy_profile",
 print(f"text {low['prompt_id']} seed {int(low['seed'])}, {len(t)} tokens: mean c_t {c.mean():.2f}, "
       f"mean s_t {s.mean():.2f} bits/token, mean KL {low['kl']:.2f}")
 print(f"share of steps with KL_t < 0.5 bits: {np.mean(tok['kl'] < 0.5):.0%}; largest c_t {c.max():.1f} bits")
-print(f"z^(A,B) {cross.signed(low['z_cross'], 1)}; l^B ends within ±2σ of h^(A,B): {abs(low['z_cross']) <= 2}")
+print(f"z^(A,B) {report.signed(low['z_cross'], 1)}; l^B ends within ±2σ of h^(A,B): {abs(low['z_cross']) <= 2}")

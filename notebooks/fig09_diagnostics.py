@@ -25,24 +25,19 @@
 # run spends most positions within ±2σ; under the raw `p` of the top-p sampler it leaves the band.
 
 # %%
-import warnings
+from aep_lib import report
 
-warnings.filterwarnings("ignore")  # before the imports: tqdm warns about ipywidgets on import
+report.setup_notebook()  # before the other imports: some warn as they load
 
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
-import transformers
 
 import aep_lib.params
-from aep_lib import figures, plots
+from aep_lib import plots, stats, tables
 from aep_lib.paths import store_dir
-from aep_lib.pipeline import save_figure
+from aep_lib.report import save_figure
 from aep_lib.store import RunStore
-
-transformers.utils.logging.set_verbosity_error()
-transformers.utils.logging.disable_progress_bar()
-plots.set_style()
 
 # %% tags=["parameters"]
 profile = "cpu"  # params profile this execution belongs to (cpu or paper)
@@ -60,16 +55,16 @@ model = ""  # the model shown, one of models (empty: the first)
 # %%
 P = aep_lib.params.notebook_params("fig09_diagnostics", globals())
 store = RunStore(store_dir(P.profile))
-runs = figures.ensure_self_grid(store, P)
-print(figures.describe_grid(runs))
+runs = tables.ensure_self_grid(store, P)
+print(tables.describe_grid(runs))
 runs = runs[runs["model"] == P.shown_model]
 name = plots.short_name(P.shown_model)
-truncated = runs[runs["setting"] == figures.TRUNCATED]
-run_q = figures.running_table(store, runs, dist="samp")
-run_p = figures.running_table(store, truncated, dist="raw")
-finals = figures.final_table(store, runs)
+truncated = runs[runs["setting"] == tables.TRUNCATED]
+run_q = tables.running_table(store, runs, dist="samp")
+run_p = tables.running_table(store, truncated, dist="raw")
+finals = tables.final_table(store, runs)
 under_q = finals[finals["dist"] == "samp"]
-under_p = finals[(finals["dist"] == "raw") & (finals["setting"] == figures.TRUNCATED)]
+under_p = finals[(finals["dist"] == "raw") & (finals["setting"] == tables.TRUNCATED)]
 print(f"shown: {name}, {len(runs)} runs ({len(truncated)} top-p)")
 
 # %% [markdown]
@@ -80,14 +75,14 @@ print(f"shown: {name}, {len(runs)} runs ({len(truncated)} top-p)")
 BURN_IN = 15
 per_run = pd.concat([
     pd.DataFrame([{"run_id": rid, "dist": dist, "setting": g["setting"].iloc[0],
-                   "share_within_2sigma": figures.share_within_after(g["z_n"], 2, BURN_IN)}
+                   "share_within_2sigma": stats.share_within(g["z_n"], 2, BURN_IN)}
                   for rid, g in table.groupby("run_id", sort=False)])
     for dist, table in (("samp", run_q), ("raw", run_p))
 ], ignore_index=True)
 
 # %%
-main_q = run_q[run_q["setting"] == figures.MAIN]
-trunc_q = run_q[run_q["setting"] == figures.TRUNCATED]
+main_q = run_q[run_q["setting"] == tables.MAIN]
+trunc_q = run_q[run_q["setting"] == tables.TRUNCATED]
 groups = [(main_q, plots.H_COLOR, "o", "temperature 1 (q = p)"),
           (trunc_q, plots.Q_COLOR, "s", f"top-p {P.top_p:g} under q"),
           (run_p, plots.P_COLOR, "x", f"top-p {P.top_p:g} under p")]
@@ -113,9 +108,9 @@ ax_c.set_title("(c) running standard error $\\sigma_n$ under q")
 ax_c.legend(loc="lower left", fontsize="x-small")
 
 order = list(runs["run_id"])
-for dist, setting, color, marker, label in [("samp", figures.MAIN, plots.H_COLOR, "o", "temperature 1 (q = p)"),
-                                            ("samp", figures.TRUNCATED, plots.Q_COLOR, "s", "top-p under q"),
-                                            ("raw", figures.TRUNCATED, plots.P_COLOR, "x", "top-p under p")]:
+for dist, setting, color, marker, label in [("samp", tables.MAIN, plots.H_COLOR, "o", "temperature 1 (q = p)"),
+                                            ("samp", tables.TRUNCATED, plots.Q_COLOR, "s", "top-p under q"),
+                                            ("raw", tables.TRUNCATED, plots.P_COLOR, "x", "top-p under p")]:
     sub = per_run[(per_run["dist"] == dist) & (per_run["setting"] == setting)]
     x = np.array([order.index(r) for r in sub["run_id"]])
     ax_d.scatter(x, sub["share_within_2sigma"], color=color, marker=marker, label=label, zorder=3)
@@ -133,16 +128,16 @@ plots.finish(fig, f"{name}: diagnostics")
 
 # %%
 median_sigma = run_q[run_q["n"] > BURN_IN].groupby("n")["sigma_n"].median()
-slope = figures.loglog_slope(median_sigma.index, median_sigma.to_numpy())
+slope = tables.loglog_slope(median_sigma.index, median_sigma.to_numpy())
 share_q = per_run.loc[per_run["dist"] == "samp", "share_within_2sigma"]
 share_p = per_run.loc[per_run["dist"] == "raw", "share_within_2sigma"]
 checks = [
-    figures.claim(f"{name}: log-log slope of the median sigma_n", slope, at_least=-0.65, at_most=-0.35),
-    figures.claim(f"{name}: median share of positions within 2 sigma under q", share_q.median(), at_least=0.8),
-    figures.claim(f"{name}: median share of positions within 2 sigma, top-p runs under p", share_p.median(),
-                  at_most=0.8),
-    figures.claim(f"{name}: share of runs with final |z| <= 2 under q", np.mean(np.abs(under_q["z"]) <= 2),
-                  at_least=0.75),
+    report.claim(f"{name}: log-log slope of the median sigma_n", slope, at_least=-0.65, at_most=-0.35),
+    report.claim(f"{name}: median share of positions within 2 sigma under q", share_q.median(), at_least=0.8),
+    report.claim(f"{name}: median share of positions within 2 sigma, top-p runs under p", share_p.median(),
+                 at_most=0.8),
+    report.claim(f"{name}: share of runs with final |z| <= 2 under q", np.mean(np.abs(under_q["z"]) <= 2),
+                 at_least=0.75),
 ]
 print(f"all claims hold: {all(checks)}")
 

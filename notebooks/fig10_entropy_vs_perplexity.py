@@ -22,23 +22,18 @@
 # coincide on average (AEP); on A's text B pays more than it expects when A is not B.
 
 # %%
-import warnings
+from aep_lib import report
 
-warnings.filterwarnings("ignore")  # before the imports: tqdm warns about ipywidgets on import
+report.setup_notebook()  # before the other imports: some warn as they load
 
 import matplotlib.pyplot as plt
 import numpy as np
-import transformers
 
 import aep_lib.params
-from aep_lib import cross, plots
+from aep_lib import comparisons, plots, sampling
 from aep_lib.paths import store_dir
-from aep_lib.pipeline import save_figure
+from aep_lib.report import save_figure
 from aep_lib.store import RunStore
-
-transformers.utils.logging.set_verbosity_error()
-transformers.utils.logging.disable_progress_bar()
-plots.set_style()
 
 # %% tags=["parameters"]
 profile = "cpu"  # params profile this execution belongs to (cpu or paper)
@@ -57,15 +52,15 @@ window = 16  # rolling-mean window along the text, in tokens
 P = aep_lib.params.notebook_params("fig10_entropy_vs_perplexity", globals())
 A, B = P.pair()
 store = RunStore(store_dir(P.profile))
-runs = cross.ensure_comparisons(store, [A, B], P.prompts, P.seeds, P.max_new_tokens, pairs=[(A, B), (B, B)],
-                                batch_size=P.batch_size, device=P.device, dtype=P.dtype)
+runs = comparisons.ensure_comparisons(store, [A, B], P.prompts, P.seeds, P.max_new_tokens, pairs=[(A, B), (B, B)],
+                                      batch_size=P.batch_size, device=P.device, dtype=P.dtype)
 ok = runs[runs["status"] == "ok"]
 print(f"{len(ok)} of {len(runs)} comparison records ok for A = {A}, B = {B}")
 
 # %%
 cols = ["position", "surprisal_samp", "entropy_samp"]
 frames = {}
-for name, pair in [("other", cross.pair_label(A, B)), ("own", cross.pair_label(B, B))]:
+for name, pair in [("other", sampling.pair_label(A, B)), ("own", sampling.pair_label(B, B))]:
     tok = store.tokens(ok.loc[ok["pair"] == pair, "run_id"].tolist(), columns=cols)
     frames[name] = tok.rename(columns={"surprisal_samp": "surprisal", "entropy_samp": "entropy"})
 
@@ -92,6 +87,6 @@ save_figure(fig, "fig10_entropy_vs_perplexity",
 for name, label in [("other", "A's texts"), ("own", "its own texts")]:
     above = np.mean(curves[name]["surprisal"] > curves[name]["entropy"])
     print(f"B on {label}: mean surprisal {frames[name]['surprisal'].mean():.2f}, mean entropy "
-          f"{frames[name]['entropy'].mean():.2f}, gap {cross.signed(gap[name], 2)} bits/token; surprisal curve above "
+          f"{frames[name]['entropy'].mean():.2f}, gap {report.signed(gap[name], 2)} bits/token; surprisal curve above "
           f"the entropy curve at {above:.0%} of positions")
 print(f"the gap on A's texts exceeds the gap on B's own texts: {gap['other'] > gap['own']}")

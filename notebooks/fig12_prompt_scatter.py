@@ -26,23 +26,18 @@
 # top-p sampler they lie below it (`l < h`: over-typical).
 
 # %%
-import warnings
+from aep_lib import report
 
-warnings.filterwarnings("ignore")  # before the imports: tqdm warns about ipywidgets on import
+report.setup_notebook()  # before the other imports: some warn as they load
 
 import matplotlib.pyplot as plt
 import numpy as np
-import transformers
 
 import aep_lib.params
-from aep_lib import figures, plots
+from aep_lib import corpora, plots, tables
 from aep_lib.paths import store_dir
-from aep_lib.pipeline import save_figure
+from aep_lib.report import save_figure
 from aep_lib.store import RunStore
-
-transformers.utils.logging.set_verbosity_error()
-transformers.utils.logging.disable_progress_bar()
-plots.set_style()
 
 # %% tags=["parameters"]
 profile = "cpu"  # params profile this execution belongs to (cpu or paper)
@@ -60,20 +55,20 @@ prompt = "p01"  # the prompt id of this figure, one of prompts
 # %%
 P = aep_lib.params.notebook_params("fig12_prompt_scatter", globals())
 store = RunStore(store_dir(P.profile))
-runs = figures.ensure_self_grid(store, P)
-print(figures.describe_grid(runs))
+runs = tables.ensure_self_grid(store, P)
+print(tables.describe_grid(runs))
 runs = runs[runs["prompt_id"] == P.prompt]
-finals = figures.final_table(store, runs)
+finals = tables.final_table(store, runs)
 under_q = finals[finals["dist"] == "samp"]
-under_p = finals[(finals["dist"] == "raw") & (finals["setting"] == figures.TRUNCATED)]
+under_p = finals[(finals["dist"] == "raw") & (finals["setting"] == tables.TRUNCATED)]
 figure_number = 12 + P.prompts.index(P.prompt)
-text = aep_lib.params.prompt_text(P.prompt)
+text = corpora.prompt_text(P.prompt)
 print(f"Fig {figure_number}: prompt {P.prompt}, {len(runs)} runs")
 
 # %%
 colors = plots.model_colors(P.models)
-groups = [(figures.MAIN, "samp", "o", "temperature 1"), (figures.TRUNCATED, "samp", "s", f"top-p {P.top_p:g} under q"),
-          (figures.TRUNCATED, "raw", "x", f"top-p {P.top_p:g} under p")]
+groups = [(tables.MAIN, "samp", "o", "temperature 1"), (tables.TRUNCATED, "samp", "s", f"top-p {P.top_p:g} under q"),
+          (tables.TRUNCATED, "raw", "x", f"top-p {P.top_p:g} under p")]
 fig, ax = plt.subplots(figsize=(6.2, 5.6))
 for model in P.models:
     for setting, dist, marker, label in groups:
@@ -92,9 +87,9 @@ plots.finish(fig)
 share_q = float(np.mean(np.abs(under_q["z"]) <= 2))
 below_p = float(np.mean(under_p["l"] < under_p["h"]))
 checks = [
-    figures.claim(f"prompt {P.prompt}: share of runs within 2 sigma of the diagonal under q", share_q, at_least=0.75),
-    figures.claim(f"prompt {P.prompt}: mean |l - h| under q (bits/token)", np.mean(np.abs(under_q["D"])), at_most=0.3),
-    figures.claim(f"prompt {P.prompt}: share of top-p runs below the diagonal under p", below_p, at_least=0.75),
+    report.claim(f"prompt {P.prompt}: share of runs within 2 sigma of the diagonal under q", share_q, at_least=0.75),
+    report.claim(f"prompt {P.prompt}: mean |l - h| under q (bits/token)", np.mean(np.abs(under_q["D"])), at_most=0.3),
+    report.claim(f"prompt {P.prompt}: share of top-p runs below the diagonal under p", below_p, at_least=0.75),
 ]
 print(f"all claims hold: {all(checks)}")
 

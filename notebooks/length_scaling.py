@@ -27,24 +27,18 @@
 # (log-log slope near -1) and `var D_n` matches it, so `var D_n` falls like `1/n` too.
 
 # %%
-import warnings
+from aep_lib import report
 
-warnings.filterwarnings("ignore")  # before the imports: tqdm warns about ipywidgets on import
+report.setup_notebook()  # before the other imports: some warn as they load
 
 import matplotlib.pyplot as plt
-import numpy as np
 import pandas as pd
-import transformers
 
 import aep_lib.params
-from aep_lib import figures, plots
+from aep_lib import plots, tables
 from aep_lib.paths import store_dir
-from aep_lib.pipeline import save_figure
+from aep_lib.report import save_figure
 from aep_lib.store import RunStore
-
-transformers.utils.logging.set_verbosity_error()
-transformers.utils.logging.disable_progress_bar()
-plots.set_style()
 
 # %% tags=["parameters"]
 profile = "cpu"  # params profile this execution belongs to (cpu or paper)
@@ -61,11 +55,11 @@ dtype = "auto"  # model dtype: auto (float32 on CPU, bfloat16 on CUDA), float32,
 # %%
 P = aep_lib.params.notebook_params("length_scaling", globals())
 store = RunStore(store_dir(P.profile))
-runs = figures.ensure_self_grid(store, P)
-print(figures.describe_grid(runs))
-running = figures.running_table(store, runs, dist="samp")
-ns = figures.log_grid(P.max_new_tokens, points=40)
-scaling = pd.concat([figures.length_scaling(g, ns, group=["prompt_id", "setting"]).assign(model=model)
+runs = tables.ensure_self_grid(store, P)
+print(tables.describe_grid(runs))
+running = tables.running_table(store, runs, dist="samp")
+ns = tables.log_grid(P.max_new_tokens, points=40)
+scaling = pd.concat([tables.length_scaling(g, ns, group=["prompt_id", "setting"]).assign(model=model)
                      for model, g in running.groupby("model", sort=False)], ignore_index=True)
 
 # %%
@@ -88,7 +82,7 @@ per_model = running.groupby("model")["run_id"].nunique()
 ax_a.set_title(f"(a) runs within ±1σ, ±2σ ({', '.join(str(per_model[m]) for m in P.models)} runs)")
 ax_a.legend(loc="lower right")
 first = scaling[scaling["model"] == P.models[0]]
-ax_b.plot(first["n"], figures.inverse_n_reference(first["n"], first["var_D"]), color="k", lw=1.0,
+ax_b.plot(first["n"], tables.inverse_n_reference(first["n"], first["var_D"]), color="k", lw=1.0,
           label="$\\propto 1/n$")
 ax_b.set_xscale("log")
 ax_b.set_yscale("log")
@@ -110,22 +104,22 @@ numbers, checks = {}, []
 for model, g in scaling.groupby("model", sort=False):
     name = plots.short_name(model)
     tail = g[g["n"] >= 16]
-    slope_d = figures.loglog_slope(tail["n"], tail["var_D"])
-    slope_l = figures.loglog_slope(tail["n"], tail["var_l"])
-    slope_s = figures.loglog_slope(tail["n"], tail["mean_sigma2"])
+    slope_d = tables.loglog_slope(tail["n"], tail["var_D"])
+    slope_l = tables.loglog_slope(tail["n"], tail["var_l"])
+    slope_s = tables.loglog_slope(tail["n"], tail["mean_sigma2"])
     ratio = float((tail["var_D"] / tail["mean_sigma2"]).mean())
     numbers |= {f"{name}: mean share |z_n| <= 1": round(tail["share_z1"].mean(), 2),
                 f"{name}: mean share |z_n| <= 2": round(tail["share_z2"].mean(), 2),
                 f"{name}: slope mean sigma_n^2": round(slope_s, 2), f"{name}: slope var D_n": round(slope_d, 2),
                 f"{name}: slope var l_n": round(slope_l, 2), f"{name}: mean var D_n / mean sigma_n^2": round(ratio, 2)}
-    checks.append(figures.claim(f"{name}: mean share of runs with |z_n| <= 1 (N(0,1): 0.68)", tail["share_z1"].mean(),
-                                at_least=0.45))
-    checks.append(figures.claim(f"{name}: mean share of runs with |z_n| <= 2 (N(0,1): 0.95)", tail["share_z2"].mean(),
-                                at_least=0.8))
-    checks.append(figures.claim(f"{name}: log-log slope of mean sigma_n^2", slope_s, at_least=-1.3, at_most=-0.7))
-    checks.append(figures.claim(f"{name}: mean of var D_n / mean sigma_n^2", ratio, at_least=0.33, at_most=3))
-    figures.claim(f"{name}: log-log slope of var D_n (observed; noisy with few runs)", slope_d)
-    figures.claim(f"{name}: log-log slope of var l_n within prompt (observed, no claim)", slope_l)
+    checks.append(report.claim(f"{name}: mean share of runs with |z_n| <= 1 (N(0,1): 0.68)", tail["share_z1"].mean(),
+                               at_least=0.45))
+    checks.append(report.claim(f"{name}: mean share of runs with |z_n| <= 2 (N(0,1): 0.95)", tail["share_z2"].mean(),
+                               at_least=0.8))
+    checks.append(report.claim(f"{name}: log-log slope of mean sigma_n^2", slope_s, at_least=-1.3, at_most=-0.7))
+    checks.append(report.claim(f"{name}: mean of var D_n / mean sigma_n^2", ratio, at_least=0.33, at_most=3))
+    report.claim(f"{name}: log-log slope of var D_n (observed; noisy with few runs)", slope_d)
+    report.claim(f"{name}: log-log slope of var l_n within prompt (observed, no claim)", slope_l)
 print(f"all claims hold: {all(checks)}")
 
 save_figure(fig, "length_scaling",

@@ -23,29 +23,24 @@
 # (`$AEP_DATA_DIR/corpora`) and human news and stories (`$AEP_DATA_DIR/benchmarks`, the `original`
 # texts of fast-detect-gpt's XSum and WritingPrompts sets); the baseline is the same statistic on
 # windows of the model's own temperature-1 generations. What the small models show is reported as
-# it is.
+# it is. The windows and the table come from `aep_lib.comparison_tables` (`text_window_summaries`,
+# `self_baseline_windows`, `memorisation_table`).
 
 # %%
-import warnings
+from aep_lib import report
 
-warnings.filterwarnings("ignore")  # before the imports: tqdm warns about ipywidgets on import
+report.setup_notebook()  # before the other imports: some warn as they load
 
 import matplotlib.pyplot as plt
 import numpy as np
-import transformers
-
-import aep_lib.params
-from aep_lib import cross, plots
-from aep_lib.paths import store_dir
-from aep_lib.pipeline import save_figure
-from aep_lib.store import RunStore
-
-transformers.utils.logging.set_verbosity_error()
-transformers.utils.logging.disable_progress_bar()
-plots.set_style()
 import pandas as pd
 
-from aep_lib.params import Sampling
+import aep_lib.params
+from aep_lib import comparison_tables, comparisons, corpora, plots, sampling
+from aep_lib.paths import store_dir
+from aep_lib.report import save_figure
+from aep_lib.sampling import Sampling
+from aep_lib.store import RunStore
 
 # %% tags=["parameters"]
 profile = "cpu"  # params profile this execution belongs to (cpu or paper)
@@ -68,24 +63,21 @@ dtype = "auto"  # auto (float32 on CPU, bfloat16 on CUDA), float32, bfloat16 or 
 # %%
 P = aep_lib.params.notebook_params("memorised_texts", globals())
 store = RunStore(store_dir(P.profile))
-items = [cross.classic_text(name, reflowed=P.reflow) for name in P.classics]
-items += cross.benchmark_texts(P.news_file, "news", P.n_human, prefix="xsum")
-items += cross.benchmark_texts(P.essays_file, "essay", P.n_human, prefix="writing")
+items = [corpora.classic_text(name, reflowed=P.reflow) for name in P.classics]
+items += corpora.benchmark_texts(P.news_file, "news", P.n_human, prefix="xsum")
+items += corpora.benchmark_texts(P.essays_file, "essay", P.n_human, prefix="writing")
 windows, baseline, run_ids = [], [], []
 for model in P.models:
-    text_runs = cross.ensure_text_scores(store, model, items, P.window_tokens, P.n_windows, device=P.device,
-                                         dtype=P.dtype)
-    for _, run in text_runs.iterrows():
-        run_ids.append(run["run_id"])
-        if run["status"] != "ok":
-            print(f"{model}: {run['text_id']} failed: {str(run['error']).splitlines()[0]}")
-            continue
-        w = cross.window_summaries(store.tokens(run["run_id"]), P.window_tokens)
-        windows.append(w.assign(model=model, text_id=run["text_id"], group=run["group"]))
-    gens = cross.ensure_sources(store, [cross.Variant(model, Sampling(on_eos=P.on_eos))], P.prompts, P.seeds,
-                                P.max_new_tokens, batch_size=P.batch_size, device=P.device, dtype=P.dtype)
+    text_runs = comparisons.ensure_text_scores(store, model, items, P.window_tokens, P.n_windows, device=P.device,
+                                               dtype=P.dtype)
+    run_ids += text_runs["run_id"].tolist()
+    for _, run in text_runs[text_runs["status"] != "ok"].iterrows():
+        print(f"{model}: {run['text_id']} failed: {str(run['error']).splitlines()[0]}")
+    windows.append(comparison_tables.text_window_summaries(store, text_runs, P.window_tokens))
+    gens = comparisons.ensure_sources(store, [sampling.Variant(model, Sampling(on_eos=P.on_eos))], P.prompts, P.seeds,
+                                      P.max_new_tokens, batch_size=P.batch_size, device=P.device, dtype=P.dtype)
     run_ids += gens["run_id"].tolist()
-    baseline.append(cross.self_baseline_windows(store, gens, P.window_tokens).assign(group="self"))
+    baseline.append(comparison_tables.self_baseline_windows(store, gens, P.window_tokens).assign(group="self"))
 windows, baseline = pd.concat(windows, ignore_index=True), pd.concat(baseline, ignore_index=True)
 print(f"{len(windows)} windows of {P.window_tokens} tokens from {len(items)} texts; "
       f"{len(baseline)} self-generated baseline windows")
@@ -98,10 +90,11 @@ print(f"{len(windows)} windows of {P.window_tokens} tokens from {len(items)} tex
 order = [i.text_id for i in items if i.group == "classic"] + ["news", "essay", "self-generated"]
 fig, axes = plt.subplots(len(P.models), 1, figsize=(11, 3.4 * len(P.models)), squeeze=False)
 colors = {"classic": plots.CROSS_COLOR, "news": plots.OTHER_COLOR, "essay": "#e7298a", "self": plots.OWN_COLOR}
+band = comparison_tables.baseline_band(baseline).set_index("model")
 rng = np.random.default_rng(0)
 for ax, model in zip(axes[:, 0], P.models):
     base = baseline[baseline["model"] == model]["z"]
-    mean_b, sd_b = base.mean(), base.std(ddof=1)
+    mean_b, sd_b = band.loc[model, "z"], band.loc[model, "z_sd"]
     ax.axhspan(mean_b - 2 * sd_b, mean_b + 2 * sd_b, color="#dddddd", zorder=-2, label="self baseline ±2 sd")
     ax.axhline(mean_b, color="#666666", lw=0.8)
     for s in (-2, 2):
@@ -121,22 +114,11 @@ for ax, model in zip(axes[:, 0], P.models):
     ax.legend(loc="lower right")
 fig.tight_layout()
 
-rows = []
-for model in P.models:
-    base = baseline[baseline["model"] == model]["z"]
-    mean_b, sd_b = base.mean(), base.std(ddof=1)
-    w = windows[windows["model"] == model]
-    keys = [(t, "text_id") for t in order[:-3]] + [("news", "group"), ("essay", "group")]
-    for key, col in keys:
-        sel = w[w[col] == key]
-        rows.append({"model": model, "text": key, "windows": len(sel), "z": sel["z"].mean(), "D": sel["D"].mean(),
-                     "sd_from_baseline": (sel["z"].mean() - mean_b) / sd_b})
-    rows.append({"model": model, "text": "self-generated", "windows": len(base), "z": mean_b,
-                 "D": baseline.loc[baseline["model"] == model, "D"].mean(), "sd_from_baseline": 0.0})
-table = pd.DataFrame(rows)
+classics = order[:-3]
+table = comparison_tables.memorisation_table(windows, baseline, classics, ("news", "essay"), models=P.models)
 save_figure(fig, "memorised_texts",
-            f"Window z ({P.window_tokens} tokens) of classic openings and human news/stories under each model's raw p, "
-            "against windows of the model's own temperature-1 text (grey: mean ± 2 sd).",
+            f"Window z ({P.window_tokens} tokens) of classic openings and human news/stories under each model's "
+            "raw p, against windows of the model's own temperature-1 text (grey: mean ± 2 sd).",
             numbers={f"{r.model}:{r.text}": round(float(r.z), 1) for r in table.itertuples()},
             run_ids=run_ids)
 
@@ -149,7 +131,7 @@ save_figure(fig, "memorised_texts",
 for model, g in table.groupby("model", sort=False):
     print(model)
     for r in g.itertuples():
-        print(f"  {r.text:<28} windows {r.windows:>2}  mean z {cross.signed(r.z, 1):>6}  l-h {cross.signed(r.D, 2)}  "
-              f"vs baseline {cross.signed(r.sd_from_baseline, 1)} sd")
-    classics_ = g[g["text"].isin(order[:-3])]
+        print(f"  {r.text:<28} windows {r.windows:>2}  mean z {report.signed(r.z, 1):>6}  l-h {report.signed(r.D, 2)}  "
+              f"vs baseline {report.signed(r.sd_from_baseline, 1)} sd")
+    classics_ = g[g["text"].isin(classics)]
     print(f"  classics more than 2 sd below the baseline: {int((classics_['sd_from_baseline'] < -2).sum())} of {len(classics_)}")

@@ -26,24 +26,19 @@
 # fraction of all strings (the share halves every few tokens' worth of bits).
 
 # %%
-import warnings
+from aep_lib import report
 
-warnings.filterwarnings("ignore")  # before the imports: tqdm warns about ipywidgets on import
+report.setup_notebook()  # before the other imports: some warn as they load
 
 import math
 
 import matplotlib.pyplot as plt
-import transformers
 
 import aep_lib.params
-from aep_lib import figures, plots
+from aep_lib import plots, tables
 from aep_lib.paths import store_dir
-from aep_lib.pipeline import save_figure
+from aep_lib.report import save_figure
 from aep_lib.store import RunStore
-
-transformers.utils.logging.set_verbosity_error()
-transformers.utils.logging.disable_progress_bar()
-plots.set_style()
 
 # %% tags=["parameters"]
 profile = "cpu"  # params profile this execution belongs to (cpu or paper)
@@ -60,12 +55,12 @@ dtype = "auto"  # model dtype: auto (float32 on CPU, bfloat16 on CUDA), float32,
 # %%
 P = aep_lib.params.notebook_params("typical_set_size", globals())
 store = RunStore(store_dir(P.profile))
-runs = figures.ensure_self_grid(store, P)
-print(figures.describe_grid(runs))
-main = runs[runs["setting"] == figures.MAIN]
+runs = tables.ensure_self_grid(store, P)
+print(tables.describe_grid(runs))
+main = runs[runs["setting"] == tables.MAIN]
 vocab = {m: int(v) for m, v in main.groupby("model")["vocab_size"].first().items()}
-running = figures.running_table(store, main, dist="samp")
-table = figures.typical_set_table(running, vocab)
+running = tables.running_table(store, main, dist="samp")
+table = tables.typical_set_table(running, vocab)
 for model in P.models:
     print(f"{plots.short_name(model)}: vocabulary {vocab[model]} tokens, log2 V = {math.log2(vocab[model]):.2f} bits")
 
@@ -102,8 +97,9 @@ for model, g in table.groupby("model", sort=False):
                 f"{name}: log2 share of the typical set at n = {n}": round(last["log2_fraction"])}
     print(f"{name}: at n = {n}, the typical set holds about 2^{last['log2_typical']:.0f} of the "
           f"2^{last['log2_all']:.0f} strings: a share of 2^{last['log2_fraction']:.0f}")
-    checks.append(figures.claim(f"{name}: entropy rate h_n / log2 V", last["h_n"] / math.log2(vocab[model]), at_most=0.5))
-    checks.append(figures.claim(f"{name}: log2 share lost per token (bits)", bits_per_token, at_least=1))
+    checks.append(report.claim(f"{name}: entropy rate h_n / log2 V", last["h_n"] / math.log2(vocab[model]),
+                               at_most=0.5))
+    checks.append(report.claim(f"{name}: log2 share lost per token (bits)", bits_per_token, at_least=1))
 print(f"all claims hold: {all(checks)}")
 
 save_figure(fig, "typical_set_size",

@@ -5,6 +5,7 @@ scikit-learn; the p-values on known z; the bootstrap CI on a known mean; ``aep d
 SmolLM2.
 """
 
+import json
 import math
 import zlib
 
@@ -151,6 +152,7 @@ def test_each_detector_on_a_hand_computed_table():
     # standardised log-probabilities -(s - H)/sqrt(V): 1, 0, -1, -2 -> the lowest half: -2, -1
     assert s["min_k_pp"] == pytest.approx(-1.5)
     assert s["zlib_ratio"] == pytest.approx(12.0 / (8 * len(zlib.compress(text.encode(), 9))))
+    assert s["zlib_bpb"] == 8 * len(zlib.compress(text.encode(), 9)) / len(text)  # no model in it
     assert s["p_over"] == pytest.approx(st.norm.cdf(4 / math.sqrt(10)))
     # with a reference's cross statistics: h^(A,B) = 2.5, sigma^(A,B) = sqrt(4)/4 = 0.5
     c = detect.detector_scores(hand_table(cross=True), text, k=0.5)
@@ -184,9 +186,44 @@ def test_machine_scores_orientation_and_evaluate():
     table = detect.evaluate(scores, n_resamples=50)
     assert set(table["detector"]) == {"z", "log_likelihood"}
     assert (table["auroc"] == 1.0).all() and (table["n_human"] == 3).all()
-    thr = detect.threshold_report(scores, alphas=(0.05,), calib_frac=0.5)
-    assert {"calibrated", "clt"} == set(thr.loc[thr["detector"] == "z", "rule"])
-    assert set(thr.loc[thr["detector"] == "log_likelihood", "rule"]) == {"calibrated"}
+    # every detector names its direction and unit
+    assert detect.DETECTORS["z"].direction_text == "lower = more machine-like"
+    assert detect.DETECTORS["fast_detectgpt"].direction_text == "higher = more machine-like"
+    assert all(d.unit for d in detect.DETECTORS.values())
+
+
+def test_prefix_scores_equal_scoring_the_cut_text(tmp_path):
+    """Scores of a text's first n tokens from its longer per-token table are those of scoring it cut to n."""
+    from _tiny import build_tiny_model
+
+    from aep_lib.models import load_model
+
+    model, tok = load_model(str(build_tiny_model(tmp_path / "tiny")), device="cpu", dtype="float32")
+    text, prompt = " a young doctor arrived in the small mountain village and the robot learns to paint", "In spring"
+    long = score.tokenize_span(tok, text, prompt, max_tokens=14)
+    table = detect.score_prepared(model, tok, long)
+    for n in (3, 9, 14):
+        cut = score.tokenize_span(tok, text, prompt, max_tokens=n)
+        direct = detect.detector_scores(detect.score_prepared(model, tok, cut), cut.scored_text)
+        prefix = detect.prefix_scores(table, long, n)
+        for d in detect.DETECTORS:
+            assert prefix[d] == pytest.approx(direct[d], rel=1e-6, abs=1e-9), (n, d)
+    assert detect.prefix_scores(table, long, 99)["n_tokens"] == 14
+
+
+def test_matched_length_scores_cut_both_texts_of_a_pair_to_the_shorter():
+    t = hand_table()  # 4 tokens
+    longer = pd.concat([t, t], ignore_index=True)  # 8 tokens
+    span4 = score.TokenSpan([0] * 5, 1, "abcd", 4, np.array([1, 2, 3, 4]))
+    span8 = score.TokenSpan([0] * 9, 1, "abcdefgh", 8, np.arange(1, 9))
+    scores = pd.DataFrame({"model": "m", "dataset": "d", "pair": [0, 0], "label": ["human", "machine"],
+                           "is_machine": [0, 1], "n_tokens": [4, 8]})
+    out = detect.matched_length_scores(scores, {0: t, 1: longer}, {0: span4, 1: span8}, k=0.5)
+    assert list(out["n_tokens"]) == [4, 4] and list(out["n_tokens_full"]) == [4, 8]
+    assert out["z"].iloc[1] == pytest.approx(out["z"].iloc[0])  # the machine text's first 4 tokens = the same table
+    summary = detect.length_summary(scores, out)
+    assert summary.iloc[0]["equal_share"] == 1.0 and summary.iloc[0]["machine_longer"] == 1.0
+    assert detect.matched_length_scores(scores, {0: t, 1: longer}, {0: span4, 1: span8}, min_tokens=5).empty
 
 
 def test_shared_prefix_and_benchmark_loading():
@@ -204,12 +241,14 @@ def test_shared_prefix_and_benchmark_loading():
         corpora.load_benchmark("nope")
 
 
-def test_verdict_uses_the_clt_level_or_a_given_threshold():
+def test_typicality_test_names_its_null():
     s = {"fast_detectgpt": 2.0, "z": -2.0, "n_tokens": 100}
-    v = detect.verdict(s, alpha=0.05)
-    assert v["verdict"] == "machine" and v["typicality"] == "over-typical" and v["threshold"] == pytest.approx(1.645, abs=1e-3)
-    assert detect.verdict(s, threshold=2.5)["verdict"] == "human"
-    assert detect.verdict({"fast_detectgpt": 0.1, "z": -0.1, "n_tokens": 10})["clt_ok"] is False
+    v = detect.typicality_test(s, "m", alpha=0.05)
+    assert v["typicality"] == "over-typical" and v["p_over"] == pytest.approx(st.norm.cdf(-2.0)) and v["clt_ok"]
+    assert v["null"] == "the text was sampled from m at temperature 1 without truncation (its raw p)"
+    assert detect.typicality_test({"z": 1.0, "n_tokens": 10}, "m")["typicality"] == "typical"
+    assert detect.typicality_test({"z": 1.0, "n_tokens": 10}, "m")["clt_ok"] is False
+    assert detect.typicality_test({"z": float("nan"), "n_tokens": 10}, "m")["typicality"] == "undefined"
 
 
 # --- attribution and membership -------------------------------------------------------------------------
@@ -333,24 +372,55 @@ def test_aep_detect_cli(tmp_path):
     runner = CliRunner()
     r = runner.invoke(app, ["detect", str(text), "--tokens-out", str(out)])
     assert r.exit_code == 0, r.output
-    assert "verdict:" in r.output and "CLT level z_(1-0.05) = 1.64" in r.output and "p two-sided" in r.output
-    assert "caution: fewer tokens than the CLT needs" in r.output
+    lines = r.stdout.splitlines()
+    assert "verdict:" in r.output and "at a 5% target false-positive rate" in r.output
+    assert "false-positive rate measured on" in r.output and "held-out human texts of 24-31 tokens" in r.output
+    assert "(95% Clopper-Pearson)" in r.output and "data/calibration/smollm2-135m.json" in r.output
+    assert "typicality z-test (H0: the text was sampled from smollm2-135m at temperature 1" in r.output
+    assert "aep attribute" in r.output and "caution: fewer tokens than the CLT needs" in r.output
+    score_lines = {ln.split()[0]: ln for ln in lines[lines.index("  scores (value, unit, direction):") + 1:]
+                   if ln.strip() and not ln.startswith("per-token")}
+    assert set(score_lines) == set(detect.DETECTORS)
+    fdg = score_lines["fast_detectgpt"]
+    assert "standard errors" in fdg and "higher = more machine-like" in fdg
+    assert "lower = more machine-like" in score_lines["z"] and "bits/token" in score_lines["log_likelihood"]
     tokens = pd.read_csv(out)
     assert {"surprisal_raw", "entropy_raw", "varentropy_raw", "rank_raw", "token_text"} <= set(tokens.columns)
     assert len(tokens) > 20
-    z_line = [line for line in r.output.splitlines() if "typicality: z =" in line][0]
     s = detect.detector_scores(tokens)
-    assert f"z = {s['z']:+.2f}" in z_line
+    assert f"z = {s['z']:+.2f}" in r.output and f"fast_detectgpt {s['fast_detectgpt']:+.3f}" in r.output
+    as_json = runner.invoke(app, ["detect", str(text), "--json", "--fpr", "0.01"])
+    assert as_json.exit_code == 0, as_json.output
+    (res,) = json.loads(as_json.stdout)
+    d = res["decision"]
+    assert d["fpr_target"] == 0.01 and d["bin"] == [24, 31] and d["n_heldout"] > 50
+    assert d["verdict"] in ("human", "machine")
+    assert sum(n for _, n in d["heldout_by_dataset"].values()) == d["n_heldout"]
+    assert d["fpr_low"] <= d["fpr_heldout"] <= d["fpr_high"] and res["n_tokens"] == len(tokens)
+    assert res["scores"]["z"]["value"] == pytest.approx(s["z"]) and res["typicality"]["z"] == pytest.approx(s["z"])
     given = runner.invoke(app, ["detect", str(text), "--threshold", "-100"])
-    assert given.exit_code == 0 and "MACHINE" in given.output and "given threshold -100.00" in given.output
-    missing = runner.invoke(app, ["detect", str(tmp_path / "absent.txt")])
-    assert missing.exit_code == 2 and "no such file" in missing.output
-    unknown = runner.invoke(app, ["detect", "some text to score", "--model", "smollm3-135m"])
-    assert unknown.exit_code == 2 and "unknown model" in unknown.output
-    mismatch = runner.invoke(app, ["detect", "some text to score", "--reference", "gemma-3-270m"])
-    assert mismatch.exit_code == 2 and "vocabulary mismatch" in mismatch.output
-    bad_out = runner.invoke(app, ["detect", str(text), "--tokens-out", str(tmp_path / "t.xlsx")])
-    assert bad_out.exit_code == 2 and ".csv or .parquet" in bad_out.output
+    assert given.exit_code == 0 and "MACHINE at a given threshold" in given.output
+    assert "threshold -100.000" in given.output
+    for args, message in [
+        ([str(tmp_path / "absent.txt")], "no such file"),
+        (["some text to score", "--model", "smollm3-135m"], "unknown model"),
+        (["some text to score", "--reference", "gemma-3-270m"], "vocabulary mismatch"),
+        ([str(text), "--tokens-out", str(tmp_path / "t.xlsx")], ".csv or .parquet"),
+        ([str(text), "--fpr", "0.6"], "(0, 0.5]"),
+        ([str(text), "--fpr", "0"], "(0, 0.5]"),
+        (["Hello"], "0 scored token(s) under smollm2-135m; a decision needs at least 2"),
+        (["Hello world"], "1 scored token(s) under smollm2-135m; a decision needs at least 2"),
+        ([str(text), "--calibration", str(tmp_path / "none.json")], "no such calibration file"),
+    ]:
+        bad = runner.invoke(app, ["detect", *args])
+        assert bad.exit_code == 2 and message in bad.output, (args, bad.output)
+        assert len([ln for ln in bad.output.splitlines() if ln.startswith("error:")]) == 1
+    empty = runner.invoke(app, ["detect", "-"], input="")
+    assert empty.exit_code == 2 and "the text is empty" in empty.output
+    from aep_lib.calibration import shipped_calibration
+
+    gemma_cal = runner.invoke(app, ["detect", str(text), "--calibration", str(shipped_calibration("gemma-3-270m"))])
+    assert gemma_cal.exit_code == 2 and "whose tokenizer differs from smollm2-135m's" in gemma_cal.output
     ranked = runner.invoke(app, ["attribute", str(text), "--candidates", "smollm2-135m,smollm2-135m@t0.5"])
     assert ranked.exit_code == 0, ranked.output
     assert "most likely smollm2-135m (confidence" in ranked.output  # human text is far likelier at t=1 than t=0.5

@@ -76,16 +76,49 @@ def test_peak_rss_sees_an_allocation():
 
 @pytest.mark.slow
 def test_cli_bench_quick_runs_the_model_targets():
-    result = CliRunner().invoke(app, ["bench", "--quick", "--repeats", "1", "--threads", "1", "--target", "generation",
-                                      "--target", "pair", "--target", "scoring", "--target", "memory"])
+    targets = ("generation", "batch", "bf16", "pair", "scoring", "memory", "long")
+    result = CliRunner().invoke(app, ["bench", "--quick", "--repeats", "1", "--threads", "1",
+                                      *[arg for t in targets for arg in ("--target", t)]])
     assert result.exit_code == 0, result.output
     out = result.output
-    for target in ("generation", "pair", "scoring", "memory"):
+    for target in targets:
         assert f"== {target}" in out
         assert any(line.startswith(target) for line in out.splitlines()), f"{target} missing from the table"
-    for field in ("ours batch 1", "baseline 1 x 16 tok", "FLOP per token", "float32 matmul",
-                  "growth 16->64 tok", "joint pair pass"):
+    for field in ("ours batch 1", "today's eager engine", "roofline", "transformers generate(), no statistics",
+                  "FLOP per token", "bfloat16: matmul", "float32: matmul", "growth 16->64 tok", "joint pair pass",
+                  "stride 256: tok/s", "every token scored once (rows = tokens, positions continuous): True"):
         assert field in out, field
+
+
+def test_decode_flops_count_weights_and_the_mean_context():
+    from transformers import LlamaConfig
+
+    cfg = LlamaConfig(vocab_size=10, hidden_size=8, intermediate_size=16, num_hidden_layers=3,
+                      num_attention_heads=2, num_key_value_heads=1)
+
+    class M:
+        config = cfg
+
+        def parameters(self):
+            import torch
+
+            return [torch.zeros(4, 5), torch.zeros(6)]
+
+    # weights 2 x 20; attention 4 x 2 heads x 4 dims x 3 layers x (prompt 10 + 8 new / 2)
+    assert common.decode_flops_per_token(M(), 10, 8) == 40 + 4 * 2 * 4 * 3 * 14
+
+
+def test_timed_counts_cpu_seconds_of_work_not_of_sleep():
+    import time
+
+    with common.Timed() as slept:
+        time.sleep(0.2)
+    with common.Timed() as worked:
+        end = time.process_time() + 0.2
+        while time.process_time() < end:
+            pass
+    assert slept.wall >= 0.2 and slept.cpu < 0.1
+    assert worked.cpu >= 0.2 and worked.wall >= worked.cpu - 0.01
 
 
 @pytest.mark.slow

@@ -264,7 +264,8 @@ def test_membership_tables():
         np.mean(w.loc[w["group"] == "classic", "z"] < q05))
     assert groups.loc["self-generated", "below_baseline_5pct"] == pytest.approx(0.05)
     (test,) = comparison_tables.membership_tests(w).to_dict("records")
-    assert test["model"] == "m" and test["diff"] < -2 and test["robust"]
+    classic, news = (w.loc[w["group"] == g, "z"].mean() for g in ("classic", "news"))
+    assert test["model"] == "m" and test["diff"] == pytest.approx(classic - news) and test["robust"]
     aucs = comparison_tables.membership_aurocs(w, scores=("over_typicality", "min_k_pp"), n_resamples=200)
     assert list(aucs.columns) == ["model", "score", "positives", "AUROC", "low", "high"] and len(aucs) == 4
     top = aucs[(aucs["score"] == "over_typicality") & (aucs["positives"] == "all classic windows")].iloc[0]
@@ -369,7 +370,11 @@ def test_notebooks_run_under_paper_params_with_a_stand_in_model(tmp_path, monkey
     out = tmp_path / "out"
     monkeypatch.setenv("AEP_OUTPUT_DIR", str(out))
     results = pipeline.run_figures("paper", only=only, output_root=out, params_root=root)
-    assert [r["status"] for r in results] == ["ok"] * 3, [r["error"] for r in results]
+    # A random stand-in model need not make the claims true: an execution may fail on a claim (the
+    # pipeline's rule), never on an error of the code path.
+    for r in results:
+        assert r["status"] == "ok" or all(e.startswith("claim ") for e in r["error"].split("; ")), r["error"]
+        assert r["figures"] and all(fig["claims"] for fig in r["figures"]), r["name"]
     figs = out / "paper" / "figures"
     for name in ["fig01_self_convergence", "fig09_diagnostics", "fig12_prompt_scatter_p01"]:
         assert (figs / f"{name}.png").stat().st_size > 0

@@ -336,14 +336,17 @@ def test_embedded_weights_are_used_in_place_aligned_and_resident(tmp_path, monke
     marker = json.loads((dst / "COMPLETE.json").read_text())
     marker["files"]["model.safetensors"] = len(old)
     marker["files"]["tokenizer.json"] = (dst / "tokenizer.json").stat().st_size
-    del marker["format"]  # format 1
+    for key in ("format", "sha256", "sample", "sampled_sha256"):  # format 1: sizes only
+        marker.pop(key, None)
     (dst / "COMPLETE.json").write_text(json.dumps(marker))
     assert cache_is_complete(dst) and (8 + len(header)) % 64
 
     rss_before = psutil.Process().memory_info().rss
     model, _ = load_model("smollm2-135m")
     assert cache_is_complete(dst)  # realigned, tokenizer compacted, and its marker updated
-    assert json.loads((dst / "COMPLETE.json").read_text())["format"] == embedded.CACHE_FORMAT
+    upgraded = json.loads((dst / "COMPLETE.json").read_text())
+    assert upgraded["format"] == embedded.CACHE_FORMAT
+    assert upgraded["sha256"]["model.safetensors"] == embedded.file_sha256(weights)  # recorded once, as it is now
     assert isinstance(json.loads((dst / "tokenizer.json").read_text())["model"]["merges"][0], str)
     assert (8 + int.from_bytes(weights.read_bytes()[:8], "little")) % 64 == 0
     params = list(model.parameters())

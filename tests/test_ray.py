@@ -99,12 +99,92 @@ def test_cli_run_local_then_nothing_left(tiny, tmp_path):
     assert bad.exit_code == 2 and "unknown executor" in bad.output
 
 
+RAY_START_TIMEOUT_S = 600
+
+
 @pytest.fixture(scope="module")
 def ray_local():
-    ray = pytest.importorskip("ray")
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    """A local Ray instance with 2 CPUs, started as ``aep run --executor ray`` starts one: patient with a
+    busy machine (``distributed.start_local``: longer waits, a failed start retried for 10 minutes).
+
+    Ray 2.60's raylet gives its dashboard agent a fixed 15 s to start, which no setting lengthens; on a
+    machine too busy for that during every try, the tests that need Ray are skipped with Ray's reason
+    (any other failure to start is an error).
+    """
+    pytest.importorskip("ray")
+    from aep_lib.distributed import start_local
+
+    try:
+        ray = start_local(num_cpus=2, log_to_driver=False, timeout_s=RAY_START_TIMEOUT_S)
+    except RuntimeError as err:
+        if "timed out during startup" not in str(err):
+            raise
+        pytest.skip(f"Ray could not start on this busy machine: {err}")
     yield ray
     ray.shutdown()
+
+
+class FlakyRay:
+    """Stands in for the ``ray`` module: ``init`` fails ``failures`` times as a busy machine made it fail."""
+
+    def __init__(self, failures: int):
+        self.failures, self.inits, self.shutdowns, self.kwargs = failures, 0, 0, None
+
+    def init(self, **kwargs):
+        self.inits += 1
+        if self.inits <= self.failures:
+            raise Exception("The current node timed out during startup. This could happen because ...")
+        self.kwargs = kwargs
+
+    def shutdown(self):
+        self.shutdowns += 1
+
+
+def test_start_local_retries_a_start_that_timed_out(monkeypatch):
+    from aep_lib import distributed
+
+    flaky = FlakyRay(failures=2)
+    monkeypatch.setattr(distributed, "_ray", lambda: flaky)
+    monkeypatch.delenv("RAY_gcs_server_port_wait_time_s", raising=False)
+    monkeypatch.setenv("RAY_gcs_server_request_timeout_seconds", "77")  # the user's own setting wins
+    assert distributed.start_local(num_cpus=2, timeout_s=600) is flaky
+    assert (flaky.inits, flaky.shutdowns) == (3, 2)
+    assert flaky.kwargs["address"] == "local"  # never a cluster found in /tmp/ray/ray_current_cluster
+    assert flaky.kwargs["num_cpus"] == 2 and flaky.kwargs["_system_config"] == distributed.SLOW_MACHINE_CONFIG
+    import os
+
+    assert os.environ["RAY_gcs_server_port_wait_time_s"] == "300"
+    assert os.environ["RAY_gcs_server_request_timeout_seconds"] == "77"
+
+
+def test_start_local_gives_up_after_its_deadline_with_the_reason(monkeypatch):
+    from aep_lib import distributed
+
+    flaky = FlakyRay(failures=10**6)
+    monkeypatch.setattr(distributed, "_ray", lambda: flaky)
+    with pytest.raises(RuntimeError) as err:
+        distributed.start_local(timeout_s=0)
+    reason = "Exception: The current node timed out during startup. This could happen because ..."
+    assert str(err.value) == f"could not start a local Ray instance: 1 tries in 0 s failed; the first: {reason}; the last: {reason}"
+
+
+def test_a_failed_start_ends_only_the_processes_it_started():
+    import subprocess
+    import sys
+
+    from aep_lib.distributed import end_children_started_since
+
+    older = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"])
+    try:
+        import psutil
+
+        before = {p.pid for p in psutil.Process().children(recursive=True)}
+        newer = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"])
+        assert end_children_started_since(before) == [newer.pid]
+        assert newer.wait(timeout=30) is not None and older.poll() is None
+    finally:
+        older.kill()
+        older.wait()
 
 
 def test_ray_grid_with_a_killed_worker_stores_each_run_once(ray_local, grid, local_store, tmp_path):

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import sys
 
+from .long_text import long_child
 from .peak_memory import memory_child
 from .scoring import scoring_child
 
@@ -16,7 +17,9 @@ def child(argv: list[str]) -> None:
     if kind == "memory":
         out = memory_child(args[0], args[1], int(args[2]))
     elif kind == "scoring":
-        out = scoring_child(args[0], int(args[1]), int(args[2]))
+        out = scoring_child(args[0], int(args[1]), int(args[2]), *args[3:4])
+    elif kind == "long":
+        out = long_child(args[0], int(args[1]), [int(x) for x in args[2].split(",")], int(args[3]) or None)
     else:
         raise SystemExit(f"unknown child {kind!r}")
     print(json.dumps(out))

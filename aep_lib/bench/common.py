@@ -136,11 +136,12 @@ def run_child(*args: str, timeout: float = 3600, env: dict | None = None) -> dic
 # --- the compute roofline --------------------------------------------------------------------------------
 
 
-def matmul_flops(size: int = 2048, repeats: int = 5) -> float:
-    """This machine's float32 matrix-multiply rate, FLOP/s (median of ``repeats`` ``size``³ products)."""
+def matmul_flops(size: int = 2048, repeats: int = 5, dtype=None) -> float:
+    """This machine's matrix-multiply rate in ``dtype`` (default float32), FLOP/s (median of ``repeats``
+    ``size``³ products)."""
     import torch
 
-    a, b = torch.randn(size, size), torch.randn(size, size)
+    a, b = torch.randn(size, size, dtype=dtype), torch.randn(size, size, dtype=dtype)
     torch.mm(a, b)
     times = []
     for _ in range(repeats):
@@ -167,3 +168,46 @@ def flops_per_token(model, n_tokens: int) -> tuple[float, float]:
         w = window if t == "sliding_attention" else n_tokens
         ctx += sum(min(i + 1, w) for i in range(n_tokens)) / n_tokens
     return float(weights), 4.0 * c.num_attention_heads * head_dim * ctx
+
+
+# --- clocks and rooflines of generation ------------------------------------------------------------------
+
+
+class Timed:
+    """Wall and CPU seconds of a ``with`` block (``.wall``, ``.cpu``: this process's user + system time).
+
+    On a machine that other work also loads, the CPU seconds of a one-thread run measure the code; the
+    wall seconds measure the code and the scheduler (both are reported; ratios use the wall clock).
+    """
+
+    def __enter__(self):
+        self._wall, self._cpu = time.perf_counter(), time.process_time()
+        return self
+
+    def __exit__(self, *exc):
+        self.wall, self.cpu = time.perf_counter() - self._wall, time.process_time() - self._cpu
+        return False
+
+
+def copy_bandwidth(n_bytes: int = 256 * MIB, repeats: int = 5) -> float:
+    """This machine's memory copy rate, bytes/s counting read + write (median of ``repeats`` copies of
+    ``n_bytes``, far larger than the caches)."""
+    import torch
+
+    x = torch.ones(n_bytes // 4)
+    y = torch.empty_like(x)
+    y.copy_(x)
+    times = []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        y.copy_(x)
+        times.append(time.perf_counter() - t)
+    return 2 * n_bytes / median(times)
+
+
+def decode_flops_per_token(model, n_prompt: int, n_new: int) -> float:
+    """FLOP per generated token of a decoding step (weights, and attention over the mean context)."""
+    c = model.config
+    weights = 2 * sum(p.numel() for p in model.parameters() if p.dim() >= 2)
+    head_dim = getattr(c, "head_dim", None) or c.hidden_size // c.num_attention_heads
+    return float(weights) + 4.0 * c.num_attention_heads * head_dim * c.num_hidden_layers * (n_prompt + n_new / 2)

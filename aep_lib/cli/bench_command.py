@@ -11,8 +11,8 @@ from .app import app, fail
 
 @app.command()
 def bench(
-    target: Optional[list[str]] = typer.Option(None, help="generation | memory | scoring | pair | startup | store | "
-                                               "gpu; repeatable (default: all)"),
+    target: Optional[list[str]] = typer.Option(None, help="generation | batch | bf16 | memory | scoring | long | "
+                                               "pair | startup | store | gpu; repeatable (default: all)"),
     repeats: int = typer.Option(3, min=1, help="timed repeats per target (medians are reported)"),
     quick: bool = typer.Option(False, help="tiny sizes: a smoke test of the benchmark code, not a measurement"),
     threads: Optional[int] = typer.Option(None, min=1, help="torch threads (default one per core; 1 is steadier "

@@ -1,4 +1,4 @@
-"""``aep models``: the embedded models, whether installed and cached."""
+"""``aep models``: the embedded models, whether installed and cached; ``--verify`` hashes their caches."""
 
 from __future__ import annotations
 
@@ -8,7 +8,10 @@ from .app import app
 
 
 @app.command()
-def models() -> None:
+def models(
+    verify: bool = typer.Option(False, "--verify", help="Hash every byte of each cached model against the "
+                                "sha256 recorded when it was cached; exit 1 if one is damaged."),
+) -> None:
     """List the embedded models: whether installed and cached, cache size, vocabulary."""
     from ..models import known_models
 
@@ -20,4 +23,22 @@ def models() -> None:
             f"{str(r['cached']):>6} {r['cache_size_mb']:>8}  {r['cache_path']}"
         )
     typer.echo("Any Hugging Face id (org/name) or local folder also works where a model name is asked for.")
+    if verify:
+        _verify([r["name"] for r in rows])
 
+
+def _verify(names: list[str]) -> None:
+    """One line per model (ok / damaged / not cached / unverified); exit code 1 when one is damaged."""
+    from ..embedded import verify_embedded_cache
+
+    typer.echo("verify (sha256 of every cached byte):")
+    damaged = []
+    for name in names:
+        status, reason = verify_embedded_cache(name)
+        typer.echo(f"{name:<15} {status}" + (f": {reason}" if reason else ""))
+        if status == "damaged":
+            damaged.append(name)
+    if damaged:
+        typer.secho(f"error: damaged cache: {', '.join(damaged)}; rebuilt at its next load", fg=typer.colors.RED,
+                    err=True)
+        raise typer.Exit(1)
