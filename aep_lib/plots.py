@@ -384,9 +384,11 @@ def plot_ci_heatmaps(cells: pd.DataFrame, titles: dict[str, str], index, columns
     return fig
 
 
-def plot_scores_by_length(rows: dict, profiles: dict, detectors, fpr: float, clt_level: float | None = None):
+def plot_scores_by_length(rows: dict, profiles: dict, detectors, fpr: float, clt_level: float | None = None,
+                          max_dots: int = 600):
     """Human texts' machine-oriented scores against their length (scored tokens, log axis): one row of
-    panels per model, one column per detector (a matplotlib figure). Dots: calibration rows; line: the
+    panels per model, one column per detector (a matplotlib figure). Dots: calibration rows (a seeded
+    sample of at most ``max_dots``); line: the
     bin medians with the 5-95% band; steps: the threshold at ``fpr`` per bin; dashed: the CLT level of
     ``fast_detectgpt`` (``clt_level``), which is not a level for human text.
 
@@ -402,7 +404,8 @@ def plot_scores_by_length(rows: dict, profiles: dict, detectors, fpr: float, clt
         for c, d in enumerate(detectors):
             ax = axes[r, c]
             prof = profiles[model][profiles[model]["detector"] == d].sort_values("n_tokens")
-            ax.scatter(cal["n_tokens"], cal[d], s=3, alpha=0.15, color="0.5", rasterized=True)
+            dots = cal.sample(min(len(cal), max_dots), random_state=0)
+            ax.scatter(dots["n_tokens"], dots[d], s=3, alpha=0.2, color="0.5", rasterized=True)
             ax.fill_between(prof["n_tokens"], prof["q05"], prof["q95"], color=PALETTE[0], alpha=0.2, lw=0)
             ax.plot(prof["n_tokens"], prof["median"], color=PALETTE[0], lw=1.5, label="median, 5-95%")
             ax.step(prof["n_tokens"], prof["threshold"], where="mid", color=PALETTE[3], lw=1.3,
