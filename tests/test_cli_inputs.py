@@ -168,3 +168,14 @@ def test_read_texts_keeps_its_signature_and_checks_the_texts(tmp_path):
         with pytest.raises(typer.Exit) as caught:
             read_texts(bad)
         assert caught.value.exit_code == 2
+
+
+def test_an_empty_argument_and_a_text_too_long_for_a_file_name_are_texts():
+    """``""`` is an empty text (not the current folder); a literal longer than a file name can be is scored as
+    text (looking it up as a file raised 'File name too long')."""
+    long_text = "The lighthouse keeper wrote every night. " * 20  # 820 characters, over NAME_MAX
+    assert read_texts([long_text]) == [("<text 1>", long_text)]
+    with pytest.raises(typer.Exit) as caught:
+        read_texts([""])
+    assert caught.value.exit_code == 2
+    one_line_error(invoke("detect", ""), "the text is empty")

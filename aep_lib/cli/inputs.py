@@ -87,6 +87,15 @@ def split_prompt(label: str, text: str, prompt_chars: int) -> tuple[str, str]:
     return prompt, rest
 
 
+def path_kind(path: Path) -> str | None:
+    """``"file"``, ``"other"`` (a folder, a device) or None: nothing there, or a name the system cannot look up
+    (too long, an embedded NUL: a literal text, not a file name)."""
+    try:
+        return "file" if path.is_file() else "other" if path.exists() else None
+    except (OSError, ValueError):
+        return None
+
+
 def read_input(arg: str, encoding: str = "utf-8", literal: bool = True) -> tuple[str, str]:
     """``(label, text)`` of one argument: ``-`` (stdin), a file, or (``literal``) the text itself. Files
     and stdin are decoded with ``encoding``; a missing file, a folder or undecodable bytes fail. The
@@ -95,14 +104,17 @@ def read_input(arg: str, encoding: str = "utf-8", literal: bool = True) -> tuple
         stream = getattr(sys.stdin, "buffer", None)  # bytes, to decode with encoding; else already text
         text = decode_text(stream.read(), "<stdin>", encoding) if stream is not None else sys.stdin.read()
         return "<stdin>", text
+    if not arg:  # Path("") is the current folder: an empty argument is an empty text
+        return "", arg
     path = Path(arg)
-    if path.is_file():
+    kind = path_kind(path)
+    if kind == "file":
         try:
             data = path.read_bytes()
         except OSError as err:
             fail(f"{arg}: cannot be read: {err.strerror or err}")
         return arg, decode_text(data, arg, encoding)
-    if path.exists():
+    if kind == "other":
         fail(f"{arg}: not a regular file")
     if not literal:
         fail(f"{arg}: no such file")
