@@ -117,6 +117,48 @@ def render(r: dict) -> list[str]:
     return lines
 
 
+def check_detect_options(fpr, alpha, k, detector, tokens_out, max_tokens, encoding) -> None:
+    """``aep detect``'s options that no model is needed to check: each bad one a one-line error."""
+    from ..calibration import DETECTORS, check_fpr
+
+    try:
+        check_fpr(fpr)
+    except ValueError as err:
+        fail(f"--fpr: {err}")
+    if not 0 < alpha < 1:
+        fail(f"--alpha must be in (0, 1), got {alpha}")
+    if k is not None and not 0 < k <= 1:
+        fail(f"--k must be in (0, 1], got {k}")
+    if detector not in DETECTORS:
+        fail(f"--detector {detector!r}: unknown; known: {', '.join(DETECTORS)}")
+    if tokens_out is not None and tokens_out.suffix not in (".csv", ".parquet"):
+        fail(f"--tokens-out {tokens_out}: the file name must end in .csv or .parquet")
+    if max_tokens is not None and max_tokens < 0:
+        fail(f"--max-tokens must be 0 (all) or more, got {max_tokens}")
+    check_encoding(encoding)
+
+
+def score_for_decision(label, text, prompt, model_name, mdl, tok, ref, budget, stride):
+    """``(prepared span, per-token table)`` of one text; a text too long without a stride, or with fewer
+    scored tokens than a decision needs, is a one-line error."""
+    from ..calibration import MIN_SCORED_TOKENS
+    from ..detect import score_prepared
+    from ..score import ScoringError, tokenize_span
+
+    prep = None
+    try:
+        prep = tokenize_span(tok, text, prompt, budget)
+        t = score_prepared(mdl, tok, prep, reference=ref, stride=stride)
+    except ScoringError as err:
+        if "nothing to score" not in str(err):
+            fail(f"{label}: {str(err).replace('pass stride=<tokens>', 'pass --stride <tokens>')}")
+        t = []
+    if len(t) < MIN_SCORED_TOKENS:
+        fail(f"{label}: {len(t)} scored token(s) under {model_name}; a decision needs at least {MIN_SCORED_TOKENS} "
+             "(the first token of a text has no context and is never scored): give a longer text")
+    return prep, t
+
+
 @app.command()
 def detect(
     inputs: list[str] = typer.Argument(..., help="text files, '-' (stdin), or literal texts in quotes"),
@@ -145,27 +187,11 @@ def detect(
     held-out human texts of its length, the detector scores and the typicality z-test."""
     import pandas as pd
 
-    from ..calibration import DETECTORS, check_fpr, compatibility, decide, model_identity, rows_frame
-    from ..calibration import MIN_SCORED_TOKENS
-    from ..detect import detector_scores, score_prepared, typicality_test
+    from ..calibration import DETECTORS, compatibility, decide, model_identity, rows_frame
+    from ..detect import detector_scores, typicality_test
     from ..models import resolved_dtype
-    from ..score import ScoringError, tokenize_span
 
-    try:
-        check_fpr(fpr)
-    except ValueError as err:
-        fail(f"--fpr: {err}")
-    if not 0 < alpha < 1:
-        fail(f"--alpha must be in (0, 1), got {alpha}")
-    if k is not None and not 0 < k <= 1:
-        fail(f"--k must be in (0, 1], got {k}")
-    if detector not in DETECTORS:
-        fail(f"--detector {detector!r}: unknown; known: {', '.join(DETECTORS)}")
-    if tokens_out is not None and tokens_out.suffix not in (".csv", ".parquet"):
-        fail(f"--tokens-out {tokens_out}: the file name must end in .csv or .parquet")
-    if max_tokens is not None and max_tokens < 0:
-        fail(f"--max-tokens must be 0 (all) or more, got {max_tokens}")
-    check_encoding(encoding)
+    check_detect_options(fpr, alpha, k, detector, tokens_out, max_tokens, encoding)
     texts = [(label, *split_prompt(label, text, prompt_chars)) for label, text in read_texts(inputs, encoding)]
     ref_name = reference if reference not in (None, "", model) else None
     mdl, tok, ref, ref_tok = load_scorer(model, ref_name)
@@ -180,16 +206,7 @@ def detect(
     rows = rows_frame(cal)
     results, tables = [], []
     for i, (label, prompt, text) in enumerate(texts):
-        try:
-            prep = tokenize_span(tok, text, prompt, budget)
-            t = score_prepared(mdl, tok, prep, reference=ref, stride=stride)
-        except ScoringError as err:
-            if "nothing to score" not in str(err):
-                fail(f"{label}: {str(err).replace('pass stride=<tokens>', 'pass --stride <tokens>')}")
-            t = []
-        if len(t) < MIN_SCORED_TOKENS:
-            fail(f"{label}: {len(t)} scored token(s) under {model}; a decision needs at least {MIN_SCORED_TOKENS} "
-                 "(the first token of a text has no context and is never scored): give a longer text")
+        prep, t = score_for_decision(label, text, prompt, model, mdl, tok, ref, budget, stride)
         s = detector_scores(t, prep.scored_text, k=k)
         given = None if threshold is None else DETECTORS[detector].direction * threshold
         results.append({
