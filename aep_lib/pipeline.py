@@ -15,7 +15,11 @@ and ``.svg`` plus a JSON record holding the claims the notebook checked with ``a
 An execution fails when its notebook raises or when one of its figures records a claim that does not
 hold (the error names the claim). ``outputs/<profile>/index.md`` then lists every executed notebook with
 its status and its figures (caption, numbers, claims with ok/FAIL, params file, run ids, git SHA,
-package versions).
+package versions), and ``index.html`` renders the same as a gallery (``aep_lib.gallery``).
+
+While it runs, a progress bar over the executions (name, elapsed time, ok/failed so far) and papermill's
+cell bar when stderr is a terminal; one line per finished execution otherwise. The kernels talk over IPC
+sockets (POSIX), so ipykernel has no reason to warn "Kernel is running over TCP without encryption".
 
     results = run_figures("cpu")                  # or: python -m aep_lib.pipeline --profile cpu
 """
@@ -24,10 +28,12 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import json
 import os
 import re
 import sys
+import threading
 import time
 import uuid
 from dataclasses import dataclass
@@ -35,6 +41,7 @@ from pathlib import Path
 from typing import Mapping
 
 from . import paths
+from .gallery import write_gallery
 from .params import NOTEBOOK_SCHEMAS, ParamsError, read_yaml, validate
 from .provenance import git_sha, package_versions, utc_now
 from .report import claim_failure, jsonable
@@ -137,31 +144,80 @@ def _environ(**values: str):
                 os.environ[k] = v
 
 
-def _execute(ex: Execution, profile: str, out_dir: Path, output_root: Path, kernel_name: str) -> dict:
+# The kernel's warning "Kernel is running over TCP without encryption" (ipykernel's kernelapp, printed
+# once per kernel on the stderr it inherits) is there because jupyter_client's default transport is TCP.
+# Over IPC (Unix sockets in Jupyter's runtime folder) the kernel has nothing to warn about. A socket path
+# longer than the OS allows (about 107 bytes) or Windows keeps TCP.
+_MAX_IPC_PATH = 100
+
+
+def kernel_manager_class():
+    """The jupyter_client kernel manager papermill's kernels start with: IPC transport where it can be."""
+    from jupyter_client.manager import AsyncKernelManager
+    from jupyter_core.paths import jupyter_runtime_dir
+
+    longest = Path(jupyter_runtime_dir()) / f"kernel-{uuid.uuid4()}-ipc-1"  # jupyter_client's socket names
+    if os.name == "nt" or len(str(longest)) > _MAX_IPC_PATH:
+        return AsyncKernelManager
+    return _ipc_kernel_manager()
+
+
+@functools.cache
+def _ipc_kernel_manager():
+    from jupyter_client.manager import AsyncKernelManager
+    from traitlets import default
+
+    class IPCKernelManager(AsyncKernelManager):
+        """``AsyncKernelManager`` whose kernels listen on Unix sockets instead of TCP ports."""
+
+        @default("transport")
+        def _default_transport(self):
+            return "ipc"
+
+    return IPCKernelManager
+
+
+def _failed_cell(err) -> str:
+    """``cell 3 (In [4]) `raise ValueError(message)``` from a ``PapermillExecutionError``: where it failed."""
+    first = next((line.strip() for line in (err.source or "").splitlines() if line.strip()), "")
+    first = first if len(first) <= 60 else first[:57] + "..."
+    return f"cell {err.cell_index} (In [{err.exec_count}])" + (f" `{first}`" if first else "")
+
+
+def _execute(ex: Execution, profile: str, out_dir: Path, output_root: Path, kernel_name: str,
+             cell_progress: bool = False) -> dict:
     import papermill
 
     output = out_dir / f"{ex.name}.ipynb"
     execution_id = uuid.uuid4().hex[:12]
     result = {"name": ex.name, "notebook": ex.notebook, "params_file": _rel(ex.params_file), "output": str(output),
-              "execution": execution_id, "status": "ok", "error": None, "time": utc_now()}
-    start = time.perf_counter()
+              "execution": execution_id, "status": "ok", "error": None, "cell": None, "time": utc_now()}
+    start, wall_start = time.perf_counter(), time.time()
     env = dict(AEP_PROFILE=profile, AEP_OUTPUT_DIR=str(output_root), AEP_NOTEBOOK=ex.name,
                AEP_PARAMS_FILE=_rel(ex.params_file), AEP_EXECUTION=execution_id)
+    bar = {"desc": ex.name, "leave": False, "unit": "cell"} if cell_progress else False
     try:
         with _environ(**env):
             papermill.execute_notebook(str(ex.notebook_path), str(output), parameters=ex.values,
                                        kernel_name=kernel_name, cwd=str(ex.notebook_path.parent),
-                                       progress_bar=False, log_output=False)
+                                       progress_bar=bar, log_output=False,
+                                       kernel_manager_class=kernel_manager_class())
     except papermill.PapermillExecutionError as err:
-        result.update(status="failed", error=f"{err.ename}: {err.evalue}")
+        result.update(status="failed", error=f"{err.ename}: {err.evalue}", cell=_failed_cell(err))
     except Exception as err:  # the kernel died, the notebook is unreadable, ...
         result.update(status="failed", error=f"{type(err).__name__}: {err}")
     result["seconds"] = round(time.perf_counter() - start, 1)
     result["figures"] = _figures_of(out_dir / "figures", execution_id)
+    result["token_views"] = _token_views_since(out_dir / "figures", wall_start)
     failed = failed_claims(result["figures"])
     if failed and result["status"] == "ok":
         result.update(status="failed", error="; ".join(failed))
     return result
+
+
+def _token_views_since(folder: Path, since: float) -> list[str]:
+    """Names of the token views (``figures/<name>.html``, ``tokenview.save_token_view``) written since ``since``."""
+    return sorted(p.stem for p in folder.glob("*.html") if p.stat().st_mtime >= since - 1)
 
 
 def failed_claims(figures: list[dict]) -> list[str]:
@@ -188,21 +244,119 @@ def run_figures(
     notebooks_dir: Path | None = None,
     params_root: Path | None = None,
     schemas: Mapping[str, type] | None = None,
+    progress: bool = False,
+    stream=None,
 ) -> list[dict]:
-    """Execute the notebooks of one profile into ``<output_root>/<profile>/`` and write ``index.md``.
+    """Execute the notebooks of one profile into ``<output_root>/<profile>/``; write ``index.md`` and ``index.html``.
 
     ``only``: notebook names or prefixes. ``output_root``: default ``$AEP_OUTPUT_DIR`` or ``outputs/``.
     ``notebooks_dir``, ``params_root`` and ``schemas`` default to the project's (tests inject their own).
+    ``progress``: report on ``stream`` (default stderr) as it goes (``Progress``): a bar and papermill's
+    cell bar on a terminal, one line per execution otherwise.
     All params are validated first; a failing notebook is recorded as failed and the rest still run.
-    Returns one dict per execution: name, notebook, params_file, output, status, error, seconds, figures.
+    Returns one dict per execution: name, notebook, params_file, output, status, error, cell (where a
+    notebook raised), seconds, figures, token_views.
     """
     executions = plan(profile, only, notebooks_dir, params_root, schemas)
     output_root = Path(output_root or paths.output_dir()).resolve()
     out_dir = output_root / profile
     out_dir.mkdir(parents=True, exist_ok=True)
-    results = [_execute(ex, profile, out_dir, output_root, kernel_name) for ex in executions]
+    report = Progress(len(executions), stream=stream, enabled=progress)
+    results = []
+    try:
+        for ex in executions:
+            report.start(ex.name)
+            results.append(_execute(ex, profile, out_dir, output_root, kernel_name, cell_progress=report.tty))
+            report.done(results[-1])
+    finally:
+        report.close()
     write_index(out_dir, results, partial=bool(only))
     return results
+
+
+def result_line(r: dict) -> str:
+    """``ok     fig01 (12.3 s)`` or ``FAILED t_fail (0.8 s) in cell 2 (In [2]) `raise ...`: ValueError: boom``."""
+    where = f" in {r['cell']}" if r.get("cell") else ""
+    error = f"{where}: {r['error']}" if r.get("error") else ""
+    return f"{'ok' if r['status'] == 'ok' else 'FAILED':6} {r['name']} ({r.get('seconds', '?')} s){error}"
+
+
+def summary_lines(results: list[dict], index: Path | None) -> list[str]:
+    """The closing lines of a run: counts, the failed executions again, and where the index is."""
+    failed = [r for r in results if r["status"] != "ok"]
+    lines = [f"{len(results) - len(failed)} ok, {len(failed)} failed"
+             + (f" in {sum(r.get('seconds') or 0 for r in results):.0f} s" if results else "")]
+    lines += [result_line(r) for r in failed]
+    if index is not None:
+        lines += [f"index: {index}", f"gallery: {index.with_suffix('.html')}"]
+    return lines
+
+
+class Progress:
+    """What ``run_figures`` shows while it runs, on ``stream`` (default stderr).
+
+    On a terminal: a tqdm bar over the executions (``3/20``, elapsed time, ``ok 2 failed 1``, the one
+    running) with papermill's cell bar under it, and a line per finished execution above it. Elsewhere
+    (a log, CI): one line when an execution starts and one when it ends, no carriage returns.
+    """
+
+    def __init__(self, total: int, stream=None, enabled: bool = True):
+        self.total, self.enabled = total, enabled
+        self.stream = stream or sys.stderr
+        self.tty = enabled and _isatty(self.stream)
+        self.ok = self.failed = 0
+        self.started = time.perf_counter()
+        self.bar = None
+        self._stop = threading.Event()
+        if self.tty:
+            from tqdm import tqdm
+
+            self.bar = tqdm(total=total, unit="notebook", file=self.stream, dynamic_ncols=True,
+                            bar_format="{l_bar}{bar}| {n_fmt}/{total_fmt} [{elapsed}]{postfix}")
+            # redraw every second, so that the elapsed time moves while a long notebook runs
+            threading.Thread(target=self._tick, daemon=True, name="aep-figures-progress").start()
+
+    def _tick(self) -> None:
+        while not self._stop.wait(1.0):
+            self.bar.refresh()
+
+    def _postfix(self, running: str | None) -> str:
+        return f"ok {self.ok} failed {self.failed}" + (f" | {running}" if running else "")
+
+    def start(self, name: str) -> None:
+        if not self.enabled:
+            return
+        if self.bar is not None:
+            self.bar.set_postfix_str(self._postfix(name))
+        else:
+            print(f"[{self.ok + self.failed + 1}/{self.total}] {name} ...", file=self.stream, flush=True)
+
+    def done(self, result: dict) -> None:
+        if result["status"] == "ok":
+            self.ok += 1
+        else:
+            self.failed += 1
+        if not self.enabled:
+            return
+        line = f"[{self.ok + self.failed}/{self.total}] {result_line(result)}"
+        if self.bar is not None:
+            self.bar.write(line, file=self.stream)
+            self.bar.set_postfix_str(self._postfix(None), refresh=False)
+            self.bar.update(1)
+        else:
+            print(line + f" [{time.perf_counter() - self.started:.0f} s in all]", file=self.stream, flush=True)
+
+    def close(self) -> None:
+        self._stop.set()
+        if self.bar is not None:
+            self.bar.close()
+
+
+def _isatty(stream) -> bool:
+    try:
+        return bool(stream.isatty())
+    except (AttributeError, ValueError):
+        return False
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -231,7 +385,7 @@ def _claim_lines(claims: list[dict]) -> list[str]:
 
 
 def write_index(out_dir: Path, results: list[dict], partial: bool = False) -> Path:
-    """Write ``index.json`` (kept across partial runs) and render it as ``index.md``."""
+    """Write ``index.json`` (kept across partial runs) and render it as ``index.md`` and ``index.html``."""
     state_file = out_dir / "index.json"
     state = {}
     if partial and state_file.is_file():
@@ -241,26 +395,76 @@ def write_index(out_dir: Path, results: list[dict], partial: bool = False) -> Pa
             state = {}
     state.update({r["name"]: r for r in results})
     state_file.write_text(json.dumps(state, indent=1, default=jsonable))
+    return render_index(out_dir, state)
 
+
+def render_index(out_dir: Path, state: dict[str, dict]) -> Path:
+    """``index.md`` and the gallery ``index.html`` of ``state`` (execution name -> result); returns index.md."""
+    sha, versions = git_sha(), package_versions()
     lines = [f"# Outputs of profile `{out_dir.name}`", "",
-             f"Generated by `aep_lib.pipeline` at git `{git_sha()}`; "
-             + ", ".join(f"{k} {v}" for k, v in package_versions().items()) + ".", ""]
+             f"Generated by `aep_lib.pipeline` at git `{sha}`; "
+             + ", ".join(f"{k} {v}" for k, v in versions.items()) + ". Gallery: [index.html](index.html).", ""]
     for name in sorted(state):
         r = state[name]
-        lines += [f"## {name}", "", f"- status: **{r['status']}**" + (f": `{r['error']}`" if r["error"] else ""),
+        where = f" in {r['cell']}" if r.get("cell") else ""
+        lines += [f"## {name}", "", f"- status: **{r['status']}**" + (f"{where}: `{r['error']}`" if r["error"] else ""),
                   f"- notebook: [{Path(r['output']).name}]({Path(r['output']).name}), "
                   f"params `{r['params_file']}`, {r.get('seconds', '?')} s, {r['time']}", ""]
+        views = r.get("token_views") or []
+        if views:
+            lines += ["- token views: " + ", ".join(f"[{v}](figures/{v}.html)" for v in views), ""]
         for fig in r.get("figures", []):
             numbers = ", ".join(f"{k} = {v}" for k, v in fig["numbers"].items()) or "-"
-            versions = ", ".join(f"{k} {v}" for k, v in fig["versions"].items())
+            versions_ = ", ".join(f"{k} {v}" for k, v in fig["versions"].items())
             lines += [f"### {fig['name']}", "", f"![{fig['name']}](figures/{fig['name']}.png)", "",
                       fig["caption"], "",
                       f"- numbers: {numbers}", *_claim_lines(fig.get("claims") or []),
                       f"- params: `{fig['params_file']}`", f"- runs: {_short(fig['run_ids'])}",
-                      f"- git `{fig['git_sha']}`; {versions}; {fig['time']}", ""]
+                      f"- git `{fig['git_sha']}`; {versions_}; {fig['time']}", ""]
     index = out_dir / "index.md"
     index.write_text("\n".join(lines))
+    write_gallery(out_dir, state, git_sha=sha, versions=versions, generated=utc_now())
     return index
+
+
+def state_from_records(out_dir: Path) -> dict[str, dict]:
+    """The index state of ``out_dir``: its ``index.json``, or, where none was written (figures saved
+    from an interactive session), one entry per notebook named in the ``figures/*.json`` records (the
+    latest record of each figure), with the token views no execution claims under ``(token views)``."""
+    state_file = out_dir / "index.json"
+    if state_file.is_file():
+        try:
+            return json.loads(state_file.read_text())
+        except ValueError:
+            pass
+    folder = out_dir / "figures"
+    state: dict[str, dict] = {}
+    for log in sorted(folder.glob("*.json")):
+        try:
+            fig = json.loads(log.read_text())[-1]
+        except (ValueError, IndexError):
+            continue
+        name = fig.get("notebook") or "interactive"
+        entry = state.setdefault(name, {"name": name, "notebook": name, "params_file": fig.get("params_file"),
+                                        "output": str(out_dir / f"{name}.ipynb"), "status": "ok", "error": None,
+                                        "time": fig.get("time"), "figures": [], "token_views": []})
+        entry["figures"].append(fig)
+    views = sorted(p.stem for p in folder.glob("*.html"))
+    if views:
+        claimed = {v for r in state.values() for v in r.get("token_views") or []}
+        entry = state.setdefault("interactive", {"name": "interactive", "notebook": "interactive", "params_file": None,
+                                                 "output": str(out_dir / "interactive.ipynb"), "status": "ok",
+                                                 "error": None, "time": None, "figures": [], "token_views": []})
+        entry["token_views"] = sorted(set(entry["token_views"]) | (set(views) - claimed))
+    return state
+
+
+def rebuild_index(out_dir: Path) -> Path:
+    """Render ``index.md`` and ``index.html`` again from what ``out_dir`` holds, executing nothing."""
+    state = state_from_records(Path(out_dir))
+    if not state:
+        raise ParamsError(f"{out_dir}: no index.json and no figure records under figures/")
+    return render_index(Path(out_dir), state)
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -274,16 +478,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--kernel", default="python3")
     args = parser.parse_args(argv)
     try:
-        results = run_figures(args.profile, args.only, args.output_root, args.kernel)
+        results = run_figures(args.profile, args.only, args.output_root, args.kernel, progress=True)
     except ParamsError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    for r in results:
-        print(f"{r['status']:6} {r['name']} ({r['seconds']} s)" + (f": {r['error']}" if r["error"] else ""))
-    failed = [r for r in results if r["status"] != "ok"]
     out_dir = Path(results[0]["output"]).parent if results else None
-    print(f"{len(results) - len(failed)} ok, {len(failed)} failed; index: {out_dir / 'index.md' if out_dir else '-'}")
-    return 1 if failed else 0
+    for line in summary_lines(results, out_dir / "index.md" if out_dir else None):
+        print(line)
+    return 1 if any(r["status"] != "ok" for r in results) else 0
 
 
 if __name__ == "__main__":

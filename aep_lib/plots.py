@@ -41,8 +41,29 @@ def set_style(context: str = "paper") -> None:
     import seaborn as sns
 
     sns.set_theme(context=context, style="whitegrid", font_scale=1.1)
+    # A legend that lands on lines or bands stays readable: a white, slightly see-through box, no edge.
     mpl.rcParams.update({"figure.dpi": 72, "savefig.dpi": 150, "axes.titlesize": "medium",
-                         "legend.fontsize": "small", "legend.frameon": False})
+                         "legend.fontsize": "small", "legend.frameon": True, "legend.framealpha": 0.85,
+                         "legend.facecolor": "white", "legend.edgecolor": "none"})
+
+
+def log_axis(ax, ticks=None, axis: str = "x"):
+    """A log-scale ``axis`` ("x" or "y") labelled in plain numbers (``16 32 64``, ``1 10 100``), never
+    ``3×10¹``: major ticks at ``ticks`` (default: matplotlib's decades), no labels on the minor ticks
+    (on a log axis spanning less than a decade matplotlib labels them, on top of the major ones)."""
+    target = ax.xaxis if axis == "x" else ax.yaxis
+    (ax.set_xscale if axis == "x" else ax.set_yscale)("log")
+    if ticks is not None:
+        ticks = sorted({float(t) for t in ticks})
+        target.set_major_locator(mpl.ticker.FixedLocator(ticks))
+        target.set_minor_locator(mpl.ticker.NullLocator())
+    target.set_major_formatter(mpl.ticker.FuncFormatter(_plain_number))
+    target.set_minor_formatter(mpl.ticker.NullFormatter())
+    return ax
+
+
+def _plain_number(value: float, _pos=None) -> str:
+    return f"{value:g}" if 1e-4 <= abs(value) < 1e6 else f"{value:.0e}"
 
 
 def short_name(model: str) -> str:
@@ -69,7 +90,7 @@ def plot_running(ax, run, bands=(1, 2), log_x: bool = True, label_l: str = "log-
     ax.plot(n, h, color=H_COLOR, lw=1.2, label=label_h)
     ax.plot(n, np.asarray(run["l_n"], dtype=float), color=L_COLOR, lw=1.0, label=label_l)
     if log_x:
-        ax.set_xscale("log")
+        log_axis(ax)
     ax.set_xlabel("tokens $n$")
     ax.set_ylabel("bits per token")
     if title:
@@ -90,7 +111,7 @@ def plot_z_trajectories(ax, running, color=None, alpha: float = 0.35, log_x: boo
         ax.axhline(-k, color="k", lw=0.8, ls=ls)
     ax.axhline(0, color="k", lw=0.5)
     if log_x:
-        ax.set_xscale("log")
+        log_axis(ax)
     ax.set_xlabel("tokens $n$")
     ax.set_ylabel("$z_n = D_n / \\sigma_n$")
     if title:
@@ -205,7 +226,7 @@ def plot_sigma_decay(ax, running, color=None, alpha: float = 0.35, reference: bo
         c = float(np.median(running.loc[running["n"] == n_max, "sigma_n"])) * np.sqrt(n_max)
         n = np.geomspace(1, n_max, 50)
         ax.plot(n, c / np.sqrt(n), color="k", lw=1.0, ls="--", label="$\\propto 1/\\sqrt{n}$")
-    ax.set_xscale("log")
+    log_axis(ax)
     ax.set_yscale("log")
     ax.yaxis.set_major_locator(mpl.ticker.LogLocator(subs=(1.0, 2.0, 5.0)))
     ax.yaxis.set_major_formatter(mpl.ticker.FormatStrFormatter("%g"))
@@ -223,9 +244,16 @@ def finish(fig, title: str | None = None) -> None:
     Returns nothing on purpose: a notebook cell ending with ``finish(fig)`` then shows the figure
     once (the inline backend's), even where ``;`` does not suppress the cell's value (nbval).
     """
-    if title:
-        fig.suptitle(title)
+    text = fig.suptitle(title) if title else None
     fig.tight_layout()
+    if text is not None:
+        # tight_layout can leave the suptitle touching the panels' titles (matplotlib's default style):
+        # then fit the panels below it, 10 points lower
+        renderer = fig.canvas.get_renderer()
+        limit = text.get_window_extent(renderer).y0 - 10 * fig.dpi / 72
+        top = max((ax.get_tightbbox(renderer).y1 for ax in fig.axes if ax.axison), default=0)
+        if top > limit:
+            fig.subplots_adjust(top=fig.subplotpars.top - (top - limit) / fig.bbox.height)
 
 
 def close(fig) -> None:
@@ -326,11 +354,11 @@ def plot_roc(scores: pd.DataFrame, detectors, model: str, datasets=None, ncols: 
         ax.plot([0, 1], [0, 1], color="0.7", lw=0.8, ls="--")
         ax.set(title=f"{name} ({len(g) // 2} pairs)", xlabel="false-positive rate (human called machine)",
                ylabel="true-positive rate")
-        ax.legend(fontsize=7, loc="lower right")
+        if ax.get_legend_handles_labels()[0]:  # no legend on a panel with nothing drawn
+            ax.legend(fontsize=7, loc="lower right")
     for ax in list(axes.flat)[len(datasets):]:
         ax.axis("off")
-    fig.suptitle(f"ROC of the detectors, scorer {model}")
-    fig.tight_layout()
+    finish(fig, f"ROC of the detectors, scorer {model}")
     return fig
 
 
@@ -412,12 +440,9 @@ def plot_scores_by_length(rows: dict, profiles: dict, detectors, fpr: float, clt
                     label=f"threshold at {fpr:g} FPR")
             if d == "fast_detectgpt" and clt_level is not None:
                 ax.axhline(clt_level, color="black", ls="--", lw=0.9, label="CLT level")
-            ax.set_xscale("log")
             low, top = (int(cal["n_tokens"].min()), int(cal["n_tokens"].max())) if len(cal) else (16, 32)
-            ax.set_xticks([t for t in (8, 16, 32, 64, 128, 256, 512, 1024, 2048) if low / 1.1 <= t <= top * 1.1])
+            log_axis(ax, [t for t in (8, 16, 32, 64, 128, 256, 512, 1024, 2048) if low / 1.1 <= t <= top * 1.1])
             ax.set_xlim(low / 1.1, top * 1.1)
-            ax.xaxis.set_major_formatter(mpl.ticker.ScalarFormatter())
-            ax.xaxis.set_minor_formatter(mpl.ticker.NullFormatter())
             ax.set_title(f"{model}: {d} ({DETECTORS[d].unit})", fontsize=9)
             ax.set_xlabel("scored tokens")
             if c == 0:

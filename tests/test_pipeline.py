@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import io
 import json
+import os
 from pathlib import Path
 
 import matplotlib
@@ -84,15 +86,27 @@ def test_expand_runs(tmp_path):
         pipeline.expand_runs(path)
 
 
-def test_run_figures_records_figures_failures_and_index(project):
+def test_run_figures_records_figures_failures_and_index(project, capfd):
     dirs, out = project
-    results = pipeline.run_figures("cpu", **dirs)
+    log = io.StringIO()  # not a terminal: one line per execution, no bars
+    results = pipeline.run_figures("cpu", progress=True, stream=log, **dirs)
     by_name = {r["name"]: r for r in results}
     assert sorted(by_name) == ["t_fail", "t_fig__title=a", "t_fig__title=b__scale=3.0"]
 
     fail = by_name["t_fail"]
     assert fail["status"] == "failed" and fail["error"] == "ValueError: kaboom"
+    # cell 0 holds the defaults, cell 1 papermill's injected parameters, cell 2 the code that raised
+    assert fail["cell"] == "cell 2 (In [3]) `raise ValueError(message)`"
     assert (out / "t_fail.ipynb").is_file()  # the partial notebook is kept for inspection
+
+    lines = log.getvalue().splitlines()
+    assert "\r" not in log.getvalue() and len(lines) == 6
+    assert lines[0] == "[1/3] t_fail ..."
+    assert lines[1].startswith("[1/3] FAILED t_fail (") and lines[1].split(" s) ")[1].startswith(
+        "in cell 2 (In [3]) `raise ValueError(message)`: ValueError: kaboom [")
+    assert lines[3].startswith("[2/3] ok     t_fig__title=a (")
+    # the kernels ran over IPC: ipykernel printed no transport warning on the stderr they inherit
+    assert "without encryption" not in capfd.readouterr().err
 
     for title, slope, name in [("a", 2.0, "t_fig__title=a"), ("b", 3.0, "t_fig__title=b__scale=3.0")]:
         r = by_name[name]
@@ -109,6 +123,9 @@ def test_run_figures_records_figures_failures_and_index(project):
 
     index = (out / "index.md").read_text()
     assert "## t_fail" in index and "**failed**" in index and "ValueError: kaboom" in index
+    assert "- status: **failed** in cell 2 (In [3]) `raise ValueError(message)`: `ValueError: kaboom`" in index
+    gallery = (out / "index.html").read_text()  # written beside index.md by the same call (tests/test_gallery.py)
+    assert gallery.count('<article class="card') == 2 and 'src="figures/fig_a.png"' in gallery
     assert "## t_fig__title=a" in index and "![fig_a](figures/fig_a.png)" in index
     assert "A line of slope 3.0." in index and "slope = 3.0" in index
     assert "- claims: 1 of 1 hold" in index and "  - ok: slope at least 1 = 3.00 (>= 1)" in index
@@ -147,10 +164,68 @@ def test_profile_mismatch_is_an_error(project):
         pipeline.plan("cpu", **dirs)
 
 
-def test_main_exit_code(monkeypatch):
+def test_main_exit_code(monkeypatch, capsys):
     monkeypatch.setattr(pipeline, "run_figures", lambda *a, **k: [
         {"name": "x", "status": "failed", "error": "E: e", "seconds": 0.1, "output": "/o/cpu/x.ipynb"}])
     assert pipeline.main(["--profile", "cpu"]) == 1
+    out = capsys.readouterr().out.splitlines()
+    assert out == ["0 ok, 1 failed in 0 s", "FAILED x (0.1 s): E: e", "index: /o/cpu/index.md",
+                   "gallery: /o/cpu/index.html"]
+
+
+# --- progress and the kernel transport ---------------------------------------------------------------
+
+
+RESULTS = [{"name": "fig01", "status": "ok", "error": None, "seconds": 12.3},
+           {"name": "fig02", "status": "failed", "error": "ValueError: boom", "seconds": 4.0,
+            "cell": "cell 5 (In [4]) `plot(x)`"}]
+
+
+def test_result_and_summary_lines():
+    assert [pipeline.result_line(r) for r in RESULTS] == [
+        "ok     fig01 (12.3 s)", "FAILED fig02 (4.0 s) in cell 5 (In [4]) `plot(x)`: ValueError: boom"]
+    assert pipeline.summary_lines(RESULTS, Path("/o/cpu/index.md")) == [
+        "1 ok, 1 failed in 16 s", "FAILED fig02 (4.0 s) in cell 5 (In [4]) `plot(x)`: ValueError: boom",
+        "index: /o/cpu/index.md", "gallery: /o/cpu/index.html"]
+
+
+class _Terminal(io.StringIO):
+    def isatty(self):
+        return True
+
+
+def test_progress_bar_on_a_terminal_and_lines_elsewhere():
+    term = _Terminal()
+    bar = pipeline.Progress(2, stream=term)
+    assert bar.tty  # papermill's cell bar is asked for only then (_execute's cell_progress)
+    for r in RESULTS:
+        bar.start(r["name"])
+        bar.done(r)
+    bar.close()
+    shown = term.getvalue()
+    assert "| fig01" in shown and "2/2" in shown and "ok 1 failed 1" in shown  # running name, count, tallies
+    assert "\r" in shown  # redrawn in place
+    assert "[2/2] FAILED fig02 (4.0 s) in cell 5" in shown  # each finished execution printed above the bar
+
+    log = io.StringIO()
+    plain = pipeline.Progress(2, stream=log)
+    assert not plain.tty
+    plain.start("fig01")
+    plain.done(RESULTS[0])
+    assert log.getvalue().startswith("[1/2] fig01 ...\n[1/2] ok     fig01 (12.3 s) [")
+
+    quiet = io.StringIO()
+    off = pipeline.Progress(2, stream=quiet, enabled=False)
+    off.start("fig01")
+    off.done(RESULTS[0])
+    off.close()
+    assert quiet.getvalue() == "" and not off.tty
+
+
+@pytest.mark.skipif(os.name == "nt", reason="IPC transport is POSIX-only")
+def test_kernels_use_ipc_so_ipykernel_has_no_tcp_warning():
+    km = pipeline.kernel_manager_class()(kernel_name="python3")
+    assert km.transport == "ipc"
 
 
 # --- claims -----------------------------------------------------------------------------------------

@@ -1,4 +1,4 @@
-"""``aep figures``: execute a profile's notebooks into ``outputs/<profile>/`` and write the index."""
+"""``aep figures``: execute a profile's notebooks into ``outputs/<profile>/`` and write the index and gallery."""
 
 from __future__ import annotations
 
@@ -13,17 +13,32 @@ from .app import app, fail
 def figures(
     profile: str = typer.Option("cpu", help="cpu (embedded models) | paper (GPU, hub models)"),
     only: Optional[list[str]] = typer.Option(None, help="notebook name or prefix; repeatable"),
+    index_only: bool = typer.Option(False, "--index-only",
+                                    help="execute nothing: render index.md and index.html again from the "
+                                         "figure records already under outputs/<profile>/"),
 ) -> None:
-    """Execute the profile's notebooks with papermill into outputs/<profile>/ and write the index."""
-    from ..params import ParamsError
-    from ..pipeline import run_figures
+    """Execute the profile's notebooks with papermill into outputs/<profile>/ and write index.md and index.html.
 
+    Shows a progress bar over the notebooks (and papermill's cell bar) on a terminal, one line per
+    notebook otherwise; a failed notebook is named with its cell and error. Exits 1 if any failed.
+    """
+    from .. import paths
+    from ..params import ParamsError
+    from ..pipeline import rebuild_index, run_figures, summary_lines
+
+    if index_only:
+        try:
+            index = rebuild_index(paths.output_dir(profile))
+        except ParamsError as err:
+            fail(str(err))
+        typer.echo(f"index: {index}\ngallery: {index.with_suffix('.html')}")
+        return
     try:
-        results = run_figures(profile, only=only or None)
+        results = run_figures(profile, only=only or None, progress=True)
     except ParamsError as err:
         fail(str(err))
-    failed = [r for r in results if r.get("status") != "ok"]
-    typer.echo(f"{len(results) - len(failed)} notebooks ok, {len(failed)} failed")
-    if failed:
+    index = paths.output_dir(profile).resolve() / "index.md"
+    for line in summary_lines(results, index):
+        typer.echo(line)
+    if any(r.get("status") != "ok" for r in results):
         raise typer.Exit(1)
-
