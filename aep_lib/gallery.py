@@ -1,6 +1,6 @@
 """The figure gallery: ``outputs/<profile>/index.html``, one card per figure, beside ``index.md``.
 
-``pipeline.render_index`` calls ``write_gallery`` with the same state it renders as ``index.md``
+``figure_index.render_index`` calls ``write_gallery`` with the same state it renders as ``index.md``
 (execution name -> result with its ``figures`` records, ``report.save_figure``). Each card shows the
 figure (``figures/<name>.png``, a relative link), its caption, its claims (a claim that does not hold is
 red and counted in the card's title), its numbers, params file, run ids, git SHA, package versions and

@@ -1,7 +1,7 @@
 """aep_lib.gallery: outputs/<profile>/index.html, checked as HTML and in a real browser (headless Chromium).
 
 The gallery is built from a small synthetic set of figure records (PNGs drawn with matplotlib here), by the
-same call that writes index.md (``pipeline.render_index``); no notebook runs. The browser test needs
+same call that writes index.md (``figure_index.render_index``); no notebook runs. The browser test needs
 Debian's ``chromium`` (``.ci/run`` installs it) and skips, saying why, where none is installed. Set
 ``AEP_GALLERY_SCREENSHOT=/some/file.png`` to keep a copy of its screenshot.
 """
@@ -22,7 +22,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import pytest  # noqa: E402
 
-from aep_lib import gallery, pipeline  # noqa: E402
+from aep_lib import figure_index, gallery  # noqa: E402
 
 FIGURES = ["fig_convergence", "fig_scatter", "fig_roc"]
 
@@ -69,7 +69,7 @@ def out_dir(tmp_path):
                      "cell": "cell 4 (In [3]) `plot(x)`", "error": "ValueError: boom", "seconds": 1.0,
                      "time": "2026-12-02T04:00:00+00:00", "figures": [], "token_views": []},
     }
-    pipeline.render_index(out, state)
+    figure_index.render_index(out, state)
     return out
 
 

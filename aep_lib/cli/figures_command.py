@@ -24,7 +24,8 @@ def figures(
     """
     from .. import paths
     from ..params import ParamsError
-    from ..pipeline import rebuild_index, run_figures, summary_lines
+    from ..figure_index import rebuild_index
+    from ..pipeline import run_figures, summary_lines
 
     if index_only:
         try:
