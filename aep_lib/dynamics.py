@@ -258,7 +258,7 @@ def setting_summary(dynamics: pd.DataFrame, tolerance: float, start_frac: float 
         per_run = []
         for _, r in g.groupby("run_id", sort=False):
             r = r.sort_values("n")
-            half = r.iloc[min(len(r) - 1, int(math.ceil(start_frac * len(r))) - 1)] if len(r) else None
+            half = r.iloc[min(len(r) - 1, math.ceil(start_frac * len(r)) - 1)] if len(r) else None
             per_run.append({"slope": late_slope(r["l_n"], start_frac), "l": r["l_n"].iloc[-1],
                             "rep": r["rep"].iloc[-1], "l_half": half["l_n"]})
         per_run = pd.DataFrame(per_run)
@@ -294,3 +294,17 @@ def setting_curves(dynamics: pd.DataFrame) -> pd.DataFrame:
     g = dynamics.groupby(["model", "setting", "n"], sort=False)
     out = g.agg(l_n=("l_n", "mean"), rep=("rep", "mean"), n_runs=("run_id", "size")).reset_index()
     return out
+
+
+def turning_points(summary: pd.DataFrame) -> pd.DataFrame:
+    """Where ``l_n`` turns from falling to rising along the settings of ``setting_summary`` rows, in their
+    order (from cool to hot): one row per model and pair of neighbouring settings whose mean slopes go from
+    ``< 0`` to ``>= 0``: ``model, below, above, slope_below, slope_above``."""
+    rows = []
+    for model, g in summary.groupby("model", sort=False):
+        s = g["slope"].to_numpy(dtype=float)
+        for i in range(len(g) - 1):
+            if s[i] < 0 <= s[i + 1]:
+                rows.append({"model": model, "below": g["setting"].iloc[i], "above": g["setting"].iloc[i + 1],
+                             "slope_below": s[i], "slope_above": s[i + 1]})
+    return pd.DataFrame(rows, columns=["model", "below", "above", "slope_below", "slope_above"])

@@ -9,7 +9,7 @@ columns); the **log-perplexity** of a text is ``l = mean s_t`` under a model's r
   entropy rate equal to its log-perplexity on human text. ``generation_rates`` (per run),
   ``text_rates`` (per human text), ``calibration_gap`` (their difference with a bootstrap CI),
   ``ensure_temperature_sweep`` / ``temperature_curve`` / ``closing_temperature`` (the temperature where
-  the gap closes), ``running_means`` (``h_n`` along the generations). How ``H_t`` itself moves with the
+  the gap closes), ``calibration_comparison`` (the paper's Table 1 beside the embedded models), ``running_means`` (``h_n`` along the generations). How ``H_t`` itself moves with the
   position is ``aep_lib.dynamics``' subject.
 - **Adversarial prompts**: ``clt_share_bound`` (the share of runs within ±2σ that N(0, 1) guarantees
   with n runs), ``prompt_shares`` (shares per prompt), ``cross_view`` (one row per text: ``z`` under its
@@ -98,6 +98,33 @@ def calibration_gap(gen: pd.DataFrame, human: pd.DataFrame, models=None, n_resam
                      "ratio": ci_h.estimate / ci_l.estimate if ci_l.estimate else math.nan})
     return pd.DataFrame(rows, columns=["model", "n_runs", "h_gen", "h_low", "h_high", "n_texts", "l_human", "l_low",
                                        "l_high", "gap", "gap_low", "gap_high", "ratio"])
+
+
+# Braverman et al., Table 1: (model, corpus, perplexity on the test text, exp of the entropy rate of the model's own
+# long generations: the paper's "EntRate" column, in perplexity units like the first).
+BRAVERMAN_TABLE1 = (("AWD-LSTM", "PTB", 58.3, 93.1), ("CNN-LSTM", "GBW", 29.8, 49.4),
+                    ("Transformer", "GBW", 28.1, 34.7), ("GPT-2", "WebText", 23.7, 61.2))
+
+
+def calibration_comparison(gap: pd.DataFrame, corpus: str = "shipped human texts") -> pd.DataFrame:
+    """Braverman et al.'s Table 1 above the embedded models' ``calibration_gap`` rows, in both units: one row per
+    model: ``source`` (``Braverman et al.`` or ``embedded``), ``model, corpus``, ``ppl_human`` (perplexity on human
+    text, ``2^l``), ``ppl_generations`` (``2^h`` of the model's own generations) and ``gap_bits`` (``log2`` of
+    their ratio, ``h - l`` in bits per token; per word for the paper's word-level corpora). Perplexities
+    are base-free (``2^bits = e^nats``), so the paper's numbers convert without knowing its log base."""
+    rows = [{"source": "Braverman et al.", "model": m, "corpus": c, "ppl_human": test, "ppl_generations": gen_,
+             "gap_bits": math.log2(gen_ / test)} for m, c, test, gen_ in BRAVERMAN_TABLE1]
+    rows += [{"source": "embedded", "model": r.model, "corpus": corpus, "ppl_human": 2.0 ** r.l_human,
+              "ppl_generations": 2.0 ** r.h_gen, "gap_bits": r.gap} for r in gap.itertuples()]
+    return pd.DataFrame(rows, columns=["source", "model", "corpus", "ppl_human", "ppl_generations", "gap_bits"])
+
+
+def sign_verdict(low: float, high: float) -> str:
+    """Whether a CI supports a claim that a quantity is positive: ``holds`` (CI above 0), ``reversed`` (below 0),
+    ``not shown`` (it holds 0), ``undetermined`` (NaN bounds)."""
+    if not (np.isfinite(low) and np.isfinite(high)):
+        return "undetermined"
+    return "holds" if low > 0 else "reversed" if high < 0 else "not shown"
 
 
 def temperature_curve(gen: pd.DataFrame, n_resamples: int = 2000) -> pd.DataFrame:

@@ -136,6 +136,14 @@ def test_decoding_dynamics_and_setting_summary():
     assert s.at["k1", "n_runs"] == 1 and math.isnan(s.at["k1", "slope_low"])  # one run: no CI
 
 
+def test_turning_points():
+    summary = pd.DataFrame({"model": ["m"] * 4 + ["n"] * 2, "setting": ["k1", "p0.5", "t1", "t1.5", "k1", "t1"],
+                            "slope": [-0.4, -0.1, 0.0, 0.5, 0.2, 0.3]})
+    t = dynamics.turning_points(summary)
+    assert t.to_dict("records") == [{"model": "m", "below": "p0.5", "above": "t1", "slope_below": -0.1,
+                                     "slope_above": 0.0}]
+
+
 def test_ensure_setting_runs_generates_greedy_once(monkeypatch):
     calls = []
 

@@ -57,6 +57,23 @@ def test_calibration_gap_by_hand():
     assert gap.loc["b", ["gap", "h_low", "h_high"]].tolist() == [-2.0, 1.0, 1.0]  # constant: a degenerate CI
 
 
+def test_calibration_comparison_puts_the_paper_table_beside_the_gap():
+    gap = pd.DataFrame({"model": ["a"], "h_gen": [3.0], "l_human": [2.0], "gap": [1.0]})
+    t = entropy_rate.calibration_comparison(gap)
+    assert t["source"].tolist() == ["Braverman et al."] * 4 + ["embedded"]
+    gpt2 = t.set_index("model").loc["GPT-2"]
+    assert (gpt2["ppl_human"], gpt2["ppl_generations"]) == (23.7, 61.2)
+    assert gpt2["gap_bits"] == pytest.approx(1.36864, abs=1e-5)  # log2(61.2 / 23.7)
+    assert t.set_index("model").loc["AWD-LSTM", "gap_bits"] == pytest.approx(0.67529, abs=1e-5)  # log2(93.1 / 58.3)
+    assert t.iloc[-1][["ppl_human", "ppl_generations", "gap_bits"]].tolist() == [4.0, 8.0, 1.0]  # 2^2, 2^3
+
+
+def test_sign_verdict():
+    assert [entropy_rate.sign_verdict(*ci) for ci in [(0.1, 2.0), (-1.0, -0.2), (-0.5, 0.5), (0.0, 1.0),
+                                                      (math.nan, 1.0)]] == [
+        "holds", "reversed", "not shown", "not shown", "undetermined"]
+
+
 def test_crossing_interpolates_and_never_extrapolates():
     assert entropy_rate.crossing([0.8, 1.0, 1.2], [2.0, 3.0, 5.0], 4.0) == pytest.approx(1.1)
     assert entropy_rate.crossing([0.8, 1.0, 1.2], [2.0, 3.0, 5.0], 3.0) == 1.0
@@ -213,6 +230,52 @@ def test_schemas_reject_impossible_values():
         validate(NOTEBOOK_SCHEMAS["refined_typical_set"], {"models": "a", "prompts": "p01"})
 
 
+def test_cpu_params_share_the_self_grid_and_the_human_scorings():
+    def load(name):
+        return yaml.safe_load((params_dir() / "cpu" / f"{name}.yaml").read_text())
+
+    grid_keys = ["models", "prompts", "n_seeds", "n_seeds_truncated", "top_p", "max_new_tokens", "device", "dtype"]
+    fig01 = load("fig01_self_convergence")
+    for name in ("entropy_rate_calibration", "refined_typical_set"):
+        assert {k: load(name)[k] for k in grid_keys} == {k: fig01[k] for k in grid_keys}, name
+    memorised, calibration = load("memorised_texts"), load("entropy_rate_calibration")
+    text_keys = ["classics", "news_file", "essays_file", "n_human", "window_tokens", "n_windows", "reflow"]
+    assert {k: calibration[k] for k in text_keys} == {k: memorised[k] for k in text_keys}
+    adversarial, cross = load("adversarial_prompts"), load("fig06_cross_entropy_histogram")
+    assert adversarial["baseline_prompts"] == cross["prompts"]
+    assert [adversarial[k] for k in ("n_seeds", "max_new_tokens", "on_eos")] == [cross[k] for k in
+                                                                                  ("n_seeds", "max_new_tokens", "on_eos")]
+
+
 # --- the notebooks' code path with stand-in models -------------------------------------------------------
 
 
+@pytest.mark.slow
+@pytest.mark.timeout(900)
+def test_notebooks_run_under_paper_params_with_stand_in_models(tmp_path, monkeypatch):
+    """The paper params, with two tiny random Llamas (one tokenizer) in place of the hub models, small sizes."""
+    from _tiny import build_tiny_model
+
+    tiny = [str(build_tiny_model(tmp_path / f"tiny{i}", seed=i)) for i in range(2)]
+    small = {"entropy_rate_calibration": {"n_seeds": 2, "n_seeds_truncated": 1, "max_new_tokens": 32, "n_human": 1,
+                                          "classics": "carroll-alice", "window_tokens": 8, "n_windows": 2,
+                                          "n_seeds_sweep": 1, "prompts": "p01,p02"},
+             "adversarial_prompts": {"n_seeds": 2, "max_new_tokens": 24, "baseline_prompts": "p01"},
+             "refined_typical_set": {"n_seeds": 2, "n_seeds_truncated": 1, "max_new_tokens": 24, "prompts": "p01,p02"}}
+    root = tmp_path / "params"
+    (root / "paper").mkdir(parents=True)
+    for name, sizes in small.items():
+        data = yaml.safe_load((params_dir() / "paper" / f"{name}.yaml").read_text())
+        assert len(data["models"].split(",")) >= 2
+        data |= sizes | {"models": ",".join(tiny), "device": "cpu"}
+        (root / "paper" / f"{name}.yaml").write_text(yaml.safe_dump(data))
+    out = tmp_path / "out"
+    monkeypatch.setenv("AEP_OUTPUT_DIR", str(out))
+    results = pipeline.run_figures("paper", only=list(small), output_root=out, params_root=root)
+    assert sorted(r["name"] for r in results) == sorted(small)
+    for r in results:  # random stand-ins need not make a claim true; the code path must not fail
+        assert r["status"] == "ok" or all(e.startswith("claim ") for e in r["error"].split("; ")), r["error"]
+        assert r["figures"] and all(fig["claims"] for fig in r["figures"]), r["name"]
+    for name in small:
+        (record,) = json.loads((out / "paper" / "figures" / f"{name}.json").read_text())
+        assert record["run_ids"] and record["numbers"] and record["profile"] == "paper"
