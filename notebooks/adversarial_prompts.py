@@ -37,7 +37,7 @@ report.setup_notebook(pandas_width=200)  # before the other imports: some warn a
 import pandas as pd
 
 import aep_lib.params
-from aep_lib import attribution, comparisons, entropy_rate, plots, tables
+from aep_lib import attribution, comparisons, entropy_rate, phenomena_plots, plots, tables
 from aep_lib.corpora import load_prompts
 from aep_lib.models import ModelPool
 from aep_lib.paths import output_dir, store_dir
@@ -139,7 +139,7 @@ for r in accuracy.itertuples():
 # observations.
 
 # %%
-fig = plots.plot_adversarial_prompts(per_text, accuracy, order, P.models)
+fig = phenomena_plots.plot_adversarial_prompts(per_text, accuracy, order, P.models)
 checks, numbers = [], {}
 for r in shares.itertuples():
     checks.append(report.claim(f"{r.prompt_group}: share of runs with |z| <= 2 under q (n = {r.n_runs})", r.share_z2,

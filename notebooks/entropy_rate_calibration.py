@@ -43,7 +43,7 @@ import math
 import pandas as pd
 
 import aep_lib.params
-from aep_lib import comparisons, corpora, entropy_rate, plots, tables
+from aep_lib import comparisons, corpora, entropy_rate, phenomena_plots, plots, tables
 from aep_lib.models import ModelPool
 from aep_lib.paths import store_dir
 from aep_lib.report import save_figure
@@ -133,7 +133,7 @@ for r in closing.itertuples():
 
 # %%
 running = entropy_rate.running_means(tables.running_table(store, main, dist="samp"), "h_n")
-fig = plots.plot_entropy_calibration(running, gap, curve, closing, P.rate_tokens)
+fig = phenomena_plots.plot_entropy_calibration(running, gap, curve, closing, P.rate_tokens)
 numbers, checks = {}, []
 for r in gap.itertuples():
     name = plots.short_name(r.model)

@@ -36,7 +36,7 @@ report.setup_notebook()  # before the other imports: some warn as they load
 import math
 
 import aep_lib.params
-from aep_lib import entropy_rate, inference, plots, tables
+from aep_lib import entropy_rate, inference, phenomena_plots, plots, tables
 from aep_lib.paths import store_dir
 from aep_lib.report import save_figure
 from aep_lib.store import RunStore
@@ -105,7 +105,7 @@ for (a, b), g in relative.groupby(["model", "other"], sort=False):
 # The figure and the numbers it claims.
 
 # %%
-fig = plots.plot_relative_typical_set(per_run, relative, P.models)
+fig = phenomena_plots.plot_relative_typical_set(per_run, relative, P.models)
 checks, numbers = [], {}
 for model in P.models:
     name = plots.short_name(model)
