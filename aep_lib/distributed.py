@@ -53,10 +53,11 @@ def connect(address: str | None = None, num_cpus: int | None = None):
 
 
 # A local instance on a busy machine. Ray 2.60's raylet waits a fixed 15 s for the dashboard agent's
-# port files (no setting changes that wait: agent_register_timeout_ms does not, checked), and the agent
-# imports Ray first: with 2 cores at load 13-18 ray.init failed in 6 of 8 tries here ("The current node
-# timed out during startup"). The waits that are settings are lengthened (SLOW_MACHINE_*); the start
-# itself is retried until START_TIMEOUT_S has passed.
+# port files (no setting lengthens that wait: agent_register_timeout_ms does not, checked) and aborts,
+# and the agent imports Ray first: on 2 cores at load 13-20 that took it 17-26 s, and 24 of 25 starts
+# failed here ("The current node timed out during startup"); at load 5 a start took 21 s. The waits that
+# are settings are lengthened (SLOW_MACHINE_*), and a failed start is retried until START_TIMEOUT_S:
+# that rides out a busy spell, not a machine that stays that busy.
 START_TIMEOUT_S = 900.0
 SLOW_MACHINE_ENV = {"RAY_gcs_server_port_wait_time_s": "300", "RAY_gcs_server_request_timeout_seconds": "300"}
 SLOW_MACHINE_CONFIG = {"worker_register_timeout_seconds": 300, "agent_register_timeout_ms": 300_000}
@@ -67,7 +68,7 @@ def start_local(num_cpus: int | None = None, log_to_driver: bool = True, timeout
 
     The user's own ``RAY_*`` settings win over ``SLOW_MACHINE_ENV``. A failed start is cleaned up (the
     processes it started, by pid) and tried again until ``timeout_s`` seconds have passed; then
-    ``RuntimeError`` says how many tries failed and why the last one did. Returns the ``ray`` module.
+    ``RuntimeError`` says how many tries failed, and why the first and the last did. Returns ``ray``.
     """
     for key, value in SLOW_MACHINE_ENV.items():
         os.environ.setdefault(key, value)

@@ -123,9 +123,9 @@ def generate(
     Stops at ``max_new_tokens``, or at EOS when ``sampling.on_eos == "stop"``.
 
     ``engine``: ``eager`` (transformers' dynamic cache and warpers: the reference), ``static`` (a
-    pre-allocated cache; the same tokens and statistics bit for bit, faster), ``compiled`` (a static
-    cache and a ``torch.compile``d step; equal up to float rounding) or ``auto`` (see
-    ``static_decode.choose_engine``). ``Generation.extra["engine"]`` says which ran.
+    pre-allocated cache; the same tokens, the statistics bit for bit or to float64 rounding, faster),
+    ``compiled`` (a static cache and a ``torch.compile``d step; equal up to float rounding) or ``auto``
+    (see ``static_decode.choose_engine``). ``Generation.extra["engine"]`` says which ran.
     """
     if len(prompts) != len(seeds):
         raise ValueError(f"{len(prompts)} prompts but {len(seeds)} seeds: give one seed per prompt")

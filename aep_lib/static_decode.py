@@ -8,7 +8,10 @@ SmolLM2 that copies some 440 MB per step. Here the cache is allocated once:
   buffers allocated once, write a step's slot in place and hand attention the same keys and values
   (and the same mask) that the dynamic cache would have, as a view. The step itself runs eagerly,
   with the warps of ``SamplingWarp`` (top-p by selection, not by arg-sort) and the statistics in
-  row blocks: the tokens and statistics equal the eager engine's bit for bit.
+  row blocks: the tokens equal the eager engine's and the statistics too, bit for bit on one thread
+  (with several, a float64 sum over a block of fewer rows than the batch may round differently: ~1e-15
+  bits); float32 weights; with 16-bit weights, up to which of equally probable tokens top-p keeps
+  (``top_p_ties``).
 - ``compiled``: transformers' ``StaticCache`` of ``capacity`` slots, and one ``torch.compile``d
   function per (model, batch, capacity, warps) that runs a whole step: the forward pass of one token
   per sequence over the full cache (a mask hides the empty slots), the warps, the Gumbel-max draw with
@@ -148,6 +151,16 @@ def slot_cache(model, capacity: int, longest_update: int = 1) -> Cache:
                                    longest_update) for t, kw in zip(types, kwargs)])
 
 
+def top_p_ties(model) -> str:
+    """How the static engine's top-p breaks ties at the cut (``sampling.SelectTopP``): as transformers'
+    arg-sort does (``"sort"``, bit for bit) for float32 logits; by token id for 16-bit ones, whose
+    rounded logits tie at the cut in half the rows (the eager engine there may keep another of the
+    equally probable tokens: the same probabilities, another token in rare draws)."""
+    head = model.get_output_embeddings()
+    weight = getattr(head, "weight", None)
+    return "sort" if weight is None or weight.dtype == torch.float32 else "index"
+
+
 class StaticDecoder:
     """The ``static`` engine: the eager loop's forward passes on ``SlotLayer``s, its warps and statistics
     (``draw``) with top-p by selection and the statistics in row blocks. Same interface as
@@ -157,7 +170,7 @@ class StaticDecoder:
         self.model, self.device = model, input_device(model)
         self.cache = slot_cache(model, n_positions, longest_update=width)
         self.ckw = cache_kwargs(model, self.cache)
-        self.warp = SamplingWarp(sampling, eos, top_p_by="select")
+        self.warp = SamplingWarp(sampling, eos, top_p_by="select", top_p_ties=top_p_ties(model))
         self.row_block = stats_row_block(int(model.config.vocab_size))
         self.logits = self.mask = self.next_pos = None
 

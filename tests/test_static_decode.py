@@ -1,7 +1,8 @@
 """The static and compiled engines of ``generate`` against the eager reference.
 
-``static`` must give the eager engine's tokens and statistics bit for bit (it runs the same kernels
-on a pre-allocated cache); ``compiled`` the same tokens and statistics within 1e-3 bits. The cache
+``static`` must give the eager engine's tokens and logits bit for bit (it runs the same kernels on a
+pre-allocated cache) and its statistics to float64 rounding (bit for bit where its row blocks span the
+batch); ``compiled`` the same tokens and statistics within 1e-3 bits. The cache
 layer must answer transformers' mask questions as the dynamic layers do, and a grid of nearby lengths
 must compile once.
 """
@@ -30,6 +31,21 @@ def assert_bitwise_equal(a, b):
     assert [g.stop_reason for g in a] == [g.stop_reason for g in b]
     for x, y in zip(a, b):
         assert x.tokens.drop(columns="token_text").equals(y.tokens.drop(columns="token_text"))
+
+
+def assert_same_run(a, b, atol: float = 1e-9):
+    """The same tokens, stops, ranks and greedy ids; the statistics equal to float64 rounding (``atol`` bits).
+
+    The static engine computes the statistics in row blocks (one row at a time for Gemma's 262k vocabulary):
+    with several threads, torch splits a float64 sum over ``[1, vocab]`` differently from one over
+    ``[batch, vocab]``, so they may differ in the last bits (~1e-15) though the logits are the same."""
+    assert [g.token_ids for g in a] == [g.token_ids for g in b]
+    assert [g.stop_reason for g in a] == [g.stop_reason for g in b]
+    for x, y in zip(a, b):
+        for col in ("position", "token_id", "ctx_len", "rank_raw", "greedy_id"):
+            assert x.tokens[col].tolist() == y.tokens[col].tolist(), col
+        for col in STATS:
+            np.testing.assert_allclose(y.tokens[col], x.tokens[col], rtol=0, atol=atol, err_msg=col)
 
 
 def test_capacity_is_a_power_of_two_bucket():
@@ -163,10 +179,12 @@ def embedded(request):
 
 @pytest.mark.slow
 @pytest.mark.parametrize("batch", [1, 4])
-def test_static_engine_equals_eager_bit_for_bit(embedded, batch, monkeypatch):
+def test_static_engine_equals_eager(embedded, batch, monkeypatch):
     """Both embedded models, a batch of 1 and of 4 with sequences stopping at EOS inside the batch (their
-    slots stay masked while the others go on). Gemma 3 270M rarely ends a reply with its <eos>: for it the
-    newline is made an end-of-text token too (its generation config), so that replies stop."""
+    slots stay masked while the others go on): the same tokens, statistics within 1e-9 bits (the Done-when
+    of issue 15 asks 1e-3; bit for bit on one thread, see ``assert_same_run``). Gemma 3 270M rarely ends a
+    reply with its <eos>: for it the newline is made an end-of-text token too (its generation config), so
+    that replies stop."""
     name, model, tok = embedded
     if name.startswith("gemma"):
         monkeypatch.setattr(model.generation_config, "eos_token_id", [tok.eos_token_id, tok.convert_tokens_to_ids("\n")])
@@ -175,7 +193,7 @@ def test_static_engine_equals_eager_bit_for_bit(embedded, batch, monkeypatch):
     seeds = [3, 4, 5, 6][:batch]
     eager = generate(model, tok, prompts, seeds, sampling, 24, progress=False, engine="eager")
     static = generate(model, tok, prompts, seeds, sampling, 24, progress=False, engine="static")
-    assert_bitwise_equal(eager, static)
+    assert_same_run(eager, static)
     assert static[0].stop_reason == "eos" and static[0].token_ids[-1] in eos_ids(tok, model)
     if batch > 1:  # sequences stopped at different steps, one went on after another had stopped
         assert len({len(g.token_ids) for g in static}) > 1

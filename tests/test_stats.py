@@ -147,6 +147,64 @@ def test_eos_suppression_is_part_of_q():
     assert SamplingWarp(Sampling(on_eos="continue"), eos_token_ids=[0]).is_identity
 
 
+def tie_heavy_logits(seed: int, rows: int, vocab: int) -> torch.Tensor:
+    """Logits rounded as bfloat16 rounds them (many equal values), some tokens already excluded."""
+    x = (torch.randn(rows, vocab, generator=torch.Generator().manual_seed(seed)) * 2.5).bfloat16().float()
+    x[:, :3] = -torch.inf
+    return x
+
+
+@pytest.mark.parametrize("vocab", [5, 300, 49152])
+@pytest.mark.parametrize("top_p", [0.01, 0.5, 0.9, 0.95, 0.999])
+def test_top_p_by_selection_removes_what_transformers_removes(vocab, top_p):
+    """``SelectTopP`` against transformers' ``TopPLogitsWarper``: bit for bit, ties at the cut included
+    (``ties="sort"``); with ``ties="index"`` bit for bit what a stable arg-sort removes (lowest ids first)."""
+    from transformers.generation.logits_process import TopPLogitsWarper
+
+    from aep_lib.sampling import SelectTopP
+
+    ids = torch.zeros(8, 1, dtype=torch.long)
+    for x in (torch.randn(8, vocab, generator=torch.Generator().manual_seed(vocab)) * 3,
+              tie_heavy_logits(vocab, 8, vocab), (torch.randn(8, vocab) * 3).round()):
+        assert torch.equal(SelectTopP(top_p)(ids, x), TopPLogitsWarper(top_p=top_p)(ids, x))
+        ordered, order = torch.sort(x, stable=True)
+        removed = ordered.softmax(-1).cumsum(-1) <= (1 - top_p)
+        removed[..., -1:] = False
+        stable = x.masked_fill(removed.scatter(1, order, removed), -torch.inf)
+        assert torch.equal(SelectTopP(top_p, ties="index")(ids, x), stable)
+
+
+def test_top_p_ties_at_the_cut_keep_the_same_probabilities_either_way():
+    """Half the tokens tie at the cut: both rules keep as many tokens, of the same probabilities."""
+    from aep_lib.sampling import SelectTopP
+
+    # p = .031 .085 .085 .085 .085 .629; ascending cumulative .031 .116 .202 ...: top-p .85 removes those <= .15,
+    # the 0.0 and one of the four 1.0s
+    x = torch.tensor([[0.0, 1.0, 1.0, 1.0, 1.0, 3.0]])
+    ids = torch.zeros(1, 1, dtype=torch.long)
+    by_index = SelectTopP(0.85, ties="index")(ids, x)
+    assert torch.isfinite(by_index).tolist() == [[False, False, True, True, True, True]]
+    exact = SelectTopP(0.85)(ids, x)
+    assert torch.isfinite(exact).sum() == 4 and sorted(exact[torch.isfinite(exact)].tolist()) == [1.0, 1.0, 1.0, 3.0]
+    with pytest.raises(ValueError, match="ties must be"):
+        SelectTopP(0.7, ties="random")
+
+
+def test_warps_by_selection_and_by_sort_agree():
+    logits = tie_heavy_logits(1, 6, 2000)
+    for sampling in (Sampling(top_p=0.9), Sampling(temperature=0.7, top_k=50, top_p=0.8), Sampling(temperature=0)):
+        assert torch.equal(SamplingWarp(sampling, [5])(logits), SamplingWarp(sampling, [5], top_p_by="sort")(logits))
+
+
+def test_statistics_in_row_blocks_are_the_same_numbers():
+    x = tie_heavy_logits(2, 7, 3000)
+    tokens = torch.tensor([3, 10, 100, 2999, 0, 5, 7])
+    whole = token_stats(x, tokens)
+    for block in (1, 2, 3, 7, 100):
+        blocked = token_stats(x, tokens, row_block=block)
+        assert all(torch.equal(blocked[k], whole[k]) for k in whole)
+
+
 # --- counter-based sampling --------------------------------------------------------------------------
 
 

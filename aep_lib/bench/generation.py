@@ -96,6 +96,13 @@ def timed_generate(model, tok, batch: int, n: int, engine: str, seed: int = 0) -
     return t
 
 
+def compute_roofline(model, tok, n: int, flops: list[float]) -> float:
+    """Generated tokens/s at the compute roofline: the matmul rate measured beside the runs (median of
+    ``flops``, FLOP/s) over the FLOP of one generated token (weights, attention over the mean context)."""
+    n_prompt = round(median([len(tok(p)["input_ids"]) for p in batch_prompts(8)]))
+    return median(flops) / decode_flops_per_token(model, n_prompt, n)
+
+
 def rates(times: list[Timed], tokens: int) -> tuple[list[float], list[float]]:
     """Tokens/s of each repeat by the wall clock and by CPU time."""
     return [round(tokens / t.wall, 1) for t in times], [round(tokens / t.cpu, 1) for t in times]
@@ -108,8 +115,9 @@ def bench_generation(repeats: int, quick: bool) -> Result:
     model, tok = cached_model("smollm2-135m", "cpu", "float32")
     timed_generate(model, tok, 2, 4, "auto")  # warm-up
     timed_generate(model, tok, 2, 4, "eager")
-    ours, eager, b1 = [], [], []
+    ours, eager, b1, flops = [], [], [], []
     for r in range(repeats):
+        flops.append(matmul_flops())
         ours.append(timed_generate(model, tok, batch, n, "auto", seed=r))
         eager.append(timed_generate(model, tok, batch, n, "eager", seed=r))
         b1.append(timed_generate(model, tok, 1, n_b1, "auto", seed=r))
@@ -118,6 +126,7 @@ def bench_generation(repeats: int, quick: bool) -> Result:
     (o, o_cpu), (e, e_cpu), (b, b_cpu) = rates(ours, batch * n), rates(eager, batch * n), rates(b1, n_b1)
     bandwidth = copy_bandwidth()
     roof_b1 = bandwidth / param_bytes(model)  # steps/s when each step reads every weight once
+    roof = compute_roofline(model, tok, n, flops)
     ratio = median(o) / median(e)
     return Result(
         "generation", f"tok/s, float32 b{batch} ours vs eager", median(o), median(e), "tok/s", ratio, ">= 2.5x",
@@ -126,6 +135,9 @@ def bench_generation(repeats: int, quick: bool) -> Result:
                  f"today's eager engine batch {batch} x {n} tok: tok/s wall, CPU time": [e, e_cpu],
                  "CPU-time ratio (ours / eager)": round(median(o_cpu) / median(e_cpu), 2),
                  "aim >= 210 tok/s: wall, CPU time": [median(o) >= 210, median(o_cpu) >= 210],
+                 f"batch {batch}: float32 matmul GFLOP/s, compute roofline tok/s, fraction ours, fraction eager": [
+                     round(median(flops) / 1e9, 1), round(roof, 1), round(median(o) / roof, 3),
+                     round(median(e) / roof, 3)],
                  f"ours batch 1 x {n_b1} tok: tok/s wall, CPU time": [b, b_cpu],
                  "batch 1: copy bandwidth GB/s (read + write), weights MiB, roofline tok/s": [
                      round(bandwidth / 1e9, 1), round(param_bytes(model) / 2**20), round(roof_b1, 1)],
@@ -168,6 +180,8 @@ def bench_batch(repeats: int, quick: bool) -> Result:
 
 def bench_bf16(repeats: int, quick: bool) -> Result:
     """bfloat16 at batch 16: ours with all statistics against transformers' ``generate()`` with none."""
+    import torch
+
     from ..models import cpu_features
     from ..sampling import Sampling
 
@@ -176,8 +190,9 @@ def bench_bf16(repeats: int, quick: bool) -> Result:
     prompts = batch_prompts(batch)
     timed_generate(model, tok, 2, 4, "auto")
     hf_generate_batch(model, tok, prompts[:2], Sampling(**SAMPLING), 4)
-    ours, base = [], []
+    ours, base, flops = [], [], []
     for r in range(repeats):
+        flops.append(matmul_flops(dtype=torch.bfloat16))
         ours.append(timed_generate(model, tok, batch, n, "auto", seed=r))
         with Timed() as t:
             made = hf_generate_batch(model, tok, prompts, Sampling(**SAMPLING), n, seed=r)
@@ -185,12 +200,17 @@ def bench_bf16(repeats: int, quick: bool) -> Result:
         say(f"  bf16 repeat {r + 1}/{repeats}: ours {batch * n / ours[-1].wall:.1f} tok/s, "
             f"generate() {made / base[-1].wall:.1f}")
     (o, o_cpu), (b, b_cpu) = rates(ours, batch * n), rates(base, batch * n)
+    roof = compute_roofline(model, tok, n, flops)
     ratio = median(o) / median(b)
     return Result(
         "bf16", f"tok/s, bf16 b{batch} ours+stats vs generate()", median(o), median(b), "tok/s", ratio, ">= 1.5x",
         ratio >= 1.5,
         details={f"ours, all statistics, batch {batch} x {n} tok: tok/s wall, CPU time": [o, o_cpu],
                  f"transformers generate(), no statistics, batch {batch}: tok/s wall, CPU time": [b, b_cpu],
-                 "CPU-time ratio": round(median(o_cpu) / median(b_cpu), 2), "CPU": cpu_features()},
+                 "CPU-time ratio": round(median(o_cpu) / median(b_cpu), 2),
+                 f"batch {batch}: bfloat16 matmul GFLOP/s, compute roofline tok/s, fraction ours, fraction generate()": [
+                     round(median(flops) / 1e9, 1), round(roof, 1), round(median(o) / roof, 3),
+                     round(median(b) / roof, 3)],
+                 "CPU": cpu_features()},
         notes=["same model (bfloat16 weights), warps (temperature 1, top-p 0.95, EOS suppressed) and prompts"],
     )
