@@ -47,7 +47,7 @@
 # %%
 from aep_lib import report
 
-report.setup_notebook(style=None, pandas_width=200, pandas_max_columns=20)  # before the other imports
+report.setup_notebook(pandas_width=200, pandas_max_columns=20)  # before the other imports
 
 import matplotlib.pyplot as plt
 import pandas as pd
