@@ -220,6 +220,7 @@ def ensure_in_context_scores(store: RunStore, scorer: str, items: list[ExternalT
 
 
 IN_CONTEXT_META = ["run_id", "model", "text_id", "condition", "filler_tokens", "context_tokens", "n_tokens"]
+IN_CONTEXT_COUNTS = ["filler_tokens", "context_tokens", "n_tokens"]
 
 
 def first_crossing(z_n, level: float = -2.0) -> float:
@@ -234,7 +235,8 @@ def in_context_running(store: RunStore, runs: pd.DataFrame, level: float = -2.0)
     ``finals`` one row per run with the final ``l, h, D, z``, ``rank1_share``, ``sd_token`` (``sqrt`` of the
     mean varentropy, bits: ``z = D · sqrt(n) / sd_token``), ``over_typicality`` (``-z``), ``log_likelihood``
     (``-l``, bits/token) and ``n_detect`` (``first_crossing`` of ``level``)."""
-    ok = runs[runs["status"] == "ok"]
+    # counts as ints whatever else the store holds (other kinds of runs lack these columns: NaN made them float)
+    ok = runs[runs["status"] == "ok"].astype({c: "int64" for c in IN_CONTEXT_COUNTS})
     cols = ["surprisal_raw", "entropy_raw", "varentropy_raw"]
     tokens = store.tokens(ok["run_id"].tolist(), columns=["run_id", "position", *cols])
     frames, detect = [], {}

@@ -258,7 +258,8 @@ def test_ensure_in_context_scores_masks_caches_and_stays_in_the_window(tiny, tmp
     again = membership.ensure_in_context_scores(store, "tiny", [item], filler, 8, [0, 6], pool=pool)
     assert sorted(again["run_id"]) == sorted(runs["run_id"])
     assert sorted(again["elapsed_s"]) == sorted(runs["elapsed_s"])
-    running, finals = membership.in_context_running(store, again)
+    running, finals = membership.in_context_running(store, again.astype({"filler_tokens": float}))  # as a store
+    assert all(pd.api.types.is_integer_dtype(finals[c]) for c in membership.IN_CONTEXT_COUNTS)  # holding others
     longest = running.groupby("run_id")["n"].max()
     assert len(finals) == 4 and all(longest[r.run_id] == r.n_tokens for r in finals.itertuples())
     last = running.merge(longest.rename("last"), on="run_id").query("n == last").set_index("run_id")
