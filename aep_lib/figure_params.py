@@ -19,6 +19,7 @@ from .param_types import (
     NSeeds,
     OnEos,
     PromptIds,
+    SettingSpecs,
     VariantSpecs,
     check_variant_specs,
     notebook_schema,
@@ -199,20 +200,13 @@ class MembershipParams(NotebookParams):
 class SamplingSensitivityParams(NotebookParams):
     models: CommaList
     scorers: Annotated[list[str], BeforeValidator(split_commas), Field(min_length=2)]
-    settings: CommaList
+    settings: SettingSpecs
     prompts: PromptIds
     n_seeds: NSeeds = 2
     max_new_tokens: int = Field(64, ge=8, le=1_000_000)
     batch_size: BatchSize = 8
     device: str = "auto"
     dtype: DType = "auto"
-
-    @field_validator("settings")
-    @classmethod
-    def _settings(cls, v):
-        for spec in v:
-            Variant.parse(f"m@{spec}")  # t<temperature>, k<top_k>, p<top_p>, combined: t0.7p0.9
-        return v
 
 
 # --- self-convergence notebooks: one shared generation grid -------------------------------------------

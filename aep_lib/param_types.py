@@ -48,10 +48,20 @@ def whole_windows(params):
     return params
 
 
+def check_setting_specs(specs: list[str]) -> list[str]:
+    """Decoding settings as a variant writes them after ``@`` (t<temperature>, k<top_k>, p<top_p>, combined:
+    t0.7p0.9); ValueError with the expected syntax."""
+    for spec in specs:
+        Variant.parse(f"m@{spec}")
+    return specs
+
+
 # The types every schema shares. Lists come as comma-separated strings (papermill injects scalars).
 CommaList = Annotated[list[str], BeforeValidator(split_commas), Field(min_length=1)]
 PromptIds = Annotated[list[str], BeforeValidator(split_commas), AfterValidator(_known_prompt_ids), Field(min_length=1)]
 VariantSpecs = Annotated[list[str], BeforeValidator(split_commas), AfterValidator(check_variant_specs)]
+SettingSpecs = Annotated[list[str], BeforeValidator(split_commas), AfterValidator(check_setting_specs),
+                        Field(min_length=1)]
 DType = Literal["auto", "float32", "bfloat16", "float16"]  # auto: float32 on CPU, bfloat16 on CUDA
 OnEos = Literal["suppress", "stop", "continue"]
 BatchSize = Annotated[int, Field(ge=1, le=4096)]

@@ -16,6 +16,7 @@ from .param_types import (
     NotebookParams,
     NSeeds,
     PromptIds,
+    SettingSpecs,
     notebook_schema,
     split_commas,
 )
@@ -74,7 +75,7 @@ class BoredomConfusionParams(NotebookParams):
     ``n_gram``-grams of token ids in a trailing ``window`` of tokens."""
 
     models: CommaList
-    settings: CommaList
+    settings: SettingSpecs
     prompts: PromptIds
     n_seeds: NSeeds = 2
     max_new_tokens: int = Field(256, ge=16, le=1_000_000)
@@ -88,8 +89,6 @@ class BoredomConfusionParams(NotebookParams):
     @field_validator("settings")
     @classmethod
     def _settings(cls, v):
-        for spec in v:
-            Variant.parse(f"m@{spec}")  # ValueError with the expected syntax
         if len(set(v)) != len(v):
             raise ValueError(f"repeated settings in {v}")
         return v

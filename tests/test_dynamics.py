@@ -176,6 +176,9 @@ def test_params_of_the_three_notebooks():
                                                          "max_new_tokens": 32, "window": 64})
     with pytest.raises(ParamsError, match="repeated settings"):
         validate(NOTEBOOK_SCHEMAS["boredom_confusion"], {"models": "a", "settings": "t1,t1", "prompts": "p01"})
+    for name in ("boredom_confusion", "app_sampling_sensitivity"):  # one SettingSpecs type for both
+        with pytest.raises(ParamsError, match="key 'settings'.*m@zz.*expected"):
+            validate(NOTEBOOK_SCHEMAS[name], {"models": "a", "scorers": "a,b", "settings": "t1,zz", "prompts": "p01"})
     drift = validate(NOTEBOOK_SCHEMAS["entropy_rate_drift"], {"models": "a", "prompts": "p01"})
     assert drift.n_bins == 12 and drift.top_p == 0.9
 
