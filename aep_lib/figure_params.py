@@ -55,6 +55,7 @@ class CrossGridParams(NotebookParams):
         return list(range(self.n_seeds))
 
 
+@notebook_schema("fig03_cross_scatter", "fig07_cross_running")
 class CrossPairParams(CrossGridParams):
     """One ordered pair: ``source`` (A, generates) and ``scorer`` (B), as variant specs
     ``<model>[@t<temperature>][k<top_k>][p<top_p>]``."""
@@ -84,11 +85,6 @@ class Fig02Params(CrossPairParams):
         return self
 
 
-@notebook_schema("fig03_cross_scatter")
-class Fig03Params(CrossPairParams):
-    pass
-
-
 @notebook_schema("fig06_cross_entropy_histogram")
 class Fig06Params(CrossGridParams):
     variants: Annotated[VariantSpecs, Field(min_length=1)]
@@ -103,24 +99,17 @@ class Fig06Params(CrossGridParams):
         return self
 
 
-@notebook_schema("fig07_cross_running")
-class Fig07Params(CrossPairParams):
-    pass
+@notebook_schema("fig08_cross_entropy_profile", "fig10_entropy_vs_perplexity")
+class CrossWindowParams(CrossPairParams):
+    """One ordered pair, its statistics smoothed over ``window`` positions."""
 
-
-@notebook_schema("fig08_cross_entropy_profile")
-class Fig08Params(CrossPairParams):
     window: int = Field(16, ge=1, le=100_000)
 
 
-@notebook_schema("fig10_entropy_vs_perplexity")
-class Fig10Params(CrossPairParams):
-    window: int = Field(16, ge=1, le=100_000)
+class HumanTextParams(NotebookParams):
+    """Human texts scored in windows: classic texts (``classics``) and ``n_human`` texts from each of a news
+    and an essays benchmark file, ``n_windows`` windows of ``window_tokens`` tokens each."""
 
-
-@notebook_schema("memorised_texts")
-class MemorisedParams(CrossGridParams):
-    models: CommaList
     classics: CommaList
     news_file: str = "benchmarks/fast-detect-gpt/exp_main/xsum_gpt2-xl.raw_data.json"
     essays_file: str = "benchmarks/fast-detect-gpt/exp_main/writing_gpt2-xl.raw_data.json"
@@ -129,23 +118,27 @@ class MemorisedParams(CrossGridParams):
     n_windows: int = Field(2, ge=1, le=10_000)
     reflow: bool = True
 
+
+@notebook_schema("memorised_texts")
+class MemorisedParams(CrossGridParams, HumanTextParams):
+    models: CommaList
+
     _window_fits = model_validator(mode="after")(whole_windows)
 
 
 # --- applications: detection, attribution, membership, sampling sensitivity --------------------------
 
 
-@notebook_schema("app_detection_benchmark")
-class DetectionBenchmarkParams(NotebookParams):
+class BenchmarkScoringParams(NotebookParams):
+    """The texts of benchmark sets (``datasets``, the first ``n_texts`` pairs of each; 0: all) scored by each of
+    ``models`` (with ``reference`` as the second model of the detectors that need one)."""
+
     models: CommaList
     reference: str = ""
     datasets: CommaList
     n_texts: int = Field(12, ge=0, le=100_000)
     max_tokens: int = Field(128, ge=8, le=100_000)
     min_k: float = Field(0.2, gt=0.0, le=1.0)
-    n_resamples: int = Field(1000, ge=10, le=1_000_000)
-    alpha: float = Field(0.05, gt=0.0, lt=1.0)
-    calib_frac: float = Field(0.5, gt=0.0, lt=1.0)
     seed: int = Field(0, ge=0)
     device: str = "auto"
     dtype: DType = "auto"
@@ -157,6 +150,13 @@ class DetectionBenchmarkParams(NotebookParams):
         if unknown:
             raise ValueError(f"unknown dataset(s) {unknown}; known: {', '.join(BENCHMARKS)}")
         return v
+
+
+@notebook_schema("app_detection_benchmark")
+class DetectionBenchmarkParams(BenchmarkScoringParams):
+    n_resamples: int = Field(1000, ge=10, le=1_000_000)
+    alpha: float = Field(0.05, gt=0.0, lt=1.0)
+    calib_frac: float = Field(0.5, gt=0.0, lt=1.0)
 
 
 @notebook_schema("app_attribution")
@@ -212,6 +212,7 @@ class SamplingSensitivityParams(NotebookParams):
 # --- self-convergence notebooks: one shared generation grid -------------------------------------------
 
 
+@notebook_schema("fig01_self_convergence", "fig05_convergence_all_models", "length_scaling", "typical_set_size")
 class SelfGridParams(NotebookParams):
     """The generation grid shared by the self-convergence notebooks (``tables.ensure_self_grid``).
 
@@ -239,6 +240,7 @@ class SelfGridParams(NotebookParams):
         return self
 
 
+@notebook_schema("fig04_final_differences", "fig09_diagnostics")
 class OneModelGridParams(SelfGridParams):
     """A grid notebook that shows one of its models (``model``; empty: the first of ``models``)."""
 
@@ -255,26 +257,6 @@ class OneModelGridParams(SelfGridParams):
         return self.model or self.models[0]
 
 
-@notebook_schema("fig01_self_convergence")
-class Fig01Params(SelfGridParams):
-    pass
-
-
-@notebook_schema("fig04_final_differences")
-class Fig04Params(OneModelGridParams):
-    pass
-
-
-@notebook_schema("fig05_convergence_all_models")
-class Fig05Params(SelfGridParams):
-    pass
-
-
-@notebook_schema("fig09_diagnostics")
-class Fig09Params(OneModelGridParams):
-    pass
-
-
 @notebook_schema("fig12_prompt_scatter")
 class Fig12Params(SelfGridParams):
     """One figure per prompt id (Figs 12-15): ``prompt`` must be one of ``prompts``."""
@@ -288,42 +270,16 @@ class Fig12Params(SelfGridParams):
         return self
 
 
-@notebook_schema("length_scaling")
-class LengthScalingParams(SelfGridParams):
-    pass
-
-
-@notebook_schema("typical_set_size")
-class TypicalSetParams(SelfGridParams):
-    pass
-
-
 # --- detection calibration (aep_lib.calibration): thresholds per length bin on human texts -------------
 
 
 @notebook_schema("detection_calibration")
-class DetectionCalibrationParams(NotebookParams):
-    """Calibrations built from the human texts of benchmark sets (``datasets``, the first ``n_texts`` pairs
-    of each; 0: all), and the shipped calibrations of ``shipped_models`` shown beside them."""
+class DetectionCalibrationParams(BenchmarkScoringParams):
+    """Calibrations built from the human texts of the benchmark sets, and the shipped calibrations of
+    ``shipped_models`` shown beside them."""
 
-    models: CommaList
-    reference: str = ""
-    datasets: CommaList
-    n_texts: int = Field(12, ge=0, le=100_000)
     max_tokens: int = Field(128, ge=20, le=100_000)
-    min_k: float = Field(0.2, gt=0.0, le=1.0)
     heldout_frac: float = Field(0.5, gt=0.0, lt=1.0)
     fpr: float = Field(0.05, gt=0.0, le=0.5)
-    seed: int = Field(0, ge=0)
     shipped_models: Annotated[list[str], BeforeValidator(split_commas)] = []
     write_dir: str = ""
-    device: str = "auto"
-    dtype: DType = "auto"
-
-    @field_validator("datasets")
-    @classmethod
-    def _known_benchmarks(cls, v):
-        unknown = [d for d in v if d not in BENCHMARKS]
-        if unknown:
-            raise ValueError(f"unknown dataset(s) {unknown}; known: {', '.join(BENCHMARKS)}")
-        return v

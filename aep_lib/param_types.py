@@ -136,9 +136,13 @@ class Grid(Strict):
 NOTEBOOK_SCHEMAS: dict[str, type[BaseModel]] = {}
 
 
-def notebook_schema(name: str):
+def notebook_schema(*names: str):
+    """Register a schema class under the notebook names whose parameters cells it describes (several
+    notebooks can share one schema when their parameters are the same)."""
+
     def register(cls):
-        NOTEBOOK_SCHEMAS[name] = cls
+        for name in names:
+            NOTEBOOK_SCHEMAS[name] = cls
         return cls
 
     return register

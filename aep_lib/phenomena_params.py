@@ -8,7 +8,7 @@ from typing import Annotated
 
 from pydantic import BeforeValidator, Field, field_validator, model_validator
 
-from .figure_params import CrossGridParams, SelfGridParams
+from .figure_params import CrossGridParams, HumanTextParams, SelfGridParams
 from .param_types import (
     BatchSize,
     CommaList,
@@ -131,19 +131,12 @@ def _distinct_models(params):
 
 
 @notebook_schema("entropy_rate_calibration")
-class EntropyRateCalibrationParams(SelfGridParams):
+class EntropyRateCalibrationParams(SelfGridParams, HumanTextParams):
     """The self grid (its untruncated runs give each model's entropy rate; equal grid values share its runs),
     human texts scored as ``memorised_texts`` scores them (equal values share the scorings), and a
     temperature sweep: ``n_seeds_sweep`` seeds per prompt at each of ``temperatures``, ``rate_tokens`` =
     ``window_tokens × n_windows`` tokens each (temperature 1: the grid's runs, cut there)."""
 
-    classics: CommaList
-    news_file: str = "benchmarks/fast-detect-gpt/exp_main/xsum_gpt2-xl.raw_data.json"
-    essays_file: str = "benchmarks/fast-detect-gpt/exp_main/writing_gpt2-xl.raw_data.json"
-    n_human: int = Field(4, ge=0, le=10_000)
-    window_tokens: int = Field(64, ge=8, le=100_000)
-    n_windows: int = Field(2, ge=1, le=10_000)
-    reflow: bool = True
     temperatures: Annotated[list[float], BeforeValidator(_temperatures)]
     n_seeds_sweep: NSeeds = 2
 
