@@ -21,9 +21,8 @@ from tqdm.auto import tqdm
 
 from .memory import release_free_memory
 from .models import cache_kwargs, input_device, new_cache
-from .sampling import Sampling, SamplingWarp, eos_ids, sample
-from .static_decode import CompiledDecoder, StaticDecoder, choose_engine
-from .stats import token_stats
+from .sampling import Sampling, SamplingWarp, eos_ids
+from .static_decode import CompiledDecoder, StaticDecoder, StepwiseDecoder, choose_engine
 
 # Steps between two ``release_free_memory`` calls on CPU (0: never). 16 kept a 1,024-token Gemma run
 # within ~0.2 GiB above the model (3.5 GiB without) for 4% more time; pinning glibc's mmap threshold at 128 KiB
@@ -70,34 +69,14 @@ def encode_prompt(tokenizer, prompt: str) -> list[int]:
     return list(ids)
 
 
-class EagerDecoder:
+class EagerDecoder(StepwiseDecoder):
     """The reference engine: transformers' ``DynamicCache`` and warpers (top-p by arg-sort), one pass of
-    the statistics over the batch. ``start`` runs the prompts, ``draw`` picks a token per sequence,
-    ``advance`` runs one forward pass (``static_decode.StaticDecoder`` has the same interface)."""
+    the statistics over the whole batch."""
 
     def __init__(self, model, sampling, eos, batch: int, n_positions: int, width: int = 1):
         self.model, self.device = model, input_device(model)
         self.ckw = cache_kwargs(model, new_cache(model))
         self.warp = SamplingWarp(sampling, eos, top_p_by="sort")
-        self.logits = self.mask = self.next_pos = None
-
-    def start(self, input_ids, mask, position_ids) -> None:
-        out = self.model(input_ids=input_ids, attention_mask=mask, position_ids=position_ids, use_cache=True,
-                         logits_to_keep=1, **self.ckw)
-        self.logits, self.mask, self.next_pos = out.logits[:, -1, :], mask, position_ids[:, -1] + 1
-
-    def draw(self, seeds, step):
-        """``(tokens [batch], raw stats, samp stats, logits [batch, vocab] float32)`` at this step."""
-        logits = self.logits.float()
-        q_logits = self.warp(logits)
-        tokens = sample(q_logits, seeds, step)
-        return tokens, token_stats(logits, tokens, with_rank=True), token_stats(q_logits, tokens, with_rank=False), logits
-
-    def advance(self, feed, active) -> None:
-        self.mask = torch.cat([self.mask, active.to(self.device).long().unsqueeze(-1)], dim=-1)
-        out = self.model(input_ids=feed.unsqueeze(-1), attention_mask=self.mask,
-                         position_ids=self.next_pos.unsqueeze(-1), use_cache=True, **self.ckw)
-        self.logits, self.next_pos = out.logits[:, -1, :], self.next_pos + 1
 
 
 DECODERS = {"eager": EagerDecoder, "static": StaticDecoder, "compiled": CompiledDecoder}
@@ -154,19 +133,11 @@ def generate(
                  leave=False, mininterval=1.0)
     for step in steps:
         tokens, raw, samp, logits = decoder.draw(seeds, step)
-        for name, values in [
-            ("position", torch.full((batch,), step)), ("token_id", tokens), ("ctx_len", ctx_len + step),
-            ("surprisal_raw", raw["surprisal"]), ("entropy_raw", raw["entropy"]),
-            ("varentropy_raw", raw["varentropy"]), ("rank_raw", raw["rank"]), ("greedy_id", raw["greedy"]),
-            ("surprisal_samp", samp["surprisal"]), ("entropy_samp", samp["entropy"]),
-            ("varentropy_samp", samp["varentropy"]),
-        ]:  # fmt: skip
-            columns[name].append(values.cpu())
+        _record_step(columns, step, tokens, raw, samp, ctx_len + step, active)
         if record_topk:
             probs, ids = torch.softmax(logits, -1).topk(record_topk, dim=-1)
             topk_ids.append(ids.cpu())
             topk_probs.append(probs.cpu())
-        columns.setdefault("_active", []).append(active.clone())
 
         if sampling.on_eos == "stop" and eos:
             hit = torch.isin(tokens.cpu(), eos_tensor) & active
@@ -192,6 +163,19 @@ def generate(
         if engine == "compiled":
             result.extra["compile_s"] = decoder.compile_s
     return results
+
+
+def _record_step(columns, step: int, tokens, raw, samp, ctx_len, active) -> None:
+    """Append one step's ``[batch]`` values (on the CPU) to the per-column lists."""
+    for name, values in [
+        ("position", torch.full(tokens.shape, step)), ("token_id", tokens), ("ctx_len", ctx_len),
+        ("surprisal_raw", raw["surprisal"]), ("entropy_raw", raw["entropy"]),
+        ("varentropy_raw", raw["varentropy"]), ("rank_raw", raw["rank"]), ("greedy_id", raw["greedy"]),
+        ("surprisal_samp", samp["surprisal"]), ("entropy_samp", samp["entropy"]),
+        ("varentropy_samp", samp["varentropy"]),
+    ]:  # fmt: skip
+        columns[name].append(values.cpu())
+    columns.setdefault("_active", []).append(active.clone())
 
 
 def _generations(tokenizer, prompts, seeds, prompt_ids, columns, topk_ids, topk_probs, record_topk, stop_reason,

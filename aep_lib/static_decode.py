@@ -161,18 +161,14 @@ def top_p_ties(model) -> str:
     return "sort" if weight is None or weight.dtype == torch.float32 else "index"
 
 
-class StaticDecoder:
-    """The ``static`` engine: the eager loop's forward passes on ``SlotLayer``s, its warps and statistics
-    (``draw``) with top-p by selection and the statistics in row blocks. Same interface as
-    ``generate.EagerDecoder``: ``start`` (the prompts), ``draw`` (a token per sequence), ``advance``."""
+class StepwiseDecoder:
+    """A decoder whose every step is an eager forward pass over a cache: ``start`` runs the prompts,
+    ``draw`` picks a token per sequence and computes both statistics, ``advance`` runs one forward pass.
+    Subclasses give the cache (``self.ckw``), the warps (``self.warp``) and the row block of the
+    statistics (``self.row_block``; None: the whole batch at once)."""
 
-    def __init__(self, model, sampling, eos, batch: int, n_positions: int, width: int = 1):
-        self.model, self.device = model, input_device(model)
-        self.cache = slot_cache(model, n_positions, longest_update=width)
-        self.ckw = cache_kwargs(model, self.cache)
-        self.warp = SamplingWarp(sampling, eos, top_p_by="select", top_p_ties=top_p_ties(model))
-        self.row_block = stats_row_block(int(model.config.vocab_size))
-        self.logits = self.mask = self.next_pos = None
+    model = device = ckw = warp = row_block = None
+    logits = mask = next_pos = None
 
     def start(self, input_ids, mask, position_ids) -> None:
         out = self.model(input_ids=input_ids, attention_mask=mask, position_ids=position_ids, use_cache=True,
@@ -190,6 +186,18 @@ class StaticDecoder:
         out = self.model(input_ids=feed.unsqueeze(-1), attention_mask=self.mask,
                          position_ids=self.next_pos.unsqueeze(-1), use_cache=True, **self.ckw)
         self.logits, self.next_pos = out.logits[:, -1, :], self.next_pos + 1
+
+
+class StaticDecoder(StepwiseDecoder):
+    """The ``static`` engine: the eager loop's forward passes on ``SlotLayer``s, its warps and statistics
+    with top-p by selection and the statistics in row blocks."""
+
+    def __init__(self, model, sampling, eos, batch: int, n_positions: int, width: int = 1):
+        self.model, self.device = model, input_device(model)
+        self.cache = slot_cache(model, n_positions, longest_update=width)
+        self.ckw = cache_kwargs(model, self.cache)
+        self.warp = SamplingWarp(sampling, eos, top_p_by="select", top_p_ties=top_p_ties(model))
+        self.row_block = stats_row_block(int(model.config.vocab_size))
 
 
 def draw_eagerly(logits, warp, seeds, step: int, row_block: int):
