@@ -13,7 +13,6 @@ backend, so they work inline in Jupyter, under papermill and with Agg. Quantitie
 
 from __future__ import annotations
 
-import math
 
 import matplotlib as mpl
 import matplotlib.pyplot as plt
@@ -21,8 +20,6 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from .detect import machine_scores
-from .inference import auroc
 
 L_COLOR = "#c0392b"  # log-perplexity l_n
 H_COLOR = "#2c3e50"  # entropy h_n and its bands; runs under q = p
@@ -76,6 +73,17 @@ def model_colors(models) -> dict[str, str]:
     return {m: PALETTE[i % len(PALETTE)] for i, m in enumerate(dict.fromkeys(models))}
 
 
+def label_against_n(ax, ylabel: str, log_x: bool = True, title: str | None = None):
+    """Label a panel drawn against the token count ``n`` (log-scaled with plain tick labels if ``log_x``)."""
+    if log_x:
+        log_axis(ax)
+    ax.set_xlabel("tokens $n$")
+    ax.set_ylabel(ylabel)
+    if title:
+        ax.set_title(title)
+    return ax
+
+
 def plot_running(ax, run, bands=(1, 2), log_x: bool = True, label_l: str = "log-perplexity $l_n$",
                  label_h: str = "entropy $h_n$", title: str | None = None):
     """``l_n`` and ``h_n`` against ``n`` for one run, with ``h_n ± k·sigma_n`` bands for ``k`` in ``bands``.
@@ -89,13 +97,7 @@ def plot_running(ax, run, bands=(1, 2), log_x: bool = True, label_l: str = "log-
         ax.fill_between(n, h - k * sigma, h + k * sigma, color=H_COLOR, alpha=alpha, lw=0, label=f"$h_n \\pm {k}\\sigma_n$")
     ax.plot(n, h, color=H_COLOR, lw=1.2, label=label_h)
     ax.plot(n, np.asarray(run["l_n"], dtype=float), color=L_COLOR, lw=1.0, label=label_l)
-    if log_x:
-        log_axis(ax)
-    ax.set_xlabel("tokens $n$")
-    ax.set_ylabel("bits per token")
-    if title:
-        ax.set_title(title)
-    return ax
+    return label_against_n(ax, "bits per token", log_x, title)
 
 
 def plot_z_trajectories(ax, running, color=None, alpha: float = 0.35, log_x: bool = True, title: str | None = None,
@@ -110,13 +112,7 @@ def plot_z_trajectories(ax, running, color=None, alpha: float = 0.35, log_x: boo
         ax.axhline(k, color="k", lw=0.8, ls=ls)
         ax.axhline(-k, color="k", lw=0.8, ls=ls)
     ax.axhline(0, color="k", lw=0.5)
-    if log_x:
-        log_axis(ax)
-    ax.set_xlabel("tokens $n$")
-    ax.set_ylabel("$z_n = D_n / \\sigma_n$")
-    if title:
-        ax.set_title(title)
-    return ax
+    return label_against_n(ax, "$z_n = D_n / \\sigma_n$", log_x, title)
 
 
 def _bins(values, bins):
@@ -231,11 +227,7 @@ def plot_sigma_decay(ax, running, color=None, alpha: float = 0.35, reference: bo
     ax.yaxis.set_major_locator(mpl.ticker.LogLocator(subs=(1.0, 2.0, 5.0)))
     ax.yaxis.set_major_formatter(mpl.ticker.FormatStrFormatter("%g"))
     ax.yaxis.set_minor_formatter(mpl.ticker.NullFormatter())
-    ax.set_xlabel("tokens $n$")
-    ax.set_ylabel("$\\sigma_n$ (bits/token)")
-    if title:
-        ax.set_title(title)
-    return ax
+    return label_against_n(ax, "$\\sigma_n$ (bits/token)", False, title)
 
 
 def finish(fig, title: str | None = None) -> None:
@@ -329,56 +321,6 @@ def plot_position_profile(ax, tokens, window: int, columns=("surprisal", "entrop
 # --- detection and attribution ----------------------------------------------------------------------
 
 
-def plot_roc(scores: pd.DataFrame, detectors, model: str, datasets=None, ncols: int = 3):
-    """ROC curves (one panel per dataset, one line per detector) of one scoring model; a matplotlib figure."""
-    import matplotlib.pyplot as plt
-    from sklearn.metrics import roc_curve
-
-    sub = scores[scores["model"] == model]
-    datasets = list(datasets or dict.fromkeys(sub["dataset"]))
-    ncols = min(ncols, len(datasets))
-    nrows = math.ceil(len(datasets) / ncols)
-    fig, axes = plt.subplots(nrows, ncols, figsize=(4.2 * ncols, 3.9 * nrows), squeeze=False)
-    for ax, name in zip(axes.flat, datasets):
-        g = sub[sub["dataset"] == name]
-        oriented = machine_scores(g, detectors)
-        for d in detectors:
-            ok = oriented[d].notna()
-            y, s = g.loc[ok, "is_machine"].to_numpy(), oriented.loc[ok, d].to_numpy()
-            if len(set(y)) < 2:
-                continue
-            s = np.nan_to_num(s, posinf=1e300, neginf=-1e300)
-            fpr, tpr, _ = roc_curve(y, s)
-            a = auroc(s[y == 0], s[y == 1])
-            ax.plot(fpr, tpr, lw=1.4, label=f"{d} ({a:.2f})")
-        ax.plot([0, 1], [0, 1], color="0.7", lw=0.8, ls="--")
-        ax.set(title=f"{name} ({len(g) // 2} pairs)", xlabel="false-positive rate (human called machine)",
-               ylabel="true-positive rate")
-        if ax.get_legend_handles_labels()[0]:  # no legend on a panel with nothing drawn
-            ax.legend(fontsize=7, loc="lower right")
-    for ax in list(axes.flat)[len(datasets):]:
-        ax.axis("off")
-    finish(fig, f"ROC of the detectors, scorer {model}")
-    return fig
-
-
-def plot_confusion(matrix: pd.DataFrame, ax=None, title: str = ""):
-    """A confusion matrix as a heatmap of row shares with the counts written in."""
-    import matplotlib.pyplot as plt
-
-    if ax is None:
-        _, ax = plt.subplots(figsize=(1.1 * len(matrix) + 2.5, 1.0 * len(matrix) + 1.5))
-    shares = matrix.div(matrix.sum(axis=1).replace(0, np.nan), axis=0)
-    ax.imshow(shares.to_numpy(dtype=float), cmap="Blues", vmin=0, vmax=1)
-    for i in range(len(matrix)):
-        for j in range(len(matrix.columns)):
-            ax.text(j, i, int(matrix.iat[i, j]), ha="center", va="center",
-                    color="white" if (shares.iat[i, j] or 0) > 0.6 else "black", fontsize=9)
-    ax.set_xticks(range(len(matrix.columns)), matrix.columns, rotation=35, ha="right", fontsize=8)
-    ax.set_yticks(range(len(matrix)), matrix.index, fontsize=8)
-    ax.set(xlabel="predicted", ylabel="true source", title=title)
-    return ax
-
 
 def plot_ci_heatmaps(cells: pd.DataFrame, titles: dict[str, str], index, columns, row: str = "model",
                      column: str = "setting", shares=()):
@@ -410,47 +352,3 @@ def plot_ci_heatmaps(cells: pd.DataFrame, titles: dict[str, str], index, columns
         ax.set_title(titles[key], fontsize=9)
     fig.tight_layout()
     return fig
-
-
-def plot_scores_by_length(rows: dict, profiles: dict, detectors, fpr: float, clt_level: float | None = None,
-                          max_dots: int = 600):
-    """Human texts' machine-oriented scores against their length (scored tokens, log axis): one row of
-    panels per model, one column per detector (a matplotlib figure). Dots: calibration rows (a seeded
-    sample of at most ``max_dots``); line: the
-    bin medians with the 5-95% band; steps: the threshold at ``fpr`` per bin; dashed: the CLT level of
-    ``fast_detectgpt`` (``clt_level``), which is not a level for human text.
-
-    ``rows``: model -> ``calibration.rows_frame``; ``profiles``: model -> ``calibration.length_profile``.
-    """
-    from .detect import DETECTORS
-
-    models = list(rows)
-    fig, axes = plt.subplots(len(models), len(detectors), figsize=(3.6 * len(detectors), 3.0 * len(models)),
-                             squeeze=False)
-    for r, model in enumerate(models):
-        cal = rows[model][rows[model]["split"] == "calibration"]
-        for c, d in enumerate(detectors):
-            ax = axes[r, c]
-            prof = profiles[model][profiles[model]["detector"] == d].sort_values("n_tokens")
-            dots = cal.sample(min(len(cal), max_dots), random_state=0)
-            ax.scatter(dots["n_tokens"], dots[d], s=3, alpha=0.2, color="0.5", rasterized=True)
-            ax.fill_between(prof["n_tokens"], prof["q05"], prof["q95"], color=PALETTE[0], alpha=0.2, lw=0)
-            ax.plot(prof["n_tokens"], prof["median"], color=PALETTE[0], lw=1.5, label="median, 5-95%")
-            ax.step(prof["n_tokens"], prof["threshold"], where="mid", color=PALETTE[3], lw=1.3,
-                    label=f"threshold at {fpr:g} FPR")
-            if d == "fast_detectgpt" and clt_level is not None:
-                ax.axhline(clt_level, color="black", ls="--", lw=0.9, label="CLT level")
-            low, top = (int(cal["n_tokens"].min()), int(cal["n_tokens"].max())) if len(cal) else (16, 32)
-            log_axis(ax, [t for t in (8, 16, 32, 64, 128, 256, 512, 1024, 2048) if low / 1.1 <= t <= top * 1.1])
-            ax.set_xlim(low / 1.1, top * 1.1)
-            ax.set_title(f"{model}: {d} ({DETECTORS[d].unit})", fontsize=9)
-            ax.set_xlabel("scored tokens")
-            if c == 0:
-                ax.set_ylabel("machine-oriented score")
-    handles, labels = axes[0, 0].get_legend_handles_labels()
-    fig.legend(handles, labels, loc="lower center", ncol=len(labels), fontsize=8, frameon=False)
-    fig.tight_layout(rect=(0, 0.06 if len(models) < 2 else 0.03, 1, 1))
-    return fig
-
-
-# --- entropy rates (aep_lib.entropy_rate): calibration, adversarial prompts, the refined typical set ------

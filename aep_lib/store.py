@@ -48,6 +48,7 @@ import pandas as pd
 import pyarrow as pa
 
 from . import locks
+from .store_views import duckdb_views
 from .store_integrity import (
     RUN_FILE,
     SEP,
@@ -438,25 +439,5 @@ class RunStore:
                     continue
             tables.append(table)
             paths.append(str(run_dir))
-        con = duckdb.connect(":memory:")
-        empty = "SELECT NULL::VARCHAR AS run_id WHERE false"
-        if not tables:
-            con.execute(f"CREATE VIEW runs AS {empty}")
-        else:
-            try:
-                runs = pa.concat_tables(tables, promote_options="permissive")
-                con.register("runs", runs.append_column("path", pa.array(paths, pa.string())))
-            except pa.ArrowTypeError:  # one column with clashing types (int here, str there): DuckDB casts
-                files = _sql_list(Path(p) / RUN_FILE for p in paths)
-                con.execute(f"CREATE VIEW runs AS SELECT * EXCLUDE (filename), "
-                            f"regexp_replace(filename, '/{RUN_FILE}$', '') AS path FROM read_parquet("
-                            f"{files}, union_by_name=true, hive_partitioning=false, filename=true)")
-        scans = [f"SELECT * FROM read_parquet({_sql_list(files)}, hive_partitioning=false)"
-                 for files in by_schema.values()]
-        con.execute("CREATE VIEW tokens AS " + (" UNION ALL BY NAME ".join(scans) if scans else empty))
-        return con
+        return duckdb_views(tables, paths, list(by_schema.values()))
 
-
-def _sql_list(paths: Iterable[Path]) -> str:
-    """A SQL list literal of file paths: ['a', 'b']."""
-    return "[" + ", ".join("'" + str(p).replace("'", "''") + "'" for p in paths) + "]"

@@ -34,7 +34,7 @@ import matplotlib.pyplot as plt
 import pandas as pd
 
 import aep_lib.params
-from aep_lib import attribution, comparisons, plots, sampling
+from aep_lib import attribution, comparisons, detection_plots, plots, sampling
 from aep_lib.models import ModelPool
 from aep_lib.paths import output_dir, store_dir
 from aep_lib.report import save_figure
@@ -95,7 +95,7 @@ plots.log_axis(ax, P.lengths)
 ax.legend(fontsize=7)
 for ax, n in zip(axes[1:], [min(P.lengths), max(P.lengths)]):
     m = attribution.confusion(zsel[zsel["length"] == n], labels)
-    plots.plot_confusion(m, ax=ax, title=f"min |z|, {n} tokens")
+    detection_plots.plot_confusion(m, ax=ax, title=f"min |z|, {n} tokens")
 fig.tight_layout()
 numbers = {f"{r.method}@{r.length}": round(float(r.accuracy), 2) for r in acc.itertuples()}
 save_figure(fig, "app_attribution", "Attribution by the smallest |z| among candidate models and decoding settings: "

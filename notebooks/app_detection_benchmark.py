@@ -54,7 +54,7 @@ import pandas as pd
 from IPython.display import HTML, display
 
 import aep_lib.params
-from aep_lib import calibration, corpora, detect, plots
+from aep_lib import calibration, calibration_checks, corpora, detect, detection_plots, length_bins
 from aep_lib.models import load_tokenizer, resolved_dtype
 from aep_lib.paths import output_dir
 from aep_lib.report import format_interval, save_figure
@@ -117,7 +117,7 @@ for r in table[table["detector"].isin(["fast_detectgpt", "zlib_ratio", "zlib_bpb
 # %%
 fprs = tuple(sorted({0.01, P.alpha}))
 for model in P.models:
-    fig = plots.plot_roc(matched, shown, model, P.datasets)
+    fig = detection_plots.plot_roc(matched, shown, model, P.datasets)
     numbers = {f"{r.dataset}:{r.detector}": round(float(r.auroc), 2)
                for r in table[table["model"] == model].itertuples()}
     save_figure(fig, f"app_detection_roc_{detect.safe_name(model)}",
@@ -141,7 +141,7 @@ for model in P.models:
                                              P.seed, resolved_dtype(P.device, P.dtype))
     rows.append(r.assign(model=model))
 rows = pd.concat(rows, ignore_index=True)
-loso = calibration.leave_one_source_out(rows, matched, detect.length_edges(P.max_tokens), shown, fprs)
+loso = calibration_checks.leave_one_source_out(rows, matched, length_bins.length_edges(P.max_tokens), shown, fprs)
 for (name, model), g in loso.groupby(["dataset", "model"], sort=False):
     print(f"\n{name}, scorer {model}: thresholds from {g['calibrated_on'].iloc[0] or 'nothing'}")
     for r in g.itertuples():

@@ -51,7 +51,7 @@ report.setup_notebook(pandas_width=200, pandas_max_columns=20)  # before the oth
 import matplotlib.pyplot as plt
 
 import aep_lib.params
-from aep_lib import calibration, detect, plots
+from aep_lib import calibration, calibration_checks, detect, detection_plots
 from aep_lib.inference import z_level
 from aep_lib.models import resolved_dtype
 from aep_lib.paths import output_dir, project_root
@@ -134,7 +134,7 @@ for model, cal in shipped.items():
         for r in t.itertuples():
             print(f"    {r.low:>4}-{r.high:<4} tokens  n {r.n_calibration:>4}  threshold {report.signed(r.threshold, 2):>6}"
                   f"  held-out FPR {report.format_interval(r.fpr_heldout, r.fpr_low, r.fpr_high, 3)} of {r.n_heldout}")
-    by_set = calibration.heldout_by_dataset(rows, edges, calibration.DEFAULT_DETECTOR, P.fpr)
+    by_set = calibration_checks.heldout_by_dataset(rows, edges, calibration.DEFAULT_DETECTOR, P.fpr)
     for r in by_set.itertuples():
         print(f"  held-out {r.dataset:<24} FPR {report.format_interval(r.fpr_heldout, r.fpr_low, r.fpr_high, 3)} "
               f"({r.false_positives} of {r.n_heldout}) at target {P.fpr:g}")
@@ -149,9 +149,9 @@ for model, cal in shipped.items():
 shown = ["fast_detectgpt", "log_likelihood", "binoculars", "zlib_ratio"]
 source = shipped or built
 all_rows = {m: calibration.rows_frame(c) for m, c in source.items()}
-profiles = {m: calibration.length_profile(all_rows[m], c["settings"]["length_edges"], shown, P.fpr)
+profiles = {m: calibration_checks.length_profile(all_rows[m], c["settings"]["length_edges"], shown, P.fpr)
             for m, c in source.items()}
-fig = plots.plot_scores_by_length(all_rows, profiles, shown, P.fpr, clt_level=clt)
+fig = detection_plots.plot_scores_by_length(all_rows, profiles, shown, P.fpr, clt_level=clt)
 numbers = {}
 for model, prof in profiles.items():
     for d in shown:

@@ -13,7 +13,7 @@ import pytest
 from scipy import stats as st
 
 from aep_lib import calibration as cal_
-from aep_lib import corpora, detect, inference
+from aep_lib import calibration_checks, corpora, detect, inference, length_bins
 from aep_lib.calibration import CalibrationError
 
 EDGES = (16, 24, 32, 48)
@@ -27,7 +27,7 @@ def known_rows(calib: dict[int, np.ndarray], held: dict[int, np.ndarray], detect
     parts = []
     for split, by_bin in (("calibration", calib), ("heldout", held)):
         for b, values in by_bin.items():
-            low, high = cal_.bin_bounds(EDGES, b)
+            low, high = length_bins.bin_bounds(EDGES, b)
             parts.append(pd.DataFrame({"dataset": "d", "pair": range(len(values)), "split": split, "bin": b,
                                        "n_tokens": low, detector: values}))
     rows = pd.concat(parts, ignore_index=True)
@@ -47,21 +47,21 @@ def known_calibration(calib, held, detector="fast_detectgpt") -> dict:
 
 
 def test_length_edges_and_bins():
-    assert cal_.length_edges(256) == (16, 24, 32, 48, 64, 96, 128, 192, 256)
-    assert cal_.length_edges(128) == (16, 24, 32, 48, 64, 96, 128)
-    assert cal_.length_edges(200) == (16, 24, 32, 48, 64, 96, 128, 200)  # no 192-200 sliver
+    assert length_bins.length_edges(256) == (16, 24, 32, 48, 64, 96, 128, 192, 256)
+    assert length_bins.length_edges(128) == (16, 24, 32, 48, 64, 96, 128)
+    assert length_bins.length_edges(200) == (16, 24, 32, 48, 64, 96, 128, 200)  # no 192-200 sliver
     with pytest.raises(ValueError, match="no length bin"):
-        cal_.length_edges(10)
-    assert [cal_.bin_bounds(EDGES, i) for i in range(3)] == [(16, 23), (24, 31), (32, 48)]
-    assert cal_.bin_of(15, EDGES) == (0, "shorter") and cal_.bin_of(16, EDGES) == (0, "within")
-    assert cal_.bin_of(23, EDGES) == (0, "within") and cal_.bin_of(24, EDGES) == (1, "within")
-    assert cal_.bin_of(48, EDGES) == (2, "within") and cal_.bin_of(49, EDGES) == (2, "longer")
+        length_bins.length_edges(10)
+    assert [length_bins.bin_bounds(EDGES, i) for i in range(3)] == [(16, 23), (24, 31), (32, 48)]
+    assert length_bins.bin_of(15, EDGES) == (0, "shorter") and length_bins.bin_of(16, EDGES) == (0, "within")
+    assert length_bins.bin_of(23, EDGES) == (0, "within") and length_bins.bin_of(24, EDGES) == (1, "within")
+    assert length_bins.bin_of(48, EDGES) == (2, "within") and length_bins.bin_of(49, EDGES) == (2, "longer")
     # a text of 30 tokens reaches two bins: a length in 16-23 and one in 24-30
-    drawn = cal_.bin_lengths(30, EDGES, (0, 1, 2))
+    drawn = length_bins.bin_lengths(30, EDGES, (0, 1, 2))
     assert [b for b, _ in drawn] == [0, 1] and 16 <= drawn[0][1] <= 23 and 24 <= drawn[1][1] <= 30
-    assert drawn == cal_.bin_lengths(30, EDGES, (0, 1, 2))  # seeded
-    assert cal_.bin_lengths(15, EDGES, (0,)) == []
-    lengths = [cal_.bin_lengths(48, EDGES, (s,))[2][1] for s in range(400)]
+    assert drawn == length_bins.bin_lengths(30, EDGES, (0, 1, 2))  # seeded
+    assert length_bins.bin_lengths(15, EDGES, (0,)) == []
+    lengths = [length_bins.bin_lengths(48, EDGES, (s,))[2][1] for s in range(400)]
     assert min(lengths) == 32 and max(lengths) == 48  # uniform over the closed last bin
 
 
@@ -197,15 +197,15 @@ def test_flag_and_leave_one_source_out_use_only_other_generators():
     matched = pd.DataFrame({"model": "m", "dataset": "pubmed_g1", "is_machine": [0, 0, 1, 1],
                             "n_tokens": [20, 20, 20, 20], "fast_detectgpt": [500.0, 1093.5, 1097.0, 2000.0],
                             "text_sha": ["x", "y", "z", "w"]})
-    out = cal_.leave_one_source_out(rows, matched, EDGES, ["fast_detectgpt"], fprs=(0.05,)).iloc[0]
+    out = calibration_checks.leave_one_source_out(rows, matched, EDGES, ["fast_detectgpt"], fprs=(0.05,)).iloc[0]
     assert out["calibrated_on"] == "news_g2" and out["fpr"] == 0.0 and out["tpr"] == 1.0
     assert (out["fpr_low"], out["fpr_high"]) == pytest.approx(inference.binomial_ci(0, 2))
     # calibration texts the test set shares (1096..1099) are left out: 96 remain, j = floor(0.05 * 97) = 4,
     # the 4th largest of 1100, 1095, 1094, 1093, ... is 1093, so the human 1093.5 is now flagged
     shared = matched.assign(text_sha=["b95", "b96", "b97", "b98"])
-    out = cal_.leave_one_source_out(rows, shared, EDGES, ["fast_detectgpt"], fprs=(0.05,)).iloc[0]
+    out = calibration_checks.leave_one_source_out(rows, shared, EDGES, ["fast_detectgpt"], fprs=(0.05,)).iloc[0]
     assert out["fpr"] == 0.5 and out["n_human"] == 2 and out["n_machine"] == 2
-    assert cal_.generator_of("xsum_gpt-3.5-turbo") == "gpt-3.5-turbo"
+    assert calibration_checks.generator_of("xsum_gpt-3.5-turbo") == "gpt-3.5-turbo"
 
 
 def test_heldout_by_dataset_counts_each_text_once():
@@ -214,7 +214,7 @@ def test_heldout_by_dataset_counts_each_text_once():
         known_rows({}, {1: np.full(100, 1000.0)}),  # the same 100 held-out texts, longer: all above
     ], ignore_index=True)  # fmt: skip
     rows.loc[rows["bin"] == 1, "fast_detectgpt"] = -1.0  # bin 1 has no calibration rows: threshold NaN
-    table = cal_.heldout_by_dataset(rows, EDGES, "fast_detectgpt", 0.05).iloc[0]
+    table = calibration_checks.heldout_by_dataset(rows, EDGES, "fast_detectgpt", 0.05).iloc[0]
     assert table["n_heldout"] == 100  # each pair once, at its longest bin (1): never flagged against NaN
     assert table["false_positives"] == 0
 

@@ -254,9 +254,10 @@ def calibrate(
     import pandas as pd
 
     from ..calibration import (DEFAULT_DETECTOR, MIN_SCORED_TOKENS, MIN_TEXTS, bin_thresholds, build_calibration,
-                               calibration_rows, corpus_identity, length_edges, model_identity, rows_frame,
+                               calibration_rows, corpus_identity, model_identity, rows_frame,
                                save_calibration, split_texts)
     from ..detect import score_prepared
+    from ..length_bins import length_edges
     from ..models import resolved_dtype
     from ..score import ScoringError, tokenize_span
 
