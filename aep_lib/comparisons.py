@@ -38,7 +38,7 @@ import pandas as pd
 from .corpora import ExternalText
 from .models import ModelPool
 from .provenance import run_provenance, utc_now
-from .runs import ENGINE_VERSION, checked_statistics, ensure_generations, failure
+from .runs import ENGINE_VERSION, checked_statistics, ensure_generations, failure, write_missing_runs
 from .sampling import Variant, all_pairs, pair_label
 from .score import ScoringError, check_same_vocabulary, score_ids, score_text
 from .stats import comparison_summary, window_summaries
@@ -248,26 +248,16 @@ def ensure_text_scores(store: RunStore, scorer: str, items: list[ExternalText], 
     """Every external text scored under ``scorer``'s raw ``p`` in windows (cached); their run rows."""
     pool = pool or ModelPool(device, dtype)
     dtype_name = pool.dtype_name(scorer)
-    specs = [(item, text_spec(item, scorer, window_tokens, n_windows, dtype_name)) for item in items]
-    done = set(store.runs(kind="score", status="ok")["run_id"])
-    for item, spec in specs:
-        if spec["run_id"] in done:
-            continue
-        t0 = time.perf_counter()
-        record = spec | run_provenance()
-        try:
-            model, tokenizer = pool.model(scorer)
-            df = checked_statistics(score_windows(model, tokenizer, item.text, window_tokens, n_windows),
-                                    sampled_from_q=False)
-            wins = window_summaries(df, window_tokens)
-            record |= {"status": "ok", "error": None, "n_windows": len(wins),
-                       "z_mean": float(wins["z"].mean()) if len(wins) else math.nan,
-                       "D_mean": float(wins["D"].mean()) if len(wins) else math.nan,
-                       "elapsed_s": time.perf_counter() - t0}
-            store.write_run(record, df)
-        except Exception as err:  # a failed record, never fatal
-            record |= failure(err)
-            store.write_run(record, None)
-    return store.runs(run_id=[s["run_id"] for _, s in specs])
+
+    def scored(item):
+        model, tokenizer = pool.model(scorer)
+        df = checked_statistics(score_windows(model, tokenizer, item.text, window_tokens, n_windows),
+                                sampled_from_q=False)
+        wins = window_summaries(df, window_tokens)
+        return {"n_windows": len(wins), "z_mean": float(wins["z"].mean()) if len(wins) else math.nan,
+                "D_mean": float(wins["D"].mean()) if len(wins) else math.nan}, df
+
+    specs = [(text_spec(item, scorer, window_tokens, n_windows, dtype_name), item) for item in items]
+    return write_missing_runs(store, specs, scored)
 
 

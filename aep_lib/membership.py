@@ -23,7 +23,6 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import time
 
 import numpy as np
 import pandas as pd
@@ -32,8 +31,7 @@ from . import inference
 from .corpora import ExternalText, benchmark_texts
 from .detect import detector_scores
 from .models import ModelPool, load_tokenizer
-from .provenance import run_provenance
-from .runs import ENGINE_VERSION, checked_statistics, failure, stored_ok
+from .runs import ENGINE_VERSION, checked_statistics, write_missing_runs
 from .score import context_window, score_text
 from .stats import full_windows, running, summarize
 from .store import RunStore, canonical_run_id
@@ -199,24 +197,16 @@ def ensure_in_context_scores(store: RunStore, scorer: str, items: list[ExternalT
     is stored as failed with the reason (a rerun retries it), and the others go on."""
     pool = pool or ModelPool(device, dtype)
     dtype_name, filler_sha = pool.dtype_name(scorer), _sha(filler_text)
-    specs = [(item, cond, int(f), in_context_spec(item, scorer, cond, passage_tokens, int(f), filler_sha, separator,
-                                                  dtype_name))
+
+    def scored(work):
+        item, cond, f = work
+        model, tokenizer = pool.model(scorer)
+        return score_in_context(model, tokenizer, item.text, filler_text, cond, passage_tokens, f, separator)
+
+    specs = [(in_context_spec(item, scorer, cond, passage_tokens, int(f), filler_sha, separator, dtype_name),
+              (item, cond, int(f)))
              for item in items for f in filler_tokens for cond in CONDITIONS]
-    done = stored_ok(store, [s["run_id"] for *_, s in specs])
-    for item, cond, f, spec in specs:
-        if spec["run_id"] in done:
-            continue
-        t0 = time.perf_counter()
-        record = spec | run_provenance()
-        try:
-            model, tokenizer = pool.model(scorer)
-            fields, tokens = score_in_context(model, tokenizer, item.text, filler_text, cond, passage_tokens, f,
-                                              separator)
-            store.write_run(record | fields | {"status": "ok", "error": None,
-                                               "elapsed_s": time.perf_counter() - t0}, tokens)
-        except Exception as err:  # a failed record, never fatal
-            store.write_run(record | failure(err), None)
-    return store.runs(run_id=[s["run_id"] for *_, s in specs])
+    return write_missing_runs(store, specs, scored)
 
 
 IN_CONTEXT_META = ["run_id", "model", "text_id", "condition", "filler_tokens", "context_tokens", "n_tokens"]
