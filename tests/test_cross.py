@@ -5,7 +5,6 @@ SmolLM2 everywhere (short texts); Gemma only where a second tokenizer is the poi
 
 import copy
 import math
-import shutil
 
 import numpy as np
 import pytest

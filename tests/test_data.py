@@ -7,7 +7,6 @@ These are the data-reading code paths of the memorised-texts, membership and det
 from __future__ import annotations
 
 import hashlib
-import shutil
 from pathlib import Path
 
 import pytest

@@ -3,7 +3,7 @@
 import pytest
 
 from aep_lib.corpora import load_prompts, prompt_text
-from aep_lib.params import Grid, ParamsError, load_grid, validate
+from aep_lib.params import ParamsError, load_grid, validate
 from aep_lib.sampling import Sampling
 
 
