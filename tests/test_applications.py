@@ -1,4 +1,4 @@
-"""Issue 6: detectors, inference, attribution, membership and the token view on hand-computed cases.
+"""Detectors, inference, attribution, membership and the token view on hand-computed cases.
 
 Every detector is checked on a per-token table built by hand; the AUROC / TPR-at-FPR code against
 scikit-learn; the p-values on known z; the bootstrap CI on a known mean; ``aep detect`` end to end with

@@ -181,8 +181,8 @@ def embedded(request):
 @pytest.mark.parametrize("batch", [1, 4])
 def test_static_engine_equals_eager(embedded, batch, monkeypatch):
     """Both embedded models, a batch of 1 and of 4 with sequences stopping at EOS inside the batch (their
-    slots stay masked while the others go on): the same tokens, statistics within 1e-9 bits (the Done-when
-    of issue 15 asks 1e-3; bit for bit on one thread, see ``assert_same_run``). Gemma 3 270M rarely ends a
+    slots stay masked while the others go on): the same tokens, statistics within 1e-9 bits (the engine's
+    target is 1e-3; bit for bit on one thread, see ``assert_same_run``). Gemma 3 270M rarely ends a
     reply with its <eos>: for it the newline is made an end-of-text token too (its generation config), so
     that replies stop."""
     name, model, tok = embedded
