@@ -106,7 +106,7 @@ for (ax_n, ax_d), model in zip(axes, P.models):
         for s in (-2, 2):
             ax.axhline(s, color="black", lw=0.6, ls=":")
         ax.set_ylabel("z (raw p)")
-    ax_n.set_xscale("log")
+    plots.log_axis(ax_n)
     ax_n.set_xlabel("tokens of the copy scored, n")
     ax_n.set_title(f"{model}: running z of the second copy")
     ax_n.legend(loc="lower left", ncol=2, fontsize="x-small")

@@ -83,7 +83,7 @@ for ax, model in zip(axes[0], P.models):
         g = means[(means["model"] == model) & (means["setting"] == setting) & (means["dist"] == dist)]
         ax.plot(g["t_mid"], g["H"], marker="o", ms=3, color=color, label=label)
         ax.fill_between(g["t_mid"], g["H"] - g["se"], g["H"] + g["se"], color=color, alpha=0.15, lw=0)
-    ax.set_xscale("log")
+    plots.log_axis(ax)
     ax.set_xlabel("position t (generated tokens)")
     ax.set_title(plots.short_name(model))
     ax.legend(loc="upper left")

@@ -74,7 +74,7 @@ for model, g in scaling.groupby("model", sort=False):
     ax_b.plot(g["n"], g["mean_sigma2"], color=colors[model], lw=1.0, ls=":", label=f"{name}: mean $\\sigma_n^2$")
 for level in (0.683, 0.954):
     ax_a.axhline(level, color="k", lw=0.8, ls="--")
-ax_a.set_xscale("log")
+plots.log_axis(ax_a)
 ax_a.set_ylim(0, 1.05)
 ax_a.set_xlabel("tokens $n$")
 ax_a.set_ylabel("share of runs")
@@ -84,8 +84,8 @@ ax_a.legend(loc="lower right")
 first = scaling[scaling["model"] == P.models[0]]
 ax_b.plot(first["n"], tables.inverse_n_reference(first["n"], first["var_D"]), color="k", lw=1.0,
           label="$\\propto 1/n$")
-ax_b.set_xscale("log")
-ax_b.set_yscale("log")
+plots.log_axis(ax_b)
+plots.log_axis(ax_b, axis="y")
 ax_b.set_xlabel("tokens $n$")
 ax_b.set_ylabel("variance across runs (bits²)")
 ax_b.set_title("(b) spread of $l_n$ and $D_n$ across runs")
