@@ -197,7 +197,6 @@ def failure(err: BaseException) -> dict:
     return {"status": "failed", "error": f"{type(err).__name__}: {err}\n{where}"}
 
 
-
 def write_missing_runs(store: RunStore, specs, compute) -> pd.DataFrame:
     """Store the runs of ``specs`` (``[(spec, item)]``, ``spec`` a run row with its ``run_id``) that have
     no ok run yet: ``compute(item)`` gives ``(fields, tokens)``, stored with the spec, the provenance,
@@ -216,6 +215,7 @@ def write_missing_runs(store: RunStore, specs, compute) -> pd.DataFrame:
         except Exception as err:  # a failed record, never fatal
             store.write_run(record | failure(err), None)
     return store.runs(run_id=[spec["run_id"] for spec, _ in specs])
+
 
 class ImpossibleStatisticsError(ValueError):
     """A run's token statistics are impossible for a healthy model (``impossible_statistics``)."""
