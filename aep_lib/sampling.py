@@ -149,8 +149,9 @@ class SelectTopP:
     warps such a row with transformers' own warper (exact; float32 logits almost never tie there, 0 of
     512 SmolLM2 rows); ``ties="index"`` removes the tied tokens of lowest id first (a stable sort's
     order): the same number of tokens, so the same probabilities kept, on any device. bfloat16 logits
-    tie at the cut in half the rows, where ``"sort"`` would sort them all. Off the CPU (or for other
-    dtypes) the warper is transformers' own.
+    tie at the cut in half the rows, where ``"sort"`` would sort them all; with ``"index"`` (the logits of a
+    16-bit model) rows of bfloat16 numbers are sorted by counting (``sorted_bf16_rows``: the same values).
+    Off the CPU (or for other dtypes) the warper is transformers' own.
     """
 
     def __init__(self, top_p: float, ties: Literal["sort", "index"] = "sort"):
@@ -162,7 +163,9 @@ class SelectTopP:
     def __call__(self, input_ids, scores: torch.Tensor) -> torch.Tensor:
         if scores.device.type != "cpu" or scores.dtype != torch.float32 or scores.dim() != 2:
             return self.reference(input_ids, scores)
-        ordered = torch.from_numpy(np.sort(scores.numpy(), axis=-1))
+        ordered = sorted_bf16_rows(scores) if self.ties == "index" else None
+        if ordered is None:
+            ordered = torch.from_numpy(np.sort(scores.numpy(), axis=-1))
         removed = ordered.softmax(dim=-1).cumsum(dim=-1) <= (1 - self.top_p)
         removed[..., -1:] = False
         n_removed = removed.sum(-1, keepdim=True)  # the removed tokens are a prefix of the sorted row
@@ -180,6 +183,35 @@ class SelectTopP:
             for row in tied.tolist():
                 out[row] = self.reference(input_ids[row : row + 1], scores[row : row + 1])[0]
         return out
+
+
+def _bf16_by_order() -> np.ndarray:
+    """The 65,536 bfloat16 numbers as float32, in the order of ``sorted_bf16_rows``' keys (ascending)."""
+    keys = torch.arange(65536, dtype=torch.int32)
+    bits = torch.where(keys >= 32768, keys - 32768, -1 - keys).to(torch.int16)
+    return bits.view(torch.bfloat16).float().numpy()
+
+
+BF16_BY_ORDER = _bf16_by_order()
+
+
+def sorted_bf16_rows(scores: torch.Tensor) -> torch.Tensor | None:
+    """Each row of ``[rows, vocab]`` float32 ``scores`` sorted ascending, by counting, when every value is a
+    bfloat16 number (the logits of a bfloat16 model, as they are, top-k'd or with tokens at ``-inf``);
+    else None. The same values as ``np.sort``: 5 ms instead of 17 for 16 SmolLM2 rows here.
+
+    A bfloat16's 16 bits, read as a signed integer ``b``, order the numbers as ``b + 32768`` for ``b >= 0``
+    and ``-1 - b`` for ``b < 0`` (the negative numbers run backwards); a histogram of those keys per row
+    and the numbers repeated by their counts are the sorted row.
+    """
+    as_bf16 = scores.bfloat16()
+    if not torch.equal(as_bf16.float(), scores):  # (also False with a NaN)
+        return None
+    rows, vocab = scores.shape
+    b = as_bf16.view(torch.int16).to(torch.int32)
+    keys = (b ^ ((b >> 15) & 0x7FFF)) + (torch.arange(rows, dtype=torch.int32).unsqueeze(-1) * 65536 + 32768)
+    counts = torch.bincount(keys.flatten(), minlength=rows * 65536).numpy()
+    return torch.from_numpy(np.repeat(np.tile(BF16_BY_ORDER, rows), counts).reshape(rows, vocab))
 
 
 class SamplingWarp:
