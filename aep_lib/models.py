@@ -108,6 +108,7 @@ def load_model(
     device_map: str | dict | None = None,
     max_memory: dict | None = None,
     offload_folder: str | None = None,
+    bf16_kernels: bool = True,
 ):
     """Load ``(model, tokenizer)``: an embedded short name, a local folder, or a hub id.
 
@@ -118,14 +119,21 @@ def load_model(
     ``0``, ``"cuda:1"``, ``"cpu"``, ``"disk"``) spreads it through accelerate, within ``max_memory``
     (``{0: "70GiB", "cpu": "200GiB"}``); ``"disk"`` needs ``offload_folder``. ``generate`` and the scoring
     functions then feed the first device (``input_device``) and get the logits back there.
+
+    ``bf16_kernels``: a bfloat16 model on a CPU with native bfloat16 (``cpu_features``) gets prepacked
+    linears and its own one-token attention (``cpu_bf16``; ``model.aep_kernels`` says what was done);
+    False loads it as transformers does.
     """
     placement = {"device_map": device_map, "max_memory": max_memory, "offload_folder": offload_folder}
     with gc_paused():
-        return _load_model(name_or_path, device, dtype, trust_remote_code, revision, placement)
+        return _load_model(name_or_path, device, dtype, trust_remote_code, revision, placement, bf16_kernels)
 
 
-def _load_model(name_or_path, device, dtype, trust_remote_code, revision, placement):
+def _load_model(name_or_path, device, dtype, trust_remote_code, revision, placement, bf16_kernels=True):
+    import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from .cpu_bf16 import use_bf16_cpu_kernels
 
     device = resolve_device(device)
     torch_dtype = resolve_dtype(dtype, device)
@@ -174,6 +182,10 @@ def _load_model(name_or_path, device, dtype, trust_remote_code, revision, placem
     if device == "cpu" or device_map is not None:
         _own_aligned_weights(model)
         keep_freed_blocks()
+    model.aep_kernels = {}
+    if (bf16_kernels and device == "cpu" and device_map is None and torch_dtype == torch.bfloat16
+            and cpu_features()["bf16"]):
+        model.aep_kernels = use_bf16_cpu_kernels(model)  # prepacked linears, one-token attention
     model.aep_tokenizer = tokenizer  # score_text(reference=model) compares the two vocabularies with it
     model.aep_identity = {
         "model": name,

@@ -185,17 +185,20 @@ def bench_bf16(repeats: int, quick: bool) -> Result:
     from ..models import cpu_features
     from ..sampling import Sampling
 
+    from ..models import load_model
+
     batch, n = (4, 16) if quick else (16, 512)
     model, tok = cached_model("smollm2-135m", "cpu", "bfloat16")
+    plain, _ = load_model("smollm2-135m", "cpu", "bfloat16", bf16_kernels=False)  # as transformers loads it
     prompts = batch_prompts(batch)
     timed_generate(model, tok, 2, 4, "auto")
-    hf_generate_batch(model, tok, prompts[:2], Sampling(**SAMPLING), 4)
+    hf_generate_batch(plain, tok, prompts[:2], Sampling(**SAMPLING), 4)
     ours, base, flops = [], [], []
     for r in range(repeats):
         flops.append(matmul_flops(dtype=torch.bfloat16))
         ours.append(timed_generate(model, tok, batch, n, "auto", seed=r))
         with Timed() as t:
-            made = hf_generate_batch(model, tok, prompts, Sampling(**SAMPLING), n, seed=r)
+            made = hf_generate_batch(plain, tok, prompts, Sampling(**SAMPLING), n, seed=r)
         base.append(t)
         say(f"  bf16 repeat {r + 1}/{repeats}: ours {batch * n / ours[-1].wall:.1f} tok/s, "
             f"generate() {made / base[-1].wall:.1f}")
@@ -211,6 +214,7 @@ def bench_bf16(repeats: int, quick: bool) -> Result:
                  f"batch {batch}: bfloat16 matmul GFLOP/s, compute roofline tok/s, fraction ours, fraction generate()": [
                      round(median(flops) / 1e9, 1), round(roof, 1), round(median(o) / roof, 3),
                      round(median(b) / roof, 3)],
-                 "CPU": cpu_features()},
-        notes=["same model (bfloat16 weights), warps (temperature 1, top-p 0.95, EOS suppressed) and prompts"],
+                 "CPU": cpu_features(), "ours: kernels (models.load_model)": model.aep_kernels},
+        notes=["same model (bfloat16 weights), warps (temperature 1, top-p 0.95, EOS suppressed) and prompts; "
+               "generate() runs the model as transformers loads it (bf16_kernels=False)"],
     )
