@@ -36,7 +36,8 @@ PACKING_ROWS = 16  # the row count oneDNN packs the weights for (any count runs;
 
 class PackedLinear(torch.nn.Module):
     """An ``nn.Linear`` whose bfloat16 weight is also held prepacked for oneDNN (inference only: with
-    gradients it runs as the plain linear)."""
+    gradients, or inside ``torch.compile``, whose inductor cannot lower the packed call, it runs as the
+    plain linear)."""
 
     def __init__(self, linear: torch.nn.Linear):
         super().__init__()
@@ -45,7 +46,8 @@ class PackedLinear(torch.nn.Module):
         self.packed = torch.ops.mkldnn._reorder_linear_weight(linear.weight.detach(), PACKING_ROWS)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if x.device.type != "cpu" or x.dtype != self.weight.dtype or (torch.is_grad_enabled() and x.requires_grad):
+        if (x.device.type != "cpu" or x.dtype != self.weight.dtype or torch.compiler.is_compiling()
+                or (torch.is_grad_enabled() and x.requires_grad)):
             return torch.nn.functional.linear(x, self.weight, self.bias)
         return torch.ops.mkldnn._linear_pointwise(x, self.packed, self.bias, "none", [], "")
 

@@ -116,3 +116,17 @@ def test_load_model_applies_the_kernels_to_a_bfloat16_model_on_a_cpu_only(tiny_f
         n = len(same) if same.all() else int(np.argmin(same))  # compare up to a first different token
         assert n >= 8
         np.testing.assert_allclose(x.tokens["entropy_raw"][:n], y.tokens["entropy_raw"][:n], atol=0.05)
+
+
+def test_packed_linear_runs_inside_torch_compile():
+    """inductor cannot lower the packed call: inside a compiled function the plain linear runs (the
+    ``compiled`` engine on a bfloat16 model failed to compile before)."""
+    from aep_lib.cpu_bf16 import PackedLinear
+
+    torch.manual_seed(0)
+    linear = torch.nn.Linear(32, 48, bias=False).to(torch.bfloat16)
+    packed = PackedLinear(linear)
+    x = torch.randn(4, 32, dtype=torch.bfloat16)
+    with torch.no_grad():
+        compiled = torch.compile(lambda t: packed(t).float().softmax(-1), backend="inductor", dynamic=False)
+        torch.testing.assert_close(compiled(x), linear(x).float().softmax(-1), atol=1e-2, rtol=0)
