@@ -130,3 +130,22 @@ def test_packed_linear_runs_inside_torch_compile():
     with torch.no_grad():
         compiled = torch.compile(lambda t: packed(t).float().softmax(-1), backend="inductor", dynamic=False)
         torch.testing.assert_close(compiled(x), linear(x).float().softmax(-1), atol=1e-2, rtol=0)
+
+
+def test_scoring_a_bfloat16_model_computes_its_statistics_in_float32_to_a_millionth_of_a_bit(tiny_folder):
+    """score_ids on a bfloat16 model: the statistics (float32 arithmetic) within 1e-5 bits of float64
+    arithmetic on the same logits, returned as float64."""
+    from aep_lib.models import load_model
+    from aep_lib.sampling import Sampling
+    from aep_lib.score import score_ids
+    from aep_lib.stats import token_stats
+
+    model, tokenizer = load_model(str(tiny_folder), device="cpu", dtype="bfloat16")
+    ids = tokenizer("The history of the lighthouse begins with fire on a hill.")["input_ids"]
+    scored = score_ids(model, ids, 1, sampling=Sampling(top_p=0.9))
+    with torch.no_grad():
+        logits = model(torch.tensor([ids])).logits[0, :-1].float()
+    exact = token_stats(logits, torch.tensor(ids[1:]))
+    assert scored["entropy_raw"].dtype == np.float64
+    for k in ("surprisal", "entropy", "varentropy"):
+        np.testing.assert_allclose(scored[f"{k}_raw"].to_numpy(), exact[k].numpy(), rtol=0, atol=1e-5)
