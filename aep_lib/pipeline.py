@@ -35,6 +35,7 @@ import re
 import sys
 import threading
 import time
+import typing
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
@@ -42,6 +43,7 @@ from typing import Mapping
 
 from . import paths
 from .figure_index import write_index
+from .param_types import DType
 from .params import NOTEBOOK_SCHEMAS, ParamsError, read_yaml, validate
 from .provenance import utc_now
 from .report import claim_failure
@@ -95,8 +97,10 @@ def plan(
     notebooks_dir: Path | None = None,
     params_root: Path | None = None,
     schemas: Mapping[str, type] | None = None,
+    overrides: Mapping[str, object] | None = None,
 ) -> list[Execution]:
-    """Every execution that ``params/<profile>/*.yaml`` asks for, all validated (or ``ParamsError``)."""
+    """Every execution that ``params/<profile>/*.yaml`` asks for, all validated (or ``ParamsError``).
+    ``overrides``: values that replace the files' for every notebook whose schema has that parameter."""
     notebooks_dir = Path(notebooks_dir or paths.notebooks_dir())
     folder = Path(params_root or paths.params_dir()) / profile
     schemas = NOTEBOOK_SCHEMAS if schemas is None else schemas
@@ -121,6 +125,7 @@ def plan(
                 values.setdefault("profile", profile)
                 if values["profile"] != profile:
                     raise ParamsError(f"{path}: key 'profile' is {values['profile']!r} but the file is under {profile!r}")
+            values.update({k: v for k, v in (overrides or {}).items() if k in schema.model_fields})
             validate(schema, values, where=str(path) + (f" ({name})" if name != notebook else ""))
             executions.append(Execution(name, notebook, nb_path, path, values))
     return executions
@@ -246,10 +251,14 @@ def run_figures(
     schemas: Mapping[str, type] | None = None,
     progress: bool = False,
     stream=None,
+    dtype: str | None = None,
 ) -> list[dict]:
     """Execute the notebooks of one profile into ``<output_root>/<profile>/``; write ``index.md`` and ``index.html``.
 
     ``only``: notebook names or prefixes. ``output_root``: default ``$AEP_OUTPUT_DIR`` or ``outputs/``.
+    ``dtype``: every notebook with a ``dtype`` parameter runs its models in that dtype, into
+    ``<output_root>/dtype-<dtype>/<profile>/`` (its own store and figures): whether the claims hold in
+    another dtype (``aep figures --dtype bfloat16``).
     ``notebooks_dir``, ``params_root`` and ``schemas`` default to the project's (tests inject their own).
     ``progress``: report on ``stream`` (default stderr) as it goes (``Progress``): a bar and papermill's
     cell bar on a terminal, one line per execution otherwise.
@@ -257,8 +266,12 @@ def run_figures(
     Returns one dict per execution: name, notebook, params_file, output, status, error, cell (where a
     notebook raised), seconds, figures, token_views.
     """
-    executions = plan(profile, only, notebooks_dir, params_root, schemas)
+    if dtype is not None and dtype not in typing.get_args(DType):
+        raise ParamsError(f"dtype {dtype!r}: use one of {', '.join(typing.get_args(DType))}")
+    executions = plan(profile, only, notebooks_dir, params_root, schemas, {"dtype": dtype} if dtype else None)
     output_root = Path(output_root or paths.output_dir()).resolve()
+    if dtype:
+        output_root = output_root / f"dtype-{paths.check_profile_name(dtype)}"
     out_dir = output_root / profile
     out_dir.mkdir(parents=True, exist_ok=True)
     report = Progress(len(executions), stream=stream, enabled=progress)

@@ -283,3 +283,28 @@ def test_a_claim_that_does_not_hold_fails_the_execution(project, monkeypatch, no
     assert "  - ok: mean D = 0.01 (>= -0.25 and <= 0.25)" in index
     monkeypatch.setattr(pipeline, "run_figures", lambda *a, **k: list(results.values()))
     assert pipeline.main(["--profile", "cpu"]) == 1
+
+
+class DtypeSchema(_Strict):
+    dtype: str = "auto"
+
+
+def test_a_dtype_runs_every_notebook_that_has_one_in_it_into_its_own_folder(project):
+    """``run_figures(dtype=...)``: the notebooks with a dtype parameter get it, the others run as they are,
+    everything lands under ``dtype-<dtype>/``; an unknown dtype is refused before anything runs."""
+    dirs, out = project
+    nbs = dirs["notebooks_dir"]
+    _notebook(nbs / "t_dtype.ipynb", 'profile = "cpu"  # profile\ndtype = "auto"  # model dtype',
+              "print(f'dtype is {dtype}')")
+    (dirs["params_root"] / "cpu" / "t_dtype.yaml").write_text("dtype: float32\n")
+    dirs["schemas"] = {**SCHEMAS, "t_dtype": DtypeSchema}
+    results = {r["name"]: r for r in pipeline.run_figures("cpu", only=["t_dtype", "t_fig"], dtype="bfloat16", **dirs)}
+    assert set(results) == {"t_dtype", "t_fig__title=a", "t_fig__title=b__scale=3.0"}
+    executed = out.parent / "dtype-bfloat16" / "cpu"
+    assert all(Path(r["output"]).parent == executed for r in results.values())
+    printed = "".join(o.get("text", "") for c in nbformat.read(executed / "t_dtype.ipynb", 4).cells
+                      for o in c.get("outputs", []))
+    assert "dtype is bfloat16" in printed
+    assert (executed / "index.md").is_file() and not (out / "t_dtype.ipynb").exists()
+    with pytest.raises(ParamsError, match="dtype 'bf16'"):
+        pipeline.run_figures("cpu", only=["t_dtype"], dtype="bf16", **dirs)

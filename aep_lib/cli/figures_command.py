@@ -16,6 +16,9 @@ def figures(
     index_only: bool = typer.Option(False, "--index-only",
                                     help="execute nothing: render index.md and index.html again from the "
                                          "figure records already under outputs/<profile>/"),
+    dtype: Optional[str] = typer.Option(None, help="run every notebook that has a dtype parameter in this dtype "
+                                                   "(bfloat16, float16, float32), into outputs/dtype-<dtype>/"
+                                                   "<profile>/: do the claims hold in it?"),
 ) -> None:
     """Execute the profile's notebooks with papermill into outputs/<profile>/ and write index.md and index.html.
 
@@ -29,16 +32,17 @@ def figures(
 
     if index_only:
         try:
-            index = rebuild_index(paths.output_dir(profile))
+            index = rebuild_index(paths.output_dir(profile) if not dtype else paths.output_dir() / f"dtype-{dtype}" / profile)
         except ParamsError as err:
             fail(str(err))
         typer.echo(f"index: {index}\ngallery: {index.with_suffix('.html')}")
         return
     try:
-        results = run_figures(profile, only=only or None, progress=True)
+        results = run_figures(profile, only=only or None, progress=True, dtype=dtype)
     except ParamsError as err:
         fail(str(err))
-    index = paths.output_dir(profile).resolve() / "index.md"
+    root = paths.output_dir() / f"dtype-{dtype}" if dtype else paths.output_dir()
+    index = (root / profile).resolve() / "index.md"
     for line in summary_lines(results, index):
         typer.echo(line)
     if any(r.get("status") != "ok" for r in results):
