@@ -266,12 +266,8 @@ def run_figures(
     Returns one dict per execution: name, notebook, params_file, output, status, error, cell (where a
     notebook raised), seconds, figures, token_views.
     """
-    if dtype is not None and dtype not in typing.get_args(DType):
-        raise ParamsError(f"dtype {dtype!r}: use one of {', '.join(typing.get_args(DType))}")
+    output_root = dtype_output_root(Path(output_root or paths.output_dir()).resolve(), dtype)
     executions = plan(profile, only, notebooks_dir, params_root, schemas, {"dtype": dtype} if dtype else None)
-    output_root = Path(output_root or paths.output_dir()).resolve()
-    if dtype:
-        output_root = output_root / f"dtype-{paths.check_profile_name(dtype)}"
     out_dir = output_root / profile
     out_dir.mkdir(parents=True, exist_ok=True)
     report = Progress(len(executions), stream=stream, enabled=progress)
@@ -285,6 +281,16 @@ def run_figures(
         report.close()
     write_index(out_dir, results, partial=bool(only))
     return results
+
+
+def dtype_output_root(output_root: Path, dtype: str | None = None) -> Path:
+    """Where ``run_figures(dtype=...)`` writes: ``<output_root>/dtype-<dtype>``, or ``output_root`` itself
+    for the params' own dtypes; ``ParamsError`` for an unknown dtype."""
+    if dtype is None:
+        return output_root
+    if dtype not in typing.get_args(DType):
+        raise ParamsError(f"dtype {dtype!r}: use one of {', '.join(typing.get_args(DType))}")
+    return output_root / f"dtype-{dtype}"
 
 
 def result_line(r: dict) -> str:

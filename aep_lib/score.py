@@ -23,7 +23,7 @@ import torch
 from .memory import release_free_memory
 from .models import cache_kwargs, input_device, new_cache
 from .sampling import Sampling, SamplingWarp, eos_ids
-from .stats import cross_stats, token_stats
+from .stats import cross_stats, stats_precision, token_stats
 
 
 class ScoringError(ValueError):
@@ -64,7 +64,7 @@ def _stats_rows(logits, targets, warp, record_samp, row_block, ref_logits=None, 
     out: dict[str, torch.Tensor] = {}
     # a 16-bit model's statistics in float32 (stats.token_stats: 1e-6 bits from float64; Gemma's 4,096-token
     # scoring in bfloat16 spent 41% of its time in float64 statistics on an AMD EPYC)
-    precision = torch.float64 if logits.dtype in (torch.float32, torch.float64) else torch.float32
+    precision = stats_precision(logits.dtype)
     for a in range(0, rows, row_block):
         block, tgt = logits[a : a + row_block].float(), targets[a : a + row_block]
         raw = token_stats(block, tgt, with_rank=True, precision=precision)

@@ -35,7 +35,7 @@ from transformers.cache_utils import Cache, CacheLayerMixin, get_layer_types_and
 
 from .models import cache_kwargs, input_device
 from .sampling import SamplingWarp, gumbel_noise, sample
-from .stats import token_stats
+from .stats import stats_precision, token_stats
 
 ENGINES = ("eager", "static", "compiled", "auto")
 MIN_CAPACITY = 64
@@ -207,7 +207,7 @@ def draw_eagerly(logits, warp, seeds, step: int, row_block: int):
     statistics: ``(tokens, raw stats, samp stats, float32 logits)``. The statistics of float32 logits are
     computed in float64 in row blocks; those of a 16-bit model's logits in float32 in one pass (``stats.
     token_stats``: 1e-6 bits from float64, 2x faster here; their own rounding is far larger)."""
-    precision = torch.float64 if logits.dtype in (torch.float32, torch.float64) else torch.float32
+    precision = stats_precision(logits.dtype)
     block = row_block if precision == torch.float64 else None
     logits = logits.float()
     q_logits = warp(logits)

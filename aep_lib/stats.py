@@ -68,6 +68,12 @@ def token_stats(logits: torch.Tensor, tokens: torch.Tensor, with_rank: bool = Tr
     return out
 
 
+def stats_precision(logits_dtype: torch.dtype) -> torch.dtype:
+    """The arithmetic of ``token_stats`` for logits of ``logits_dtype``: float64 for float32 (and float64)
+    logits, float32 for a 16-bit model's (whose own rounding is far above float32's)."""
+    return torch.float64 if logits_dtype in (torch.float32, torch.float64) else torch.float32
+
+
 def exp_of_kept(y: torch.Tensor) -> torch.Tensor:
     """``exp(y)`` of ``y`` whose excluded tokens are ``EXCLUDED[y.dtype]`` (0 there, bit for bit ``y.exp()``).
 

@@ -28,11 +28,11 @@ def figures(
     from .. import paths
     from ..params import ParamsError
     from ..figure_index import rebuild_index
-    from ..pipeline import run_figures, summary_lines
+    from ..pipeline import dtype_output_root, run_figures, summary_lines
 
     if index_only:
         try:
-            index = rebuild_index(paths.output_dir(profile) if not dtype else paths.output_dir() / f"dtype-{dtype}" / profile)
+            index = rebuild_index(dtype_output_root(paths.output_dir(), dtype) / paths.check_profile_name(profile))
         except ParamsError as err:
             fail(str(err))
         typer.echo(f"index: {index}\ngallery: {index.with_suffix('.html')}")
@@ -41,8 +41,7 @@ def figures(
         results = run_figures(profile, only=only or None, progress=True, dtype=dtype)
     except ParamsError as err:
         fail(str(err))
-    root = paths.output_dir() / f"dtype-{dtype}" if dtype else paths.output_dir()
-    index = (root / profile).resolve() / "index.md"
+    index = (dtype_output_root(paths.output_dir(), dtype) / profile).resolve() / "index.md"
     for line in summary_lines(results, index):
         typer.echo(line)
     if any(r.get("status") != "ok" for r in results):
