@@ -10,6 +10,8 @@ sizes and the sampled hashes (``cache_problem``: 16 MiB of Gemma's 1,072 MB of w
 12 MB tokenizer.json, 44 ms here at load 5 and 83 ms at load 12, 1-2% of Gemma's start-up);
 ``aep models --verify`` hashes every byte (``verify_embedded_cache``: 0.84 s for Gemma's weights when the
 machine was quiet, 2.3 s at load 12). An entry that fails a check is rebuilt, with a one-line note on stderr.
+Processes that find an entry missing at the same moment (parallel test workers or notebooks) build it once:
+the build holds a lock file beside the entry (``build_lock``) and the others wait, then use it.
 """
 
 from __future__ import annotations
@@ -22,10 +24,14 @@ import os
 import shutil
 import struct
 import sys
+import time
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+from . import locks
 from .paths import cache_dir
 
 
@@ -196,13 +202,45 @@ def cache_is_complete(folder: Path) -> bool:
     return cache_problem(folder) is None
 
 
-def build_embedded_cache(spec: EmbeddedModel) -> Path:
-    """De-quantize the GGUF once and write safetensors + tokenizer into the cache (atomically)."""
+# A build lock older than this was left by a build that died (a build takes about a minute).
+BUILD_LOCK_STALE_S = 1800.0
+BUILD_WAIT_POLL_S = 0.5
+
+
+@contextmanager
+def build_lock(name: str) -> Iterator[None]:
+    """Hold the lock on building the cache entry of embedded model ``name`` (``<models>/.<name>.build.lock``,
+    ``aep_lib.locks``): processes that all find an entry missing (test workers, parallel notebooks) build it
+    once; the others wait here until it is released. A lock left by a dead process is taken over."""
+    root = model_cache_dir(name).parent
+    root.mkdir(parents=True, exist_ok=True)
+    path = locks.lock_path(root, f".{name}.build")
+    while (token := locks.acquire(path, BUILD_LOCK_STALE_S)) is None:
+        time.sleep(BUILD_WAIT_POLL_S)
+    try:
+        yield
+    finally:
+        locks.release(path, token)
+
+
+def build_embedded_cache(spec: EmbeddedModel, *, unless_sound: bool = False) -> Path:
+    """De-quantize the GGUF once and write safetensors + tokenizer into the cache (atomically), under the
+    entry's ``build_lock``. ``unless_sound``: first look again once the lock is held, and build nothing
+    if the entry passes ``cache_problem`` (another process built it meanwhile)."""
+    final = model_cache_dir(spec.name)
+    with build_lock(spec.name):
+        if unless_sound and cache_problem(final) is None:
+            return final
+        write_cache_entry(spec, final)
+    return final
+
+
+def write_cache_entry(spec: EmbeddedModel, final: Path) -> None:
+    """The build itself: GGUF → float32 safetensors, aligned, compact tokenizer, marker; then one rename."""
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     gguf = _gguf_path(spec)
-    final = model_cache_dir(spec.name)
     tmp = final.parent / f".{spec.name}.tmp-{uuid.uuid4().hex[:8]}"
     tmp.mkdir(parents=True)
     try:
@@ -230,7 +268,6 @@ def build_embedded_cache(spec: EmbeddedModel) -> Path:
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
-    return final
 
 
 def write_marker(folder: Path, spec: EmbeddedModel) -> None:
@@ -270,7 +307,7 @@ def embedded_cache(name: str) -> Path:
     if problem is not None:
         if folder.exists():
             print(f"note: rebuilding the cache of {name} in {folder}: {problem}", file=sys.stderr, flush=True)
-        build_embedded_cache(spec)
+        build_embedded_cache(spec, unless_sound=True)
         return folder
     changed = any([align_safetensors(w) for w in sorted(folder.glob("*.safetensors"))])
     old_format = _marker_format(folder)

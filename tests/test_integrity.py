@@ -93,7 +93,7 @@ def test_same_size_overwrite_is_seen_at_load_and_the_entry_is_rebuilt_with_a_not
     assert not embedded.cache_is_complete(folder)
     assert not next(r for r in models.known_models() if r["name"] == "smollm2-135m")["cached"]  # `aep models`
     rebuilt = []
-    monkeypatch.setattr(embedded, "build_embedded_cache", lambda spec: rebuilt.append(spec.name))
+    monkeypatch.setattr(embedded, "build_embedded_cache", lambda spec, **kw: rebuilt.append(spec.name))
     assert embedded.embedded_cache("smollm2-135m") == folder
     assert rebuilt == ["smollm2-135m"]
     err = capsys.readouterr().err
@@ -117,7 +117,7 @@ def test_damage_between_the_sampled_blocks_is_found_by_verify_which_marks_the_en
         "aep models --verify: model.safetensors differs from the sha256 that COMPLETE.json records")
     assert embedded.verify_embedded_cache("smollm2-135m")[0] == "damaged"
     rebuilt = []
-    monkeypatch.setattr(embedded, "build_embedded_cache", lambda spec: rebuilt.append(spec.name))
+    monkeypatch.setattr(embedded, "build_embedded_cache", lambda spec, **kw: rebuilt.append(spec.name))
     embedded.embedded_cache("smollm2-135m")
     assert rebuilt == ["smollm2-135m"]
 

@@ -216,7 +216,7 @@ def test_old_cache_with_an_unreadable_tokenizer_is_rebuilt(tmp_path, monkeypatch
     (folder / "COMPLETE.json").write_text(json.dumps({"model": "smollm2-135m", "files": files}))  # format 1
     assert cache_is_complete(folder)
     rebuilt = []
-    monkeypatch.setattr(embedded, "build_embedded_cache", lambda spec: rebuilt.append(spec.name))
+    monkeypatch.setattr(embedded, "build_embedded_cache", lambda spec, **kw: rebuilt.append(spec.name))
     assert embedded.embedded_cache("smollm2-135m") == folder
     assert rebuilt == ["smollm2-135m"]
 
@@ -358,3 +358,66 @@ def test_embedded_weights_are_used_in_place_aligned_and_resident(tmp_path, monke
     # and faulted in at load: resident memory grew by about the weights (not left for the first forward)
     weight_bytes = sum(p.numel() * p.element_size() for p in {p.data_ptr(): p for p in params}.values())
     assert psutil.Process().memory_info().rss - rss_before > 0.8 * weight_bytes
+
+
+def _fake_builds(monkeypatch):
+    """Patch the cache's build and check: an entry is sound once its ``done`` file exists; builds are counted."""
+    builds = []
+
+    def write(spec, final):
+        builds.append(spec.name)
+        final.mkdir(parents=True, exist_ok=True)
+        (final / "done").write_text("built")
+
+    monkeypatch.setattr(embedded, "write_cache_entry", write)
+    monkeypatch.setattr(embedded, "cache_problem", lambda folder, **kw: None if (folder / "done").exists() else "missing")
+    return builds
+
+
+def test_processes_that_find_an_entry_missing_build_it_once(tmp_path, monkeypatch):
+    """Two loads find the cache empty at once (parallel test workers): the second waits on the build lock
+    and then uses what the first built instead of building it again."""
+    import threading
+
+    monkeypatch.setenv("AEP_CACHE_DIR", str(tmp_path))
+    builds = _fake_builds(monkeypatch)
+    building, finish, waiting = threading.Event(), threading.Event(), threading.Event()
+    write = embedded.write_cache_entry
+
+    def slow_write(spec, final):
+        building.set()
+        finish.wait()
+        write(spec, final)
+
+    monkeypatch.setattr(embedded, "write_cache_entry", slow_write)
+    real_sleep = embedded.time.sleep
+    monkeypatch.setattr(embedded.time, "sleep", lambda s: (waiting.set(), real_sleep(0.01)))
+    results = []
+    load = lambda: results.append(embedded.embedded_cache("smollm2-135m"))  # noqa: E731
+    first, second = threading.Thread(target=load, daemon=True), threading.Thread(target=load, daemon=True)
+    first.start()
+    try:
+        assert building.wait(120)
+        second.start()
+        assert waiting.wait(120), "the second load did not wait for the first one's build"
+    finally:
+        finish.set()
+    first.join()
+    second.join()
+    assert builds == ["smollm2-135m"]
+    assert results == [model_cache_dir("smollm2-135m")] * 2
+    assert not list((tmp_path / "models").glob("*.lock"))  # released
+
+
+def test_a_build_lock_left_by_a_dead_process_is_taken_over(tmp_path, monkeypatch):
+    import subprocess
+    import sys
+
+    monkeypatch.setenv("AEP_CACHE_DIR", str(tmp_path))
+    builds = _fake_builds(monkeypatch)
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    lock = tmp_path / "models" / ".smollm2-135m.build.lock"
+    lock.parent.mkdir(parents=True)
+    lock.write_text(json.dumps({"pid": int(dead.stdout), "host": embedded.locks.this_host(), "time": 0, "token": "x"}))
+    assert embedded.embedded_cache("smollm2-135m") == model_cache_dir("smollm2-135m")
+    assert builds == ["smollm2-135m"] and not lock.exists()
