@@ -167,17 +167,34 @@ def kernel_manager_class():
     return _ipc_kernel_manager()
 
 
+def ipc_socket_prefix() -> str:
+    """A path prefix of one kernel's sockets (``<prefix>-1`` ...): unique, in Jupyter's runtime folder."""
+    from jupyter_core.paths import jupyter_runtime_dir
+
+    folder = Path(jupyter_runtime_dir())
+    folder.mkdir(parents=True, exist_ok=True)
+    return str(folder / f"kernel-{uuid.uuid4()}-ipc")
+
+
 @functools.cache
 def _ipc_kernel_manager():
     from jupyter_client.manager import AsyncKernelManager
     from traitlets import default
 
     class IPCKernelManager(AsyncKernelManager):
-        """``AsyncKernelManager`` whose kernels listen on Unix sockets instead of TCP ports."""
+        """``AsyncKernelManager`` whose kernels listen on Unix sockets instead of TCP ports, each kernel's
+        sockets under a name of its own in Jupyter's runtime folder. (jupyter_client's default names them
+        ``kernel-ipc-1`` ... in the current folder when, as under papermill, the connection file is not
+        named yet: two processes that start a kernel at once then took the same sockets, and one kernel got
+        the other's messages: "Invalid Signature", "Kernel didn't respond in 60 seconds".)"""
 
         @default("transport")
         def _default_transport(self):
             return "ipc"
+
+        @default("ip")
+        def _default_ip(self):
+            return ipc_socket_prefix()
 
     return IPCKernelManager
 

@@ -228,6 +228,33 @@ def test_kernels_use_ipc_so_ipykernel_has_no_tcp_warning():
     assert km.transport == "ipc"
 
 
+@pytest.mark.skipif(os.name == "nt", reason="IPC transport is POSIX-only")
+def test_two_kernels_started_at_once_get_sockets_of_their_own():
+    """Kernels that two processes start at the same moment (parallel test workers) must not share sockets:
+    jupyter_client's default prefix ``kernel-ipc`` in the current folder made them collide."""
+    import asyncio
+
+    from jupyter_core.paths import jupyter_runtime_dir
+
+    managers = [pipeline.kernel_manager_class()(kernel_name="python3") for _ in range(2)]
+    prefixes = [km.ip for km in managers]
+    assert prefixes[0] != prefixes[1]
+    assert all(Path(p).parent == Path(jupyter_runtime_dir()) for p in prefixes)
+
+    async def start_both_and_ask_each():
+        await asyncio.gather(*(km.start_kernel() for km in managers))
+        try:
+            for km in managers:
+                client = km.client()
+                client.start_channels()
+                await client.wait_for_ready(timeout=120)
+                client.stop_channels()
+        finally:
+            await asyncio.gather(*(km.shutdown_kernel(now=True) for km in managers))
+
+    asyncio.run(start_both_and_ask_each())
+
+
 # --- claims -----------------------------------------------------------------------------------------
 
 
