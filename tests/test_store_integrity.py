@@ -344,6 +344,42 @@ def test_a_run_claimed_elsewhere_is_waited_for_then_taken_over_if_left_undone(tm
         [(r, "ok") for r in batch.run_ids] and len(written) == 6  # a rerun generates nothing
 
 
+def test_a_grid_generates_the_batches_no_one_holds_before_waiting_for_held_ones(tmp_path, tiny_model, monkeypatch):
+    """Deterministic: this test holds the claim on the first batch of a three-batch grid; execute_local
+    generates the two others before it waits (the first time it sleeps, they are stored), then generates
+    the first batch once the claim is released unwritten. Waiting at the first batch, as before, it had
+    stored nothing when it first slept, and a second process on the grid never got a batch of its own."""
+    import threading
+
+    from aep_lib import runs
+
+    st = RunStore(tmp_path)
+    plan = tiny_plan(st, tiny_model, batch_size=2)
+    assert len(plan.batches) == 3
+    first, rest = plan.batches[0].run_ids, [r for b in plan.batches[1:] for r in b.run_ids]
+    stored_when_waiting, waiting, release = [], threading.Event(), threading.Event()
+
+    def sleep(seconds):
+        if not waiting.is_set():
+            stored_when_waiting.extend(sorted(st.runs(status="ok")["run_id"]))
+            waiting.set()
+        release.wait()
+
+    monkeypatch.setattr(runs.time, "sleep", sleep)
+    done = []
+    with st.claim(first) as mine:
+        assert mine == first
+        worker = threading.Thread(target=lambda: done.append(runs.execute_local(st, plan, "cpu", "float32",
+                                                                                  progress=False)), daemon=True)
+        worker.start()
+        assert waiting.wait(600), "execute_local never waited for the held batch"
+    release.set()  # the claim is released above, unwritten: the worker takes the batch over
+    worker.join(timeout=600)
+    assert done == [None]
+    assert stored_when_waiting == sorted(rest)
+    assert sorted(st.runs(status="ok")["run_id"]) == sorted(first + rest)
+
+
 def test_claims_within_one_process_and_release(tmp_path):
     st = RunStore(tmp_path)
     with st.claim(RUN_IDS[:4] + RUN_IDS[:2]) as first:
