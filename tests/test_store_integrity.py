@@ -359,13 +359,13 @@ def test_a_grid_generates_the_batches_no_one_holds_before_waiting_for_held_ones(
     first, rest = plan.batches[0].run_ids, [r for b in plan.batches[1:] for r in b.run_ids]
     stored_when_waiting, waiting, release = [], threading.Event(), threading.Event()
 
-    def sleep(seconds):
+    def pause():
         if not waiting.is_set():
             stored_when_waiting.extend(sorted(st.runs(status="ok")["run_id"]))
             waiting.set()
         release.wait()
 
-    monkeypatch.setattr(runs.time, "sleep", sleep)
+    monkeypatch.setattr(runs, "wait_for_other_processes", pause)
     done = []
     with st.claim(first) as mine:
         assert mine == first
