@@ -34,8 +34,8 @@ figures: install
 
 # Tests and notebooks run in parallel worker processes (pytest-xdist; TEST_WORKERS=0 runs them in this process), each
 # with one torch thread so that workers do not fight over cores. On 2 cores a fresh clone's make test took
-# 1,079 s (install 170, tests 349, notebooks 550, with an empty model cache) where CI had taken 1,470 in one
-# process. nbval keeps each notebook's cells in order on one worker (--dist loadscope); the notebooks share
+# 894-974 s (install about 150, tests 303-325, notebooks 444-504, with an empty model cache) where CI had
+# taken 1,470 in one process. nbval keeps each notebook's cells in order on one worker (--dist loadscope); the notebooks share
 # one store, whose claims let two workers wait for a run rather than generate it twice.
 TEST_WORKERS ?= auto
 XDIST = -n $(TEST_WORKERS) --maxprocesses 4
