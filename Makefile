@@ -42,7 +42,7 @@ XDIST = -n $(TEST_WORKERS) --maxprocesses 4
 test: export HF_HUB_OFFLINE := 1
 test: export TOKENIZERS_PARALLELISM := false
 test: export OMP_NUM_THREADS := 1
-# After nbval, tests/test_claims.py reads the figure records that run wrote (AEP_CLAIMS_DIR) and fails on
+# After nbval, tests/report/test_claims.py reads the figure records that run wrote (AEP_CLAIMS_DIR) and fails on
 # any claim that does not hold; in the plain `pytest tests` step it skips (no AEP_CLAIMS_DIR).
 test: install
 	$(BIN)/pytest $(XDIST) --dist worksteal tests
@@ -50,7 +50,7 @@ test: install
 	AEP_OUTPUT_DIR=$$tmp $(BIN)/pytest $(XDIST) --dist loadscope --nbval --nbval-current-env \
 	    --nbval-sanitize-with tests/nbval_sanitize.cfg -p no:cacheprovider notebooks/*.ipynb \
 	    || status=$$?; \
-	AEP_CLAIMS_DIR=$$tmp $(BIN)/pytest -p no:cacheprovider tests/test_claims.py || status=$$?; \
+	AEP_CLAIMS_DIR=$$tmp $(BIN)/pytest -p no:cacheprovider tests/report/test_claims.py || status=$$?; \
 	rm -rf "$$tmp"; exit $$status
 
 # Re-executes the committed notebooks in place, each with its default parameters and its own empty

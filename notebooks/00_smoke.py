@@ -6,7 +6,7 @@
 #       extension: .py
 #       format_name: percent
 #       format_version: '1.3'
-#       jupytext_version: 1.19.6
+#       jupytext_version: 1.19.7
 #   kernelspec:
 #     display_name: Python 3 (ipykernel)
 #     language: python
@@ -20,16 +20,16 @@
 # that the environment works (packages, model cache, tokenizers, `generate`), not a result.
 
 # %%
-from aep_lib import report
+from aep_lib.report import figures
 
-report.setup_notebook(style=None)  # before the other imports: some warn as they load
+figures.setup_notebook(style=None)  # before the other imports: some warn as they load
 
 import torch
 
 import aep_lib.params
 from aep_lib import corpora
-from aep_lib.embedded import EMBEDDED_MODELS
-from aep_lib.models import load_model
+from aep_lib.engine.embedded import EMBEDDED_MODELS
+from aep_lib.engine.models import load_model
 
 # %% tags=["parameters"]
 profile = "cpu"  # params profile this execution belongs to (cpu or paper)

@@ -6,7 +6,7 @@
 #       extension: .py
 #       format_name: percent
 #       format_version: '1.3'
-#       jupytext_version: 1.19.6
+#       jupytext_version: 1.19.7
 #   kernelspec:
 #     display_name: Python 3 (ipykernel)
 #     language: python
@@ -26,24 +26,26 @@
 # about it). So the share of runs with final `|z| <= 2` must reach what N(0, 1) gives with that many
 # runs (`entropy_rate.clt_share_bound`: the `alpha` quantile of Binomial(n, 0.954) over n): the bound.
 # What a prompt may change: how the *other* model sees the text (`z` under its `q` and raw `p`, the
-# bits-per-byte gap; `comparisons.ensure_comparisons`) and whether attribution (`aep_lib.attribution`,
+# bits-per-byte gap; `comparisons.ensure_comparisons`) and whether attribution (`aep_lib.analysis.attribution`,
 # both rules) still names the right model. These are observations, against the baseline prompts pooled.
 
 # %%
-from aep_lib import report
+from aep_lib.report import figures
 
-report.setup_notebook(pandas_width=200)  # before the other imports: some warn as they load
+figures.setup_notebook(pandas_width=200)  # before the other imports: some warn as they load
 
 import pandas as pd
 
 import aep_lib.params
-from aep_lib import attribution, comparisons, entropy_rate, phenomena_plots, plots, tables
+from aep_lib.analysis import attribution, entropy_rate, tables
+from aep_lib.core.sampling import Sampling, Variant
 from aep_lib.corpora import load_prompts
-from aep_lib.models import ModelPool
+from aep_lib.engine.models import ModelPool
 from aep_lib.paths import output_dir, store_dir
-from aep_lib.report import save_figure
-from aep_lib.sampling import Sampling, Variant
-from aep_lib.store import RunStore
+from aep_lib.report import phenomena_plots, plots
+from aep_lib.report.figures import save_figure
+from aep_lib.runs import comparisons
+from aep_lib.store.run_store import RunStore
 
 # %% tags=["parameters"]
 profile = "cpu"  # params profile this execution belongs to (cpu or paper)
@@ -91,10 +93,10 @@ shares = entropy_rate.prompt_shares(finals, by=["prompt_group"], alpha=P.alpha)
 shares_model = entropy_rate.prompt_shares(finals, by=["prompt_group", "model"], alpha=P.alpha)
 for r in shares.itertuples():
     print(f"{r.prompt_group:<9} runs {r.n_runs:>3}  |z| <= 2: {r.share_z2:.2f} (at least {r.expected_at_least:.2f} "
-          f"expected)  positions within 2 sigma {r.share_positions:.2f}  mean z {report.signed(r.mean_z, 2)}")
+          f"expected)  positions within 2 sigma {r.share_positions:.2f}  mean z {figures.signed(r.mean_z, 2)}")
 for r in shares_model.itertuples():
     print(f"  {r.prompt_group:<9} {plots.short_name(r.model):<14} runs {r.n_runs:>3}  |z| <= 2: {r.share_z2:.2f}  "
-          f"positions {r.share_positions:.2f}  mean z {report.signed(r.mean_z, 2)}  mean D {report.signed(r.mean_D, 2)}")
+          f"positions {r.share_positions:.2f}  mean z {figures.signed(r.mean_z, 2)}  mean D {figures.signed(r.mean_D, 2)}")
 
 # %% [markdown]
 # ## Under the other model: how far does a prompt move the text?
@@ -111,11 +113,11 @@ metrics = {"z_own_p": "z under its own p", "z_other_q": "z under the other's q",
 cells = tables.group_cis(per_text, ["model", "prompt_group"], metrics, n_resamples=1000)
 for r in cells.itertuples():
     print(f"{plots.short_name(r.model):<14} {r.prompt_group:<9} {metrics[r.metric]:<24} "
-          f"{report.signed(r.mean, 2)} [{report.signed(r.low, 2)}, {report.signed(r.high, 2)}] (n={r.n})")
+          f"{figures.signed(r.mean, 2)} [{figures.signed(r.low, 2)}, {figures.signed(r.high, 2)}] (n={r.n})")
 shifts = tables.shift_tests(per_text, "baseline", order, ("z_other_q", "bpb_gap"), by="model", setting="prompt_group")
 print()
 for r in shifts.itertuples():
-    print(f"{plots.short_name(r.model):<14} {r.setting:<5} {r.metric:<9} shift {report.signed(r.diff, 2)}, "
+    print(f"{plots.short_name(r.model):<14} {r.setting:<5} {r.metric:<9} shift {figures.signed(r.diff, 2)}, "
           f"Holm p {r.p_welch_holm:.2g} / {r.p_mw_holm:.2g}, robust {r.robust}")
 
 # %% [markdown]
@@ -142,19 +144,19 @@ for r in accuracy.itertuples():
 fig = phenomena_plots.plot_adversarial_prompts(per_text, accuracy, order, P.models)
 checks, numbers = [], {}
 for r in shares.itertuples():
-    checks.append(report.claim(f"{r.prompt_group}: share of runs with |z| <= 2 under q (n = {r.n_runs})", r.share_z2,
+    checks.append(figures.claim(f"{r.prompt_group}: share of runs with |z| <= 2 under q (n = {r.n_runs})", r.share_z2,
                                at_least=r.expected_at_least))
     numbers[f"{r.prompt_group}: share |z| <= 2 under q"] = round(r.share_z2, 2)
 adversarial = finals[finals["prompt_group"] != "baseline"]
 pooled = entropy_rate.prompt_shares(adversarial.assign(all="adversarial"), by=["all"], alpha=P.alpha).iloc[0]
-checks.append(report.claim(f"all adversarial prompts: share of runs with |z| <= 2 under q (n = {pooled.n_runs})",
+checks.append(figures.claim(f"all adversarial prompts: share of runs with |z| <= 2 under q (n = {pooled.n_runs})",
                            pooled.share_z2, at_least=pooled.expected_at_least))
 other = cells[cells["metric"] == "z_other_q"]
 for r in other.itertuples():
-    report.claim(f"{plots.short_name(r.model)} text, {r.prompt_group}: mean z under the other model's q", r.mean)
+    figures.claim(f"{plots.short_name(r.model)} text, {r.prompt_group}: mean z under the other model's q", r.mean)
     numbers[f"{plots.short_name(r.model)}:{r.prompt_group}: z other"] = round(r.mean, 2)
 for r in accuracy[accuracy["method"] == "max_likelihood"].itertuples():
-    report.claim(f"{r.prompt_group}: attribution accuracy (max likelihood)", r.accuracy)
+    figures.claim(f"{r.prompt_group}: attribution accuracy (max likelihood)", r.accuracy)
     numbers[f"{r.prompt_group}: attribution (max likelihood)"] = round(r.accuracy, 2)
 print(f"all claims hold: {all(checks)}")
 save_figure(fig, "adversarial_prompts",

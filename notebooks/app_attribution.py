@@ -6,7 +6,7 @@
 #       extension: .py
 #       format_name: percent
 #       format_version: '1.3'
-#       jupytext_version: 1.19.6
+#       jupytext_version: 1.19.7
 #   kernelspec:
 #     display_name: Python 3 (ipykernel)
 #     language: python
@@ -17,28 +17,31 @@
 # # Attribution: which model, at which decoding setting, wrote this text?
 #
 # Each candidate is a model with the warps it samples with (`gemma-3-270m@t0.7`). A text sampled from
-# candidate `m` is typical for `m` (`z_m ~ N(0, 1)`, DESIGN.md §1) and drifts for every other
+# candidate `m` is typical for `m` (`z_m ~ N(0, 1)`, docs/science.md) and drifts for every other
 # candidate, so the candidates are ranked by `|z_m|` (the CLT likelihood `phi(z_m)`), with the
-# normalised likelihood as confidence (`aep_lib.attribution`). Every stored generation of every
+# normalised likelihood as confidence (`aep_lib.analysis.attribution`). Every stored generation of every
 # candidate is attributed from its first `n` tokens for each length `n`; each candidate re-tokenizes
 # the text itself (the text is all the evidence). Second rule: `max_likelihood`, the candidate under
 # whose sampling distribution the text has the fewest bits per byte (the Bayes rule when the true
 # source is among the candidates; it needs all of them, while each `z` tests one candidate alone).
 
 # %%
-from aep_lib import report
+from aep_lib.report import figures
 
-report.setup_notebook(pandas_width=200)  # before the other imports: some warn as they load
+figures.setup_notebook(pandas_width=200)  # before the other imports: some warn as they load
 
 import matplotlib.pyplot as plt
 import pandas as pd
 
 import aep_lib.params
-from aep_lib import attribution, comparisons, detection_plots, plots, sampling
-from aep_lib.models import ModelPool
+from aep_lib.analysis import attribution
+from aep_lib.core import sampling
+from aep_lib.engine.models import ModelPool
 from aep_lib.paths import output_dir, store_dir
-from aep_lib.report import save_figure
-from aep_lib.store import RunStore
+from aep_lib.report import detection_plots, plots
+from aep_lib.report.figures import save_figure
+from aep_lib.runs import comparisons
+from aep_lib.store.run_store import RunStore
 
 # %% tags=["parameters"]
 profile = "cpu"  # params profile this execution belongs to (cpu or paper)

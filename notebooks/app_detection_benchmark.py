@@ -6,7 +6,7 @@
 #       extension: .py
 #       format_name: percent
 #       format_version: '1.3'
-#       jupytext_version: 1.19.6
+#       jupytext_version: 1.19.7
 #   kernelspec:
 #     display_name: Python 3 (ipykernel)
 #     language: python
@@ -20,7 +20,7 @@
 # (GPT-4 / GPT-3.5 continuations of XSum news, WritingPrompts stories and PubMedQA answers) and the
 # Binoculars PubMed file (Falcon-7B). Every text is scored ONCE by each scoring model (its raw `p`,
 # only after the prefix the two texts of a pair share, at most `max_tokens` tokens); all detectors
-# come from that one per-token table (`aep_lib.detect`).
+# come from that one per-token table (`aep_lib.analysis.detect`).
 #
 # **Length confound.** The two texts of a pair differ in length, and several scores drift with length
 # (the zlib ratio most: zlib compresses a longer text better). An unmatched evaluation then measures the
@@ -33,7 +33,7 @@
 #
 # Per set and scorer: AUROC and TPR at 1% and 5% FPR with 95% bootstrap CIs (texts resampled within each
 # class), detectors oriented in advance. Then **decisions**: thresholds calibrated per length bin on human
-# text (`aep_lib.calibration`, as `aep detect` uses them), evaluated **leave-one-source-out**: each set is
+# text (`aep_lib.analysis.calibration`, as `aep detect` uses them), evaluated **leave-one-source-out**: each set is
 # decided with thresholds from the human texts of the sets of the *other* generators (calibration half
 # only, less any text the test set shares), and its measured FPR and TPR are reported.
 #
@@ -45,20 +45,22 @@
 # `n_texts = 0` runs the full sets.
 
 # %%
-from aep_lib import report
+from aep_lib.report import figures
 
-report.setup_notebook(pandas_width=200, pandas_max_columns=20)  # before the other imports
+figures.setup_notebook(pandas_width=200, pandas_max_columns=20)  # before the other imports
 
 import matplotlib.pyplot as plt
 import pandas as pd
 from IPython.display import HTML, display
 
 import aep_lib.params
-from aep_lib import calibration, calibration_checks, corpora, detect, detection_plots, length_bins
-from aep_lib.models import load_tokenizer, resolved_dtype
+from aep_lib import corpora
+from aep_lib.analysis import calibration, calibration_checks, detect, length_bins
+from aep_lib.engine.models import load_tokenizer, resolved_dtype
 from aep_lib.paths import output_dir
-from aep_lib.report import format_interval, save_figure
-from aep_lib.tokenview import save_token_view, token_view
+from aep_lib.report import detection_plots
+from aep_lib.report.figures import format_interval, save_figure
+from aep_lib.report.tokenview import save_token_view, token_view
 
 # %% tags=["parameters"]
 profile = "cpu"  # params profile this execution belongs to (cpu or paper)
@@ -83,7 +85,7 @@ scored = {m: detect.benchmark_tables(P.datasets, m, P.n_texts, P.max_tokens, P.m
 scores = pd.concat([s for s, _, _ in scored.values()], ignore_index=True)
 matched = pd.concat([detect.matched_length_scores(*scored[m], k=P.min_k) for m in P.models], ignore_index=True)
 lengths = detect.length_summary(scores, matched)
-report.claim("share of matched pairs whose two texts have equal scored lengths", lengths["equal_share"].min(),
+figures.claim("share of matched pairs whose two texts have equal scored lengths", lengths["equal_share"].min(),
              at_least=1.0)
 print(lengths.to_string(index=False))
 
@@ -112,7 +114,7 @@ for (name, model), g in table.groupby(["dataset", "model"], sort=False):
               f"TPR@1% {format_interval(r.tpr_at_1fpr, r.tpr_at_1fpr_low, r.tpr_at_1fpr_high)}   "
               f"TPR@5% {format_interval(r.tpr_at_5fpr, r.tpr_at_5fpr_low, r.tpr_at_5fpr_high)}")
 for r in table[table["detector"].isin(["fast_detectgpt", "zlib_ratio", "zlib_bpb"])].itertuples():
-    report.claim(f"{r.dataset}/{r.model}: length-matched AUROC of {r.detector}", r.auroc)
+    figures.claim(f"{r.dataset}/{r.model}: length-matched AUROC of {r.detector}", r.auroc)
 
 # %%
 fprs = tuple(sorted({0.01, P.alpha}))

@@ -6,7 +6,7 @@
 #       extension: .py
 #       format_name: percent
 #       format_version: '1.3'
-#       jupytext_version: 1.19.6
+#       jupytext_version: 1.19.7
 #   kernelspec:
 #     display_name: Python 3 (ipykernel)
 #     language: python
@@ -18,31 +18,34 @@
 #
 # Memorised text is *over-typical*: each token is likelier than the model's average token at that
 # position, so the window `z` falls below the self-generated baseline (the model's own samples,
-# `z ~ N(0, 1)`). Scores per window of `window_tokens` tokens (`aep_lib.membership`): `-z`, its
+# `z ~ N(0, 1)`). Scores per window of `window_tokens` tokens (`aep_lib.analysis.membership`): `-z`, its
 # quantile in the baseline, Min-K%++ and Min-K%. "Members": windows of classic books
 # (public domain, on the web many times over, very likely in any pretraining corpus). "Non-members":
 # windows of human news (XSum `original` texts) — which are *not* known non-members either: BBC
 # articles of 2010-2017 are in web crawls too. The classic/news AUROC therefore measures
 # "classic book vs news", which mixes memorisation with genre; what separates the two is reported
-# as it is. The corpus windows are scored and stored by `aep_lib.comparisons.ensure_text_scores` (the
+# as it is. The corpus windows are scored and stored by `aep_lib.runs.comparisons.ensure_text_scores` (the
 # same scoring of external texts as the memorised-texts notebook); the tables come from
-# `aep_lib.comparison_tables` (`membership_groups`, `membership_tests`, `membership_aurocs`).
+# `aep_lib.analysis.comparison_tables` (`membership_groups`, `membership_tests`, `membership_aurocs`).
 
 # %%
-from aep_lib import report
+from aep_lib.report import figures
 
-report.setup_notebook(style=None, pandas_width=200)  # before the other imports: some warn as they load
+figures.setup_notebook(style=None, pandas_width=200)  # before the other imports: some warn as they load
 
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
 import aep_lib.params
-from aep_lib import comparison_tables, comparisons, corpora, membership, sampling
+from aep_lib import corpora
+from aep_lib.analysis import comparison_tables, membership
+from aep_lib.core import sampling
+from aep_lib.core.sampling import Sampling
 from aep_lib.paths import store_dir
-from aep_lib.report import save_figure
-from aep_lib.sampling import Sampling
-from aep_lib.store import RunStore
+from aep_lib.report.figures import save_figure
+from aep_lib.runs import comparisons
+from aep_lib.store.run_store import RunStore
 
 # %% tags=["parameters"]
 profile = "cpu"  # params profile this execution belongs to (cpu or paper)
@@ -90,7 +93,7 @@ for r in comparison_tables.membership_tests(windows, "classic", "news").itertupl
           f"rank-biserial {r.r_rb:+.2f}; robust at 5%: {r.robust}")
 groups = comparison_tables.membership_groups(windows)
 print(pd.DataFrame({"model": groups["model"], "group": groups["group"], "windows": groups["windows"],
-                    "mean z": [report.format_interval(m, lo, hi)
+                    "mean z": [figures.format_interval(m, lo, hi)
                                for m, lo, hi in zip(groups["z_mean"], groups["z_low"], groups["z_high"])],
                     "below baseline 5%": [round(v, 2) for v in groups["below_baseline_5pct"]]}).to_string(index=False))
 

@@ -6,7 +6,7 @@
 #       extension: .py
 #       format_name: percent
 #       format_version: '1.3'
-#       jupytext_version: 1.19.6
+#       jupytext_version: 1.19.7
 #   kernelspec:
 #     display_name: Python 3 (ipykernel)
 #     language: python
@@ -24,28 +24,31 @@
 # - the cross-model view: `z` of the text under the *other* model's raw `p`, and the bits-per-byte gap
 #   (other − own) on the same characters (the two embedded models share no vocabulary, so there is no
 #   token-level `h^(A,B)`);
-# - attribution among the raw models (`aep_lib.attribution`, both rules): can a decoding setting hide
+# - attribution among the raw models (`aep_lib.analysis.attribution`, both rules): can a decoding setting hide
 #   which model wrote the text?
 #
 # Heatmaps show the mean per (model, setting) with a 95% bootstrap CI over texts; each setting is
 # tested against temperature 1 (Welch and Mann-Whitney, Holm-corrected). The tables come from
-# `aep_lib.tables` (`decoding_table`, `group_cis`, `z_test_shares`, `shift_tests`), the heatmaps from
-# `aep_lib.plots.plot_ci_heatmaps`.
+# `aep_lib.analysis.tables` (`decoding_table`, `group_cis`, `z_test_shares`, `shift_tests`), the heatmaps from
+# `aep_lib.report.plots.plot_ci_heatmaps`.
 
 # %%
-from aep_lib import report
+from aep_lib.report import figures
 
-report.setup_notebook(style=None, pandas_width=200)  # before the other imports: some warn as they load
+figures.setup_notebook(style=None, pandas_width=200)  # before the other imports: some warn as they load
 
 import matplotlib.pyplot as plt
 import pandas as pd
 
 import aep_lib.params
-from aep_lib import attribution, comparisons, plots, sampling, tables
-from aep_lib.models import ModelPool
+from aep_lib.analysis import attribution, tables
+from aep_lib.core import sampling
+from aep_lib.engine.models import ModelPool
 from aep_lib.paths import output_dir, store_dir
-from aep_lib.report import save_figure
-from aep_lib.store import RunStore
+from aep_lib.report import plots
+from aep_lib.report.figures import save_figure
+from aep_lib.runs import comparisons
+from aep_lib.store.run_store import RunStore
 
 # %% tags=["parameters"]
 profile = "cpu"  # params profile this execution belongs to (cpu or paper)

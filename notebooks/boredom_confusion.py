@@ -6,7 +6,7 @@
 #       extension: .py
 #       format_name: percent
 #       format_version: '1.3'
-#       jupytext_version: 1.19.6
+#       jupytext_version: 1.19.7
 #   kernelspec:
 #     display_name: Python 3 (ipykernel)
 #     language: python
@@ -22,26 +22,27 @@
 # **boredom** trap); with large ones it *rises* and the text loses coherence (the **confusion** trap);
 # only a narrow band of settings keeps it flat, which Mirostat then holds by feedback. Here, per model and
 # decoding setting (greedy `k1`, small top-k and top-p, temperature 1 and above): the running
-# log-perplexity `l_n` under the model's raw `p` (DESIGN.md §1, bits/token) against `n`, and beside it the
+# log-perplexity `l_n` under the model's raw `p` (docs/science.md, bits/token) against `n`, and beside it the
 # share of repeated token 4-grams in a trailing window of tokens (`1 - distinct / total`). A setting is
 # **flat** when the least-squares slope of `l_n` over the second half of a run (mean over runs) lies within
 # `± tolerance` bits/token per 100 tokens, **boredom** below, **confusion** above. These are observations,
-# not bounds. The tables come from `aep_lib.dynamics` (`ensure_setting_runs`, `decoding_dynamics`,
+# not bounds. The tables come from `aep_lib.analysis.dynamics` (`ensure_setting_runs`, `decoding_dynamics`,
 # `setting_summary`, `setting_curves`, `turning_points`).
 
 # %%
-from aep_lib import report
+from aep_lib.report import figures
 
-report.setup_notebook()  # before the other imports: some warn as they load
+figures.setup_notebook()  # before the other imports: some warn as they load
 
 import matplotlib.pyplot as plt
 import pandas as pd
 
 import aep_lib.params
-from aep_lib import dynamics, plots
+from aep_lib.analysis import dynamics
 from aep_lib.paths import store_dir
-from aep_lib.report import save_figure
-from aep_lib.store import RunStore
+from aep_lib.report import plots
+from aep_lib.report.figures import save_figure
+from aep_lib.store.run_store import RunStore
 
 # %% tags=["parameters"]
 profile = "cpu"  # params profile this execution belongs to (cpu or paper)
@@ -99,18 +100,18 @@ fig.tight_layout()
 # %%
 for r in summary.itertuples():
     print(f"{r.model:<14} {r.setting:<6} ({r.n_runs} runs): l {r.l_half:.2f} -> {r.l:.2f} bits/token, repetition "
-          f"{r.rep:.2f}, slope {report.format_interval(r.slope, r.slope_low, r.slope_high)} per 100 tokens -> {r.regime}")
+          f"{r.rep:.2f}, slope {figures.format_interval(r.slope, r.slope_low, r.slope_high)} per 100 tokens -> {r.regime}")
 turns = dynamics.turning_points(summary)
 for model, g in summary.groupby("model", sort=False):
     flat = g.loc[g["regime"] == "flat", "setting"].tolist()
     print(f"{model}: flat band (|slope| <= {P.tolerance:g}): {', '.join(flat) if flat else 'none of the settings'}")
     for t in turns[turns["model"] == model].itertuples():
-        print(f"{model}: l_n turns from falling to rising between {t.below} (slope {report.signed(t.slope_below, 2)}) "
-              f"and {t.above} (slope {report.signed(t.slope_above, 2)})")
+        print(f"{model}: l_n turns from falling to rising between {t.below} (slope {figures.signed(t.slope_below, 2)}) "
+              f"and {t.above} (slope {figures.signed(t.slope_above, 2)})")
     for r in g.itertuples():
-        report.claim(f"{model} {r.setting}: slope of l_n over the second half, bits/token per 100 tokens ({r.regime})",
+        figures.claim(f"{model} {r.setting}: slope of l_n over the second half, bits/token per 100 tokens ({r.regime})",
                      r.slope)
-        report.claim(f"{model} {r.setting}: final share of repeated {P.n_gram}-grams", r.rep)
+        figures.claim(f"{model} {r.setting}: final share of repeated {P.n_gram}-grams", r.rep)
 save_figure(fig, "boredom_confusion",
             caption=(f"Running log-perplexity l_n under the raw p and the share of repeated {P.n_gram}-grams in the "
                      f"last {P.window} tokens against n, per decoding setting ({', '.join(P.settings)}), "

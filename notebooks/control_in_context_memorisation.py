@@ -6,7 +6,7 @@
 #       extension: .py
 #       format_name: percent
 #       format_version: '1.3'
-#       jupytext_version: 1.19.6
+#       jupytext_version: 1.19.7
 #   kernelspec:
 #     display_name: Python 3 (ipykernel)
 #     language: python
@@ -18,7 +18,7 @@
 #
 # The small embedded models show no memorisation of the classics (`memorised_texts`: the `z` of Alice,
 # Gatsby or Genesis is not below the self-generated baseline), so the test "memorised text is
-# over-typical, `z << 0`" (DESIGN.md §1) has not yet been seen to detect anything. Here the answer is
+# over-typical, `z << 0`" (docs/science.md) has not yet been seen to detect anything. Here the answer is
 # known: a human passage (the first `passage_tokens` tokens of XSum news articles, consecutive articles
 # joined by a paragraph break until long enough) is placed once in the prompt and then scored, under the raw `p`, as the continuation of a **second copy** (`repeated`); source
 # masking scores exactly the second copy. The model can copy it from its context — the mechanism is the
@@ -30,23 +30,25 @@
 # Claims (bounds: the control must work): per model, the repeated copies have mean `z <= -2`; the unseen
 # passages do not (mean `z >= -2`); and `-z` separates them, AUROC `>= 0.9`. Shown: the running `z_n`
 # against the number `n` of copied tokens scored, and the final `z` against the distance between the
-# copies. The scorings and tables come from `aep_lib.membership` (`ensure_in_context_scores`,
+# copies. The scorings and tables come from `aep_lib.analysis.membership` (`ensure_in_context_scores`,
 # `in_context_running`, `in_context_summary`, `in_context_auroc`).
 
 # %%
-from aep_lib import report
+from aep_lib.report import figures
 
-report.setup_notebook()  # before the other imports: some warn as they load
+figures.setup_notebook()  # before the other imports: some warn as they load
 
 import matplotlib.pyplot as plt
 import pandas as pd
 
 import aep_lib.params
-from aep_lib import corpora, membership, plots
-from aep_lib.models import ModelPool
+from aep_lib import corpora
+from aep_lib.analysis import membership
+from aep_lib.engine.models import ModelPool
 from aep_lib.paths import store_dir
-from aep_lib.report import save_figure
-from aep_lib.store import RunStore
+from aep_lib.report import plots
+from aep_lib.report.figures import save_figure
+from aep_lib.store.run_store import RunStore
 
 # %% tags=["parameters"]
 profile = "cpu"  # params profile this execution belongs to (cpu or paper)
@@ -124,12 +126,12 @@ fig.tight_layout()
 
 # %%
 for r in summary.itertuples():
-    print(f"{r.model:<14} {r.condition:<8} filler {r.filler_tokens:>5}: z {report.signed(r.z, 2)} (sd {r.z_sd:.2f}), "
-          f"share z<=-2 {r.share_below:.2f}, l {r.l:.2f} h {r.h:.2f} D {report.signed(r.D, 2)}, "
+    print(f"{r.model:<14} {r.condition:<8} filler {r.filler_tokens:>5}: z {figures.signed(r.z, 2)} (sd {r.z_sd:.2f}), "
+          f"share z<=-2 {r.share_below:.2f}, l {r.l:.2f} h {r.h:.2f} D {figures.signed(r.D, 2)}, "
           f"sd/token {r.sd_token:.2f}, greedy {r.rank1_share:.2f}, n at z=-2 {r.n_detect:g}")
 aurocs = membership.in_context_auroc(finals)
 for r in aurocs.itertuples():
-    print(f"{r.model:<14} AUROC repeated vs unseen by {r.score:<16} {report.format_interval(r.auroc, r.low, r.high)} "
+    print(f"{r.model:<14} AUROC repeated vs unseen by {r.score:<16} {figures.format_interval(r.auroc, r.low, r.high)} "
           f"({r.n_repeated} + {r.n_unseen} scorings)")
 
 checks = []
@@ -137,11 +139,11 @@ overall = membership.in_context_summary(finals, by=("model", "condition")).set_i
 auc = aurocs.set_index(["model", "score"])["auroc"]
 for model in P.models:
     checks += [
-        report.claim(f"{model}: mean z of the repeated copies", overall.loc[(model, "repeated"), "z"], at_most=-2),
-        report.claim(f"{model}: mean z of the unseen passages", overall.loc[(model, "unseen"), "z"], at_least=-2),
-        report.claim(f"{model}: AUROC of -z, repeated vs unseen", auc[(model, "over_typicality")], at_least=0.9),
+        figures.claim(f"{model}: mean z of the repeated copies", overall.loc[(model, "repeated"), "z"], at_most=-2),
+        figures.claim(f"{model}: mean z of the unseen passages", overall.loc[(model, "unseen"), "z"], at_least=-2),
+        figures.claim(f"{model}: AUROC of -z, repeated vs unseen", auc[(model, "over_typicality")], at_least=0.9),
     ]
-    report.claim(f"{model}: AUROC of the log-likelihood, repeated vs unseen", auc[(model, "log_likelihood")])
+    figures.claim(f"{model}: AUROC of the log-likelihood, repeated vs unseen", auc[(model, "log_likelihood")])
 print(f"all claims hold: {all(checks)}")
 save_figure(fig, "control_in_context_memorisation",
             caption=(f"A passage of {P.passage_tokens} tokens seen once in the prompt and scored as the continuation "

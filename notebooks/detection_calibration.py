@@ -6,7 +6,7 @@
 #       extension: .py
 #       format_name: percent
 #       format_version: '1.3'
-#       jupytext_version: 1.19.6
+#       jupytext_version: 1.19.7
 #   kernelspec:
 #     display_name: Python 3 (ipykernel)
 #     language: python
@@ -44,18 +44,19 @@
 # the parameters in `data/calibration/MANIFEST.md`; the notebook also shows them.
 
 # %%
-from aep_lib import report
+from aep_lib.report import figures
 
-report.setup_notebook(pandas_width=200, pandas_max_columns=20)  # before the other imports
+figures.setup_notebook(pandas_width=200, pandas_max_columns=20)  # before the other imports
 
 import matplotlib.pyplot as plt
 
 import aep_lib.params
-from aep_lib import calibration, calibration_checks, detect, detection_plots
-from aep_lib.inference import z_level
-from aep_lib.models import resolved_dtype
+from aep_lib.analysis import calibration, calibration_checks, detect
+from aep_lib.core.inference import z_level
+from aep_lib.engine.models import resolved_dtype
 from aep_lib.paths import output_dir, project_root
-from aep_lib.report import save_figure
+from aep_lib.report import detection_plots
+from aep_lib.report.figures import save_figure
 
 # %% tags=["parameters"]
 profile = "cpu"  # params profile this execution belongs to (cpu or paper)
@@ -110,9 +111,9 @@ for model, cal in built.items():
     at_clt = calibration.bin_thresholds(rows, edges, calibration.DEFAULT_DETECTOR, P.fpr, fixed=clt)
     print(f"{model}, target FPR {P.fpr:g}:")
     for r, c in zip(table.itertuples(), at_clt.itertuples()):
-        print(f"  {r.low:>4}-{r.high:<4} tokens  n {r.n_calibration:>4}  threshold {report.signed(r.threshold, 2):>6}  "
-              f"held-out FPR {report.format_interval(r.fpr_heldout, r.fpr_low, r.fpr_high)} of {r.n_heldout:>4}  |  "
-              f"CLT level {clt:.2f}: FPR {report.fixed(c.fpr_heldout)}")
+        print(f"  {r.low:>4}-{r.high:<4} tokens  n {r.n_calibration:>4}  threshold {figures.signed(r.threshold, 2):>6}  "
+              f"held-out FPR {figures.format_interval(r.fpr_heldout, r.fpr_low, r.fpr_high)} of {r.n_heldout:>4}  |  "
+              f"CLT level {clt:.2f}: FPR {figures.fixed(c.fpr_heldout)}")
 
 # %% [markdown]
 # ## The shipped calibrations (`aep detect`'s default)
@@ -132,11 +133,11 @@ for model, cal in shipped.items():
         t = calibration.bin_thresholds(rows, edges, calibration.DEFAULT_DETECTOR, f)
         print(f"  {calibration.DEFAULT_DETECTOR} at target FPR {f:g}:")
         for r in t.itertuples():
-            print(f"    {r.low:>4}-{r.high:<4} tokens  n {r.n_calibration:>4}  threshold {report.signed(r.threshold, 2):>6}"
-                  f"  held-out FPR {report.format_interval(r.fpr_heldout, r.fpr_low, r.fpr_high, 3)} of {r.n_heldout}")
+            print(f"    {r.low:>4}-{r.high:<4} tokens  n {r.n_calibration:>4}  threshold {figures.signed(r.threshold, 2):>6}"
+                  f"  held-out FPR {figures.format_interval(r.fpr_heldout, r.fpr_low, r.fpr_high, 3)} of {r.n_heldout}")
     by_set = calibration_checks.heldout_by_dataset(rows, edges, calibration.DEFAULT_DETECTOR, P.fpr)
     for r in by_set.itertuples():
-        print(f"  held-out {r.dataset:<24} FPR {report.format_interval(r.fpr_heldout, r.fpr_low, r.fpr_high, 3)} "
+        print(f"  held-out {r.dataset:<24} FPR {figures.format_interval(r.fpr_heldout, r.fpr_low, r.fpr_high, 3)} "
               f"({r.false_positives} of {r.n_heldout}) at target {P.fpr:g}")
 
 # %% [markdown]
@@ -157,8 +158,8 @@ for model, prof in profiles.items():
     for d in shown:
         p = prof[prof["detector"] == d].sort_values("bin")
         first, last = p.iloc[0], p.iloc[-1]
-        print(f"{model:<14} {d:<15} median {report.signed(first['median'], 3)} at {first['n_tokens']:.0f} tokens -> "
-              f"{report.signed(last['median'], 3)} at {last['n_tokens']:.0f}; 5-95% width "
+        print(f"{model:<14} {d:<15} median {figures.signed(first['median'], 3)} at {first['n_tokens']:.0f} tokens -> "
+              f"{figures.signed(last['median'], 3)} at {last['n_tokens']:.0f}; 5-95% width "
               f"{first['q95'] - first['q05']:.3f} -> {last['q95'] - last['q05']:.3f}")
         numbers[f"{model}:{d}:median_shortest"] = round(float(first["median"]), 3)
         numbers[f"{model}:{d}:median_longest"] = round(float(last["median"]), 3)
@@ -167,10 +168,10 @@ for model, cal in source.items():
     t = calibration.bin_thresholds(rows, edges, calibration.DEFAULT_DETECTOR, P.fpr)
     held = t[t["n_heldout"] > 0]
     pooled = held["false_positives"].sum() / held["n_heldout"].sum()
-    report.claim(f"{model}: held-out FPR of {calibration.DEFAULT_DETECTOR} at target {P.fpr:g}, pooled over bins",
+    figures.claim(f"{model}: held-out FPR of {calibration.DEFAULT_DETECTOR} at target {P.fpr:g}, pooled over bins",
                  pooled, digits=3, **({"at_least": P.fpr / 2, "at_most": 2 * P.fpr} if model in shipped else {}))
     at_clt = calibration.bin_thresholds(rows, edges, calibration.DEFAULT_DETECTOR, P.fpr, fixed=clt)
-    report.claim(f"{model}: held-out FPR of the CLT level {clt:.2f} on human text (an observation)",
+    figures.claim(f"{model}: held-out FPR of the CLT level {clt:.2f} on human text (an observation)",
                  at_clt["false_positives"].sum() / max(1, at_clt["n_heldout"].sum()), digits=3)
 save_figure(fig, "detection_calibration_length",
             "Human texts' machine-oriented detector scores against length (scored tokens) under each model, with "

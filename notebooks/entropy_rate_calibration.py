@@ -6,7 +6,7 @@
 #       extension: .py
 #       format_name: percent
 #       format_version: '1.3'
-#       jupytext_version: 1.19.6
+#       jupytext_version: 1.19.7
 #   kernelspec:
 #     display_name: Python 3 (ipykernel)
 #     language: python
@@ -34,20 +34,23 @@
 # notebook's subject; here panel (a) shows the running `h_n`.
 
 # %%
-from aep_lib import report
+from aep_lib.report import figures
 
-report.setup_notebook()  # before the other imports: some warn as they load
+figures.setup_notebook()  # before the other imports: some warn as they load
 
 import math
 
 import pandas as pd
 
 import aep_lib.params
-from aep_lib import comparisons, corpora, entropy_rate, phenomena_plots, plots, tables
-from aep_lib.models import ModelPool
+from aep_lib import corpora
+from aep_lib.analysis import entropy_rate, tables
+from aep_lib.engine.models import ModelPool
 from aep_lib.paths import store_dir
-from aep_lib.report import save_figure
-from aep_lib.store import RunStore
+from aep_lib.report import phenomena_plots, plots
+from aep_lib.report.figures import save_figure
+from aep_lib.runs import comparisons
+from aep_lib.store.run_store import RunStore
 
 # %% tags=["parameters"]
 profile = "cpu"  # params profile this execution belongs to (cpu or paper)
@@ -98,10 +101,10 @@ print(f"{len(items)} human texts ({len(P.classics)} classics, {P.n_human} news, 
 gap = entropy_rate.calibration_gap(gen, human, P.models)
 for r in gap.itertuples():
     own_l = gen.loc[gen["model"] == r.model, "l"].mean()
-    print(f"{plots.short_name(r.model)}: own text h {report.format_interval(r.h_gen, r.h_low, r.h_high)} "
-          f"(its l {own_l:.2f}, {r.n_runs} runs); human text l {report.format_interval(r.l_human, r.l_low, r.l_high)} "
+    print(f"{plots.short_name(r.model)}: own text h {figures.format_interval(r.h_gen, r.h_low, r.h_high)} "
+          f"(its l {own_l:.2f}, {r.n_runs} runs); human text l {figures.format_interval(r.l_human, r.l_low, r.l_high)} "
           f"({r.n_texts} texts)")
-    print(f"  gap h - l {report.format_interval(r.gap, r.gap_low, r.gap_high)} bits/token, ratio h / l {r.ratio:.2f}")
+    print(f"  gap h - l {figures.format_interval(r.gap, r.gap_low, r.gap_high)} bits/token, ratio h / l {r.ratio:.2f}")
 by_group = human.groupby(["model", "group"], sort=False)["l"].mean()
 for (model, group), value in by_group.items():
     print(f"  {plots.short_name(model)}: mean l of the {group} texts {value:.2f}")
@@ -120,13 +123,13 @@ sweep_rates = entropy_rate.generation_rates(store, sweep, n=P.rate_tokens)
 curve = entropy_rate.temperature_curve(sweep_rates)
 closing = entropy_rate.closing_temperature(sweep_rates, human)
 for r in curve.itertuples():
-    print(f"{plots.short_name(r.model)} T {r.temperature:.1f}: h {report.format_interval(r.h, r.low, r.high)} "
+    print(f"{plots.short_name(r.model)} T {r.temperature:.1f}: h {figures.format_interval(r.h, r.low, r.high)} "
           f"({r.n_runs} runs)")
 for r in closing.itertuples():
     where = {"inside": "inside the sweep", "below": "below the sweep (every T too random)",
              "above": "above the sweep (every T too predictable)"}[r.where]
-    print(f"{plots.short_name(r.model)}: the gap closes at T = {report.fixed(r.temperature)} "
-          f"[{report.fixed(r.low)}, {report.fixed(r.high)}], {where}; defined in {r.share_defined:.0%} of resamples")
+    print(f"{plots.short_name(r.model)}: the gap closes at T = {figures.fixed(r.temperature)} "
+          f"[{figures.fixed(r.low)}, {figures.fixed(r.high)}], {where}; defined in {r.share_defined:.0%} of resamples")
 
 # %% [markdown]
 # The figure and the numbers it claims.
@@ -139,12 +142,12 @@ for r in gap.itertuples():
     name = plots.short_name(r.model)
     t = curve[curve["model"] == r.model]
     closes = closing.loc[closing["model"] == r.model, "temperature"].iloc[0]
-    report.claim(f"{name}: entropy rate of own text h (bits/token)", r.h_gen)
-    report.claim(f"{name}: log-perplexity of human text l (bits/token)", r.l_human)
-    report.claim(f"{name}: gap h - l (bits/token)", r.gap)
-    report.claim(f"{name}: temperature where the gap closes", closes)
+    figures.claim(f"{name}: entropy rate of own text h (bits/token)", r.h_gen)
+    figures.claim(f"{name}: log-perplexity of human text l (bits/token)", r.l_human)
+    figures.claim(f"{name}: gap h - l (bits/token)", r.gap)
+    figures.claim(f"{name}: temperature where the gap closes", closes)
     rise = t["h"].iloc[-1] - t["h"].iloc[0]
-    checks.append(report.claim(f"{name}: h at T {t['temperature'].iloc[-1]:g} minus h at T {t['temperature'].iloc[0]:g}",
+    checks.append(figures.claim(f"{name}: h at T {t['temperature'].iloc[-1]:g} minus h at T {t['temperature'].iloc[0]:g}",
                                rise, at_least=0.0))
     numbers |= {f"{name}: h": round(r.h_gen, 2), f"{name}: l human": round(r.l_human, 2),
                 f"{name}: gap": round(r.gap, 2), f"{name}: gap CI": [round(r.gap_low, 2), round(r.gap_high, 2)],
@@ -169,13 +172,13 @@ save_figure(fig, "entropy_rate_calibration",
 rows = [("entropy rate of generations exceeds log-perplexity on human text", "yes (Table 1)"),
         ("entropy rate of generations drifts upward with the generation's length", "yes (see the paper)"),
         ("a one-parameter, temperature-like recalibration closes the gap", "yes (see the paper)")]
-observed = [", ".join(f"{plots.short_name(r.model)}: gap {report.signed(r.gap, 2)} "
-                      f"[{report.signed(r.gap_low, 2)}, {report.signed(r.gap_high, 2)}] "
+observed = [", ".join(f"{plots.short_name(r.model)}: gap {figures.signed(r.gap, 2)} "
+                      f"[{figures.signed(r.gap_low, 2)}, {figures.signed(r.gap_high, 2)}] "
                       f"({entropy_rate.sign_verdict(r.gap_low, r.gap_high)})" for r in gap.itertuples()),
             ", ".join(f"{plots.short_name(m)}: h_n {g['mean'].iloc[min(len(g), P.rate_tokens) - 1]:.2f} at "
                       f"n = {min(len(g), P.rate_tokens)}, {g['mean'].iloc[-1]:.2f} at n = {int(g['n'].iloc[-1])}"
                       for m, g in running.groupby("model", sort=False)),
-            ", ".join(f"{plots.short_name(r.model)}: T = {report.fixed(r.temperature)} ({r.where})"
+            ", ".join(f"{plots.short_name(r.model)}: T = {figures.fixed(r.temperature)} ({r.where})"
                       for r in closing.itertuples())]
 table = entropy_rate.calibration_comparison(gap, corpus=f"{len(items)} human texts, first {P.rate_tokens} tokens")
 print(table.to_string(index=False, float_format=lambda v: f"{v:.2f}"))

@@ -6,7 +6,7 @@
 #       extension: .py
 #       format_name: percent
 #       format_version: '1.3'
-#       jupytext_version: 1.19.6
+#       jupytext_version: 1.19.7
 #   kernelspec:
 #     display_name: Python 3 (ipykernel)
 #     language: python
@@ -19,29 +19,30 @@
 # Cao, Valiant & Liang, "On the Entropy Calibration of Language Models" (arXiv 2511.11966) report that the
 # per-step entropy of a model's own generations grows with the generation's length (error accumulation),
 # and that larger models (0.5B to 70B parameters) accumulate it at a similar rate (numbers: see the paper). Here:
-# the per-position entropy `H_t` (DESIGN.md §1; `t = 1` is the first generated token) of the
+# the per-position entropy `H_t` (docs/science.md; `t = 1` is the first generated token) of the
 # self-convergence grid's runs — the same runs as `fig01_self_convergence` (equal grid values share
 # them) — averaged in log-spaced position bins, per model and sampling setting: the untruncated runs
 # (`q = p`) and the top-p runs, under their sampling distribution `q` and under the raw `p`. Per run, the
 # slope of `H_t` in bits per doubling of `t` (a least-squares line through the bin means against
 # `log2 t`) and in bits per 1,000 tokens (through every position); per group, the mean slope with a 95%
 # bootstrap CI over runs and the verdict: **grows** (CI above 0), **falls** (below) or **flat**. These
-# are observations, not bounds. The tables come from `aep_lib.dynamics` (`entropy_profile`,
+# are observations, not bounds. The tables come from `aep_lib.analysis.dynamics` (`entropy_profile`,
 # `entropy_slope_table`, `slope_summary`).
 
 # %%
-from aep_lib import report
+from aep_lib.report import figures
 
-report.setup_notebook()  # before the other imports: some warn as they load
+figures.setup_notebook()  # before the other imports: some warn as they load
 
 import matplotlib.pyplot as plt
 import pandas as pd
 
 import aep_lib.params
-from aep_lib import dynamics, plots, tables
+from aep_lib.analysis import dynamics, tables
 from aep_lib.paths import store_dir
-from aep_lib.report import save_figure
-from aep_lib.store import RunStore
+from aep_lib.report import plots
+from aep_lib.report.figures import save_figure
+from aep_lib.store.run_store import RunStore
 
 # %% tags=["parameters"]
 profile = "cpu"  # params profile this execution belongs to (cpu or paper)
@@ -99,14 +100,14 @@ drift = dynamics.drift_table(slopes, ["model", "setting", "dist"], n_resamples=P
 for r in drift.itertuples():
     print(f"{r.model:<14} {r.setting:<9} under {'q' if r.dist == 'samp' else 'p'} ({r.n_runs} runs): H first bin "
           f"{r.H_first:.2f}, last bin {r.H_last:.2f} bits; per doubling "
-          f"{report.format_interval(r.doubling, r.doubling_low, r.doubling_high, 3)} -> {r.doubling_verdict}; "
-          f"per 1,000 tokens {report.format_interval(r.per_1k, r.per_1k_low, r.per_1k_high)} -> {r.per_1k_verdict}")
+          f"{figures.format_interval(r.doubling, r.doubling_low, r.doubling_high, 3)} -> {r.doubling_verdict}; "
+          f"per 1,000 tokens {figures.format_interval(r.per_1k, r.per_1k_low, r.per_1k_high)} -> {r.per_1k_verdict}")
 
 shown = drift.set_index(["model", "setting", "dist"])
 for setting, dist, label, _ in GROUPS:
     for model in P.models:
         r = shown.loc[(model, setting, dist)]
-        report.claim(f"{model}, {label}: slope of H_t, bits per doubling of t ({r['doubling_verdict']})",
+        figures.claim(f"{model}, {label}: slope of H_t, bits per doubling of t ({r['doubling_verdict']})",
                      r["doubling"], digits=3)
 save_figure(fig, "entropy_rate_drift",
             caption=(f"Mean per-position entropy H_t in {len(edges) - 1} log-spaced position bins of "

@@ -6,7 +6,7 @@
 #       extension: .py
 #       format_name: percent
 #       format_version: '1.3'
-#       jupytext_version: 1.19.6
+#       jupytext_version: 1.19.7
 #   kernelspec:
 #     display_name: Python 3 (ipykernel)
 #     language: python
@@ -18,7 +18,7 @@
 #
 # One self-generated sequence per model (the first prompt, seed 0): the running log-perplexity
 # `l_n` and the running entropy `h_n` against the position `n`, with the bands `h_n ± σ_n` and
-# `h_n ± 2σ_n` (DESIGN.md §1). Three panels per model:
+# `h_n ± 2σ_n` (docs/science.md). Three panels per model:
 #
 # - the untruncated sampler (temperature 1, `q = p` up to the suppressed end-of-text token);
 # - a top-p sampler, under its sampling distribution `q`;
@@ -29,17 +29,19 @@
 # text is over-typical: `l_n` falls below `h_n` by more than 2σ.
 
 # %%
-from aep_lib import report
+from aep_lib.report import figures
 
-report.setup_notebook()  # before the other imports: some warn as they load
+figures.setup_notebook()  # before the other imports: some warn as they load
 
 import matplotlib.pyplot as plt
 
 import aep_lib.params
-from aep_lib import plots, stats, tables
+from aep_lib.analysis import tables
+from aep_lib.core import stats
 from aep_lib.paths import store_dir
-from aep_lib.report import save_figure
-from aep_lib.store import RunStore
+from aep_lib.report import plots
+from aep_lib.report.figures import save_figure
+from aep_lib.store.run_store import RunStore
 
 # %% tags=["parameters"]
 profile = "cpu"  # params profile this execution belongs to (cpu or paper)
@@ -104,10 +106,10 @@ for model in P.models:
         numbers[f"{key}: final z"] = round(z_final, 2)
         numbers[f"{key}: share of positions within 2 sigma"] = round(share, 2)
         if dist == "samp":
-            checks.append(report.claim(f"{key}: final |z|", abs(z_final), at_most=2, digits=1))
-            checks.append(report.claim(f"{key}: share of positions n >= 16 with |z_n| <= 2", share, at_least=0.8))
+            checks.append(figures.claim(f"{key}: final |z|", abs(z_final), at_most=2, digits=1))
+            checks.append(figures.claim(f"{key}: share of positions n >= 16 with |z_n| <= 2", share, at_least=0.8))
         else:
-            checks.append(report.claim(f"{key}: final z (over-typical)", z_final, at_most=-2, digits=1))
+            checks.append(figures.claim(f"{key}: final z (over-typical)", z_final, at_most=-2, digits=1))
 print(f"all claims hold: {all(checks)}")
 
 save_figure(fig, "fig01_self_convergence",

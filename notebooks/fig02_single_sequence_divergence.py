@@ -6,7 +6,7 @@
 #       extension: .py
 #       format_name: percent
 #       format_version: '1.3'
-#       jupytext_version: 1.19.6
+#       jupytext_version: 1.19.7
 #   kernelspec:
 #     display_name: Python 3 (ipykernel)
 #     language: python
@@ -17,23 +17,26 @@
 # # Fig 2: one sequence of model A under model B, and B's own text beside it
 #
 # Scorer B reads a text that model A generated (A's prompt is fed as context and excluded from the
-# statistics, DESIGN.md §1 "source masking"). Left: B's running log-perplexity `l_n` against B's
+# statistics, docs/science.md "source masking"). Left: B's running log-perplexity `l_n` against B's
 # running entropy `h_n`, with the ±1σ and ±2σ bands of `h_n`; right: the same for a text B generated
 # itself from the same prompt and seed (the self case, where the AEP says `|z_n| <= 2` most of the
 # time). With different tokenizers B re-tokenizes A's text and scores exactly its characters.
 
 # %%
-from aep_lib import report
+from aep_lib.report import figures
 
-report.setup_notebook()  # before the other imports: some warn as they load
+figures.setup_notebook()  # before the other imports: some warn as they load
 
 import matplotlib.pyplot as plt
 
 import aep_lib.params
-from aep_lib import comparison_tables, comparisons, plots, sampling, stats
+from aep_lib.analysis import comparison_tables
+from aep_lib.core import sampling, stats
 from aep_lib.paths import store_dir
-from aep_lib.report import save_figure
-from aep_lib.store import RunStore
+from aep_lib.report import plots
+from aep_lib.report.figures import save_figure
+from aep_lib.runs import comparisons
+from aep_lib.store.run_store import RunStore
 
 # %% tags=["parameters"]
 profile = "cpu"  # params profile this execution belongs to (cpu or paper)
@@ -70,7 +73,7 @@ fig, axes = plt.subplots(1, 2, figsize=(11, 4), sharey=True)
 for ax, r, row, title in [(axes[0], r_other, other, f"B = {B} on A = {A}'s text"),
                           (axes[1], r_own, own, f"B = {B} on its own text (self)")]:
     plots.plot_running(ax, r, label_l="B's log-perplexity $l_n$", label_h="B's entropy $h_n$",
-                       title=f"{title}\n{P.prompt}, seed {P.seed}: final z = {report.signed(row['z_samp'], 1)}")
+                       title=f"{title}\n{P.prompt}, seed {P.seed}: final z = {figures.signed(row['z_samp'], 1)}")
 axes[0].legend(loc="upper right")
 fig.tight_layout()
 save_figure(fig, "fig02_single_sequence_divergence",
@@ -88,7 +91,7 @@ BURN_IN = 16  # positions n <= 16 left out (z_n of the first positions carries l
 for name, row, r in [("A's text", other, r_other), ("own text", own, r_own)]:
     share = stats.share_within(r["z_n"], 2, burn_in=BURN_IN, nan="drop")
     print(f"B on {name}: {int(row['n_tokens'])} tokens ({row['mode']}), l {row['l_samp']:.2f}, h {row['h_samp']:.2f}, "
-          f"z {report.signed(row['z_samp'], 1)}; within ±2σ at {share:.0%} of positions n >= 16")
+          f"z {figures.signed(row['z_samp'], 1)}; within ±2σ at {share:.0%} of positions n >= 16")
 print(f"bits per byte over A's characters: A {other['bpb_source']:.2f}, B {other['bpb_scorer']:.2f}")
 print(f"B's own text ends within ±2σ: {abs(own['z_samp']) <= 2}")
 print(f"A's text ends further from B's entropy than B's own text: {abs(other['z_samp']) > abs(own['z_samp'])}")

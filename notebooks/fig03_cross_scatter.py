@@ -6,7 +6,7 @@
 #       extension: .py
 #       format_name: percent
 #       format_version: '1.3'
-#       jupytext_version: 1.19.6
+#       jupytext_version: 1.19.7
 #   kernelspec:
 #     display_name: Python 3 (ipykernel)
 #     language: python
@@ -22,18 +22,21 @@
 # which B's own texts should follow (AEP) and A's texts need not.
 
 # %%
-from aep_lib import report
+from aep_lib.report import figures
 
-report.setup_notebook()  # before the other imports: some warn as they load
+figures.setup_notebook()  # before the other imports: some warn as they load
 
 import matplotlib.pyplot as plt
 import numpy as np
 
 import aep_lib.params
-from aep_lib import comparison_tables, comparisons, plots, sampling
+from aep_lib.analysis import comparison_tables
+from aep_lib.core import sampling
 from aep_lib.paths import store_dir
-from aep_lib.report import save_figure
-from aep_lib.store import RunStore
+from aep_lib.report import plots
+from aep_lib.report.figures import save_figure
+from aep_lib.runs import comparisons
+from aep_lib.store.run_store import RunStore
 
 # %% tags=["parameters"]
 profile = "cpu"  # params profile this execution belongs to (cpu or paper)
@@ -86,8 +89,8 @@ save_figure(fig, "fig03_cross_scatter",
 
 # %%
 for name, df in [("A's texts", other), ("its own texts", own)]:
-    print(f"B on {name}: n {len(df)}, mean z {report.signed(df['z'].mean(), 1)}, "
-          f"median z {report.signed(df['z'].median(), 1)}, "
+    print(f"B on {name}: n {len(df)}, mean z {figures.signed(df['z'].mean(), 1)}, "
+          f"median z {figures.signed(df['z'].median(), 1)}, "
           f"within ±2σ {np.mean(np.abs(df['z']) <= 2):.0%}, above the diagonal (l > h) {np.mean(df['l'] > df['h']):.0%}, "
-          f"mean l - h {report.signed(df['D'].mean(), 2)} bits/token")
+          f"mean l - h {figures.signed(df['D'].mean(), 2)} bits/token")
 print(f"mean z of B on A's texts above its mean z on its own texts: {other['z'].mean() > own['z'].mean()}")

@@ -6,7 +6,7 @@
 #       extension: .py
 #       format_name: percent
 #       format_version: '1.3'
-#       jupytext_version: 1.19.6
+#       jupytext_version: 1.19.7
 #   kernelspec:
 #     display_name: Python 3 (ipykernel)
 #     language: python
@@ -17,7 +17,7 @@
 # # Fig 4: distribution of final entropy–perplexity differences
 #
 # For one model over many generations: the histogram of the final gap `D_n = l_n - h_n` and of
-# the final typicality score `z_n = D_n / σ_n`, with the N(0, 1) density for `z` (DESIGN.md §1).
+# the final typicality score `z_n = D_n / σ_n`, with the N(0, 1) density for `z` (docs/science.md).
 # Every run is scored under the distribution it was sampled from (`q`); the top-p runs are also
 # shown under the raw `p`, as the contrast.
 #
@@ -25,18 +25,19 @@
 # (most runs within ±2); under the raw `p` of the top-p sampler, `D_n < 0` and `z_n < -2`.
 
 # %%
-from aep_lib import report
+from aep_lib.report import figures
 
-report.setup_notebook()  # before the other imports: some warn as they load
+figures.setup_notebook()  # before the other imports: some warn as they load
 
 import matplotlib.pyplot as plt
 import numpy as np
 
 import aep_lib.params
-from aep_lib import plots, tables
+from aep_lib.analysis import tables
 from aep_lib.paths import store_dir
-from aep_lib.report import save_figure
-from aep_lib.store import RunStore
+from aep_lib.report import plots
+from aep_lib.report.figures import save_figure
+from aep_lib.store.run_store import RunStore
 
 # %% tags=["parameters"]
 profile = "cpu"  # params profile this execution belongs to (cpu or paper)
@@ -93,10 +94,10 @@ plots.finish(fig)
 share_q = tables.share_table(under_q, by=["model"])["share_z2"].iloc[0]
 share_p = float(np.mean(under_p["z"] < -2))
 checks = [
-    report.claim(f"{name}: share of runs with final |z| <= 2 under q", share_q, at_least=0.75),
-    report.claim(f"{name}: mean final D under q (bits/token)", under_q["D"].mean(), at_least=-0.25, at_most=0.25),
-    report.claim(f"{name}: share of top-p runs with final z < -2 under p", share_p, at_least=0.75),
-    report.claim(f"{name}: mean final D of top-p runs under p (bits/token)", under_p["D"].mean(), at_most=-0.1),
+    figures.claim(f"{name}: share of runs with final |z| <= 2 under q", share_q, at_least=0.75),
+    figures.claim(f"{name}: mean final D under q (bits/token)", under_q["D"].mean(), at_least=-0.25, at_most=0.25),
+    figures.claim(f"{name}: share of top-p runs with final z < -2 under p", share_p, at_least=0.75),
+    figures.claim(f"{name}: mean final D of top-p runs under p (bits/token)", under_p["D"].mean(), at_most=-0.1),
 ]
 print(f"all claims hold: {all(checks)}")
 

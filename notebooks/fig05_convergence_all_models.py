@@ -6,7 +6,7 @@
 #       extension: .py
 #       format_name: percent
 #       format_version: '1.3'
-#       jupytext_version: 1.19.6
+#       jupytext_version: 1.19.7
 #   kernelspec:
 #     display_name: Python 3 (ipykernel)
 #     language: python
@@ -24,18 +24,19 @@
 # `p` of the top-p sampler most runs end below -2σ (over-typical).
 
 # %%
-from aep_lib import report
+from aep_lib.report import figures
 
-report.setup_notebook()  # before the other imports: some warn as they load
+figures.setup_notebook()  # before the other imports: some warn as they load
 
 import matplotlib.pyplot as plt
 import numpy as np
 
 import aep_lib.params
-from aep_lib import plots, tables
+from aep_lib.analysis import tables
 from aep_lib.paths import store_dir
-from aep_lib.report import save_figure
-from aep_lib.store import RunStore
+from aep_lib.report import plots
+from aep_lib.report.figures import save_figure
+from aep_lib.store.run_store import RunStore
 
 # %% tags=["parameters"]
 profile = "cpu"  # params profile this execution belongs to (cpu or paper)
@@ -99,9 +100,9 @@ for model in P.models:
     below = float(np.mean(under_p.loc[under_p["model"] == model, "z"] < -2))
     numbers |= {f"{name}: share |z| <= 2 under q": round(share_q, 2),
                 f"{name}: share |z| <= 2 under p (top-p)": round(share_p, 2)}
-    checks.append(report.claim(f"{name}: share of runs with final |z| <= 2 under q", share_q, at_least=0.75))
-    checks.append(report.claim(f"{name}: share of top-p runs with final |z| <= 2 under p", share_p, at_most=0.25))
-    checks.append(report.claim(f"{name}: share of top-p runs with final z < -2 under p", below, at_least=0.75))
+    checks.append(figures.claim(f"{name}: share of runs with final |z| <= 2 under q", share_q, at_least=0.75))
+    checks.append(figures.claim(f"{name}: share of top-p runs with final |z| <= 2 under p", share_p, at_most=0.25))
+    checks.append(figures.claim(f"{name}: share of top-p runs with final z < -2 under p", below, at_least=0.75))
 print(f"all claims hold: {all(checks)}")
 
 save_figure(fig, "fig05_convergence_all_models",

@@ -6,7 +6,7 @@
 #       extension: .py
 #       format_name: percent
 #       format_version: '1.3'
-#       jupytext_version: 1.19.6
+#       jupytext_version: 1.19.7
 #   kernelspec:
 #     display_name: Python 3 (ipykernel)
 #     language: python
@@ -25,18 +25,21 @@
 # `aep compare` prints for this grid).
 
 # %%
-from aep_lib import report
+from aep_lib.report import figures
 
-report.setup_notebook()  # before the other imports: some warn as they load
+figures.setup_notebook()  # before the other imports: some warn as they load
 
 import matplotlib.pyplot as plt
 import numpy as np
 
 import aep_lib.params
-from aep_lib import comparison_tables, comparisons, plots, sampling
+from aep_lib.analysis import comparison_tables
+from aep_lib.core import sampling
 from aep_lib.paths import store_dir
-from aep_lib.report import save_figure
-from aep_lib.store import RunStore
+from aep_lib.report import plots
+from aep_lib.report.figures import save_figure
+from aep_lib.runs import comparisons
+from aep_lib.store.run_store import RunStore
 
 # %% tags=["parameters"]
 profile = "cpu"  # params profile this execution belongs to (cpu or paper)
@@ -59,7 +62,7 @@ store = RunStore(store_dir(P.profile))
 runs = comparisons.ensure_comparisons(store, V, P.prompts, P.seeds, P.max_new_tokens, batch_size=P.batch_size,
                                       device=P.device, dtype=P.dtype)
 records = comparison_tables.compare(store, run_ids=runs["run_id"])
-print(report.format_report(records))
+print(figures.format_report(records))
 
 # %%
 usable = records[records["status"] == "usable"]
@@ -96,5 +99,5 @@ save_figure(fig, "fig06_cross_entropy_histogram",
 print("regimes of h^(A,B): " + ", ".join(f"{k} {v}" for k, v in counts.items()))
 for pair, g in joint.groupby("pair"):
     print(f"{pair}: mean h^(A,B) {g['h_cross'].mean():.2f}, mean KL {g['kl'].mean():.2f} bits/token, "
-          f"mean z^(A,B) {report.signed(g['z_cross'].mean(), 1)}")
+          f"mean z^(A,B) {figures.signed(g['z_cross'].mean(), 1)}")
 print(f"self pairs have KL = 0: {bool(np.allclose(joint.loc[joint['self_pair'].astype(bool), 'kl'], 0, atol=1e-6))}")

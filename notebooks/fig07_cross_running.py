@@ -6,7 +6,7 @@
 #       extension: .py
 #       format_name: percent
 #       format_version: '1.3'
-#       jupytext_version: 1.19.6
+#       jupytext_version: 1.19.7
 #   kernelspec:
 #     display_name: Python 3 (ipykernel)
 #     language: python
@@ -29,18 +29,21 @@
 # (the `paper` profile's Gemma 1B -> 12B) are the non-trivial case.
 
 # %%
-from aep_lib import report
+from aep_lib.report import figures
 
-report.setup_notebook()  # before the other imports: some warn as they load
+figures.setup_notebook()  # before the other imports: some warn as they load
 
 import matplotlib.pyplot as plt
 import numpy as np
 
 import aep_lib.params
-from aep_lib import comparison_tables, comparisons, plots, sampling
+from aep_lib.analysis import comparison_tables
+from aep_lib.core import sampling
 from aep_lib.paths import store_dir
-from aep_lib.report import save_figure
-from aep_lib.store import RunStore
+from aep_lib.report import plots
+from aep_lib.report.figures import save_figure
+from aep_lib.runs import comparisons
+from aep_lib.store.run_store import RunStore
 
 # %% tags=["parameters"]
 profile = "cpu"  # params profile this execution belongs to (cpu or paper)
@@ -74,7 +77,7 @@ h_a = np.cumsum(ref) / np.arange(1, len(ref) + 1)
 fig, ax = plt.subplots(figsize=(8.5, 4.8))
 plots.plot_running(ax, r_cross, label_l="$l^B_n$ (B's log-perplexity)", label_h="$h^{(A,B)}_n$ (cross-entropy)",
                    title=f"A = {A}, B = {B}: {mid['prompt_id']}, seed {int(mid['seed'])}\n"
-                         f"z^(A,B) = {report.signed(mid['z_cross'], 1)}, z^B = {report.signed(mid['z'], 1)}")
+                         f"z^(A,B) = {figures.signed(mid['z_cross'], 1)}, z^B = {figures.signed(mid['z'], 1)}")
 ax.plot(r_b["n"], r_b["h_n"], color=plots.CROSS_COLOR, ls="--", lw=1.2, label="$h^B_n$ (B's own entropy)")
 ax.plot(r_b["n"], h_a, color=plots.OWN_COLOR, ls=":", lw=1.4, label="$h^A_n$ (A's entropy)")
 ax.legend(loc="center right")
@@ -92,7 +95,7 @@ save_figure(fig, "fig07_cross_running",
 # %%
 print(f"text {mid['prompt_id']} seed {int(mid['seed'])}, {int(mid['n_tokens'])} tokens: final l^B {mid['l']:.2f}, "
       f"h^(A,B) {mid['h_cross']:.2f}, h^B {mid['h']:.2f}, h^A {h_a[-1]:.2f} bits/token; KL {mid['kl']:.2f}")
-print(f"z^(A,B) {report.signed(mid['z_cross'], 1)}, z^B {report.signed(mid['z'], 1)}")
+print(f"z^(A,B) {figures.signed(mid['z_cross'], 1)}, z^B {figures.signed(mid['z'], 1)}")
 print(f"l^B ends within ±2σ of h^(A,B): {abs(mid['z_cross']) <= 2}; within ±2σ of h^B: {abs(mid['z']) <= 2}")
-print(f"over all {len(usable)} texts: mean z^(A,B) {report.signed(usable['z_cross'].mean(), 1)}, "
-      f"mean z^B {report.signed(usable['z'].mean(), 1)}")
+print(f"over all {len(usable)} texts: mean z^(A,B) {figures.signed(usable['z_cross'].mean(), 1)}, "
+      f"mean z^B {figures.signed(usable['z'].mean(), 1)}")

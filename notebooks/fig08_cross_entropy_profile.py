@@ -6,7 +6,7 @@
 #       extension: .py
 #       format_name: percent
 #       format_version: '1.3'
-#       jupytext_version: 1.19.6
+#       jupytext_version: 1.19.7
 #   kernelspec:
 #     display_name: Python 3 (ipykernel)
 #     language: python
@@ -22,18 +22,21 @@
 # KL divergence `KL_t = c_t - H^A_t` (the low-divergence end of Fig 6).
 
 # %%
-from aep_lib import report
+from aep_lib.report import figures
 
-report.setup_notebook()  # before the other imports: some warn as they load
+figures.setup_notebook()  # before the other imports: some warn as they load
 
 import matplotlib.pyplot as plt
 import numpy as np
 
 import aep_lib.params
-from aep_lib import comparison_tables, comparisons, plots, sampling
+from aep_lib.analysis import comparison_tables
+from aep_lib.core import sampling
 from aep_lib.paths import store_dir
-from aep_lib.report import save_figure
-from aep_lib.store import RunStore
+from aep_lib.report import plots
+from aep_lib.report.figures import save_figure
+from aep_lib.runs import comparisons
+from aep_lib.store.run_store import RunStore
 
 # %% tags=["parameters"]
 profile = "cpu"  # params profile this execution belongs to (cpu or paper)
@@ -91,4 +94,4 @@ save_figure(fig, "fig08_cross_entropy_profile",
 print(f"text {low['prompt_id']} seed {int(low['seed'])}, {len(t)} tokens: mean c_t {c.mean():.2f}, "
       f"mean s_t {s.mean():.2f} bits/token, mean KL {low['kl']:.2f}")
 print(f"share of steps with KL_t < 0.5 bits: {np.mean(tok['kl'] < 0.5):.0%}; largest c_t {c.max():.1f} bits")
-print(f"z^(A,B) {report.signed(low['z_cross'], 1)}; l^B ends within ±2σ of h^(A,B): {abs(low['z_cross']) <= 2}")
+print(f"z^(A,B) {figures.signed(low['z_cross'], 1)}; l^B ends within ±2σ of h^(A,B): {abs(low['z_cross']) <= 2}")

@@ -6,7 +6,7 @@
 #       extension: .py
 #       format_name: percent
 #       format_version: '1.3'
-#       jupytext_version: 1.19.6
+#       jupytext_version: 1.19.7
 #   kernelspec:
 #     display_name: Python 3 (ipykernel)
 #     language: python
@@ -25,19 +25,21 @@
 # run spends most positions within ±2σ; under the raw `p` of the top-p sampler it leaves the band.
 
 # %%
-from aep_lib import report
+from aep_lib.report import figures
 
-report.setup_notebook()  # before the other imports: some warn as they load
+figures.setup_notebook()  # before the other imports: some warn as they load
 
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
 import aep_lib.params
-from aep_lib import plots, stats, tables
+from aep_lib.analysis import tables
+from aep_lib.core import stats
 from aep_lib.paths import store_dir
-from aep_lib.report import save_figure
-from aep_lib.store import RunStore
+from aep_lib.report import plots
+from aep_lib.report.figures import save_figure
+from aep_lib.store.run_store import RunStore
 
 # %% tags=["parameters"]
 profile = "cpu"  # params profile this execution belongs to (cpu or paper)
@@ -132,11 +134,11 @@ slope = tables.loglog_slope(median_sigma.index, median_sigma.to_numpy())
 share_q = per_run.loc[per_run["dist"] == "samp", "share_within_2sigma"]
 share_p = per_run.loc[per_run["dist"] == "raw", "share_within_2sigma"]
 checks = [
-    report.claim(f"{name}: log-log slope of the median sigma_n", slope, at_least=-0.65, at_most=-0.35),
-    report.claim(f"{name}: median share of positions within 2 sigma under q", share_q.median(), at_least=0.8),
-    report.claim(f"{name}: median share of positions within 2 sigma, top-p runs under p", share_p.median(),
+    figures.claim(f"{name}: log-log slope of the median sigma_n", slope, at_least=-0.65, at_most=-0.35),
+    figures.claim(f"{name}: median share of positions within 2 sigma under q", share_q.median(), at_least=0.8),
+    figures.claim(f"{name}: median share of positions within 2 sigma, top-p runs under p", share_p.median(),
                  at_most=0.8),
-    report.claim(f"{name}: share of runs with final |z| <= 2 under q", np.mean(np.abs(under_q["z"]) <= 2),
+    figures.claim(f"{name}: share of runs with final |z| <= 2 under q", np.mean(np.abs(under_q["z"]) <= 2),
                  at_least=0.75),
 ]
 print(f"all claims hold: {all(checks)}")

@@ -6,7 +6,7 @@
 #       extension: .py
 #       format_name: percent
 #       format_version: '1.3'
-#       jupytext_version: 1.19.6
+#       jupytext_version: 1.19.7
 #   kernelspec:
 #     display_name: Python 3 (ipykernel)
 #     language: python
@@ -22,18 +22,20 @@
 # coincide on average (AEP); on A's text B pays more than it expects when A is not B.
 
 # %%
-from aep_lib import report
+from aep_lib.report import figures
 
-report.setup_notebook()  # before the other imports: some warn as they load
+figures.setup_notebook()  # before the other imports: some warn as they load
 
 import matplotlib.pyplot as plt
 import numpy as np
 
 import aep_lib.params
-from aep_lib import comparisons, plots, sampling
+from aep_lib.core import sampling
 from aep_lib.paths import store_dir
-from aep_lib.report import save_figure
-from aep_lib.store import RunStore
+from aep_lib.report import plots
+from aep_lib.report.figures import save_figure
+from aep_lib.runs import comparisons
+from aep_lib.store.run_store import RunStore
 
 # %% tags=["parameters"]
 profile = "cpu"  # params profile this execution belongs to (cpu or paper)
@@ -87,6 +89,6 @@ save_figure(fig, "fig10_entropy_vs_perplexity",
 for name, label in [("other", "A's texts"), ("own", "its own texts")]:
     above = np.mean(curves[name]["surprisal"] > curves[name]["entropy"])
     print(f"B on {label}: mean surprisal {frames[name]['surprisal'].mean():.2f}, mean entropy "
-          f"{frames[name]['entropy'].mean():.2f}, gap {report.signed(gap[name], 2)} bits/token; surprisal curve above "
+          f"{frames[name]['entropy'].mean():.2f}, gap {figures.signed(gap[name], 2)} bits/token; surprisal curve above "
           f"the entropy curve at {above:.0%} of positions")
 print(f"the gap on A's texts exceeds the gap on B's own texts: {gap['other'] > gap['own']}")

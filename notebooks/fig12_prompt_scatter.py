@@ -6,7 +6,7 @@
 #       extension: .py
 #       format_name: percent
 #       format_version: '1.3'
-#       jupytext_version: 1.19.6
+#       jupytext_version: 1.19.7
 #   kernelspec:
 #     display_name: Python 3 (ipykernel)
 #     language: python
@@ -26,18 +26,20 @@
 # top-p sampler they lie below it (`l < h`: over-typical).
 
 # %%
-from aep_lib import report
+from aep_lib.report import figures
 
-report.setup_notebook()  # before the other imports: some warn as they load
+figures.setup_notebook()  # before the other imports: some warn as they load
 
 import matplotlib.pyplot as plt
 import numpy as np
 
 import aep_lib.params
-from aep_lib import corpora, plots, tables
+from aep_lib import corpora
+from aep_lib.analysis import tables
 from aep_lib.paths import store_dir
-from aep_lib.report import save_figure
-from aep_lib.store import RunStore
+from aep_lib.report import plots
+from aep_lib.report.figures import save_figure
+from aep_lib.store.run_store import RunStore
 
 # %% tags=["parameters"]
 profile = "cpu"  # params profile this execution belongs to (cpu or paper)
@@ -87,9 +89,9 @@ plots.finish(fig)
 share_q = float(np.mean(np.abs(under_q["z"]) <= 2))
 below_p = float(np.mean(under_p["l"] < under_p["h"]))
 checks = [
-    report.claim(f"prompt {P.prompt}: share of runs within 2 sigma of the diagonal under q", share_q, at_least=0.75),
-    report.claim(f"prompt {P.prompt}: mean |l - h| under q (bits/token)", np.mean(np.abs(under_q["D"])), at_most=0.3),
-    report.claim(f"prompt {P.prompt}: share of top-p runs below the diagonal under p", below_p, at_least=0.75),
+    figures.claim(f"prompt {P.prompt}: share of runs within 2 sigma of the diagonal under q", share_q, at_least=0.75),
+    figures.claim(f"prompt {P.prompt}: mean |l - h| under q (bits/token)", np.mean(np.abs(under_q["D"])), at_most=0.3),
+    figures.claim(f"prompt {P.prompt}: share of top-p runs below the diagonal under p", below_p, at_least=0.75),
 ]
 print(f"all claims hold: {all(checks)}")
 

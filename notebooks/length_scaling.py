@@ -6,7 +6,7 @@
 #       extension: .py
 #       format_name: percent
 #       format_version: '1.3'
-#       jupytext_version: 1.19.6
+#       jupytext_version: 1.19.7
 #   kernelspec:
 #     display_name: Python 3 (ipykernel)
 #     language: python
@@ -27,18 +27,19 @@
 # (log-log slope near -1) and `var D_n` matches it, so `var D_n` falls like `1/n` too.
 
 # %%
-from aep_lib import report
+from aep_lib.report import figures
 
-report.setup_notebook()  # before the other imports: some warn as they load
+figures.setup_notebook()  # before the other imports: some warn as they load
 
 import matplotlib.pyplot as plt
 import pandas as pd
 
 import aep_lib.params
-from aep_lib import plots, tables
+from aep_lib.analysis import tables
 from aep_lib.paths import store_dir
-from aep_lib.report import save_figure
-from aep_lib.store import RunStore
+from aep_lib.report import plots
+from aep_lib.report.figures import save_figure
+from aep_lib.store.run_store import RunStore
 
 # %% tags=["parameters"]
 profile = "cpu"  # params profile this execution belongs to (cpu or paper)
@@ -112,14 +113,14 @@ for model, g in scaling.groupby("model", sort=False):
                 f"{name}: mean share |z_n| <= 2": round(tail["share_z2"].mean(), 2),
                 f"{name}: slope mean sigma_n^2": round(slope_s, 2), f"{name}: slope var D_n": round(slope_d, 2),
                 f"{name}: slope var l_n": round(slope_l, 2), f"{name}: mean var D_n / mean sigma_n^2": round(ratio, 2)}
-    checks.append(report.claim(f"{name}: mean share of runs with |z_n| <= 1 (N(0,1): 0.68)", tail["share_z1"].mean(),
+    checks.append(figures.claim(f"{name}: mean share of runs with |z_n| <= 1 (N(0,1): 0.68)", tail["share_z1"].mean(),
                                at_least=0.45))
-    checks.append(report.claim(f"{name}: mean share of runs with |z_n| <= 2 (N(0,1): 0.95)", tail["share_z2"].mean(),
+    checks.append(figures.claim(f"{name}: mean share of runs with |z_n| <= 2 (N(0,1): 0.95)", tail["share_z2"].mean(),
                                at_least=0.8))
-    checks.append(report.claim(f"{name}: log-log slope of mean sigma_n^2", slope_s, at_least=-1.3, at_most=-0.7))
-    checks.append(report.claim(f"{name}: mean of var D_n / mean sigma_n^2", ratio, at_least=0.33, at_most=3))
-    report.claim(f"{name}: log-log slope of var D_n (observed; noisy with few runs)", slope_d)
-    report.claim(f"{name}: log-log slope of var l_n within prompt (observed, no claim)", slope_l)
+    checks.append(figures.claim(f"{name}: log-log slope of mean sigma_n^2", slope_s, at_least=-1.3, at_most=-0.7))
+    checks.append(figures.claim(f"{name}: mean of var D_n / mean sigma_n^2", ratio, at_least=0.33, at_most=3))
+    figures.claim(f"{name}: log-log slope of var D_n (observed; noisy with few runs)", slope_d)
+    figures.claim(f"{name}: log-log slope of var l_n within prompt (observed, no claim)", slope_l)
 print(f"all claims hold: {all(checks)}")
 
 save_figure(fig, "length_scaling",

@@ -6,7 +6,7 @@
 #       extension: .py
 #       format_name: percent
 #       format_version: '1.3'
-#       jupytext_version: 1.19.6
+#       jupytext_version: 1.19.7
 #   kernelspec:
 #     display_name: Python 3 (ipykernel)
 #     language: python
@@ -16,31 +16,35 @@
 # %% [markdown]
 # # Memorised texts: classics and human writing against each model's own text
 #
-# Training-data inference by over-typicality (DESIGN.md §1): text a model has memorised is more
+# Training-data inference by over-typicality (docs/science.md): text a model has memorised is more
 # predictable than the model's own entropy says, so its log-perplexity sits *below* its entropy,
 # `z << 0`, several σ below the self-generated baseline. Each model scores, under its raw `p`, the
 # opening windows (a fixed number of its own tokens) of classic books from the data directory
 # (`$AEP_DATA_DIR/corpora`) and human news and stories (`$AEP_DATA_DIR/benchmarks`, the `original`
 # texts of fast-detect-gpt's XSum and WritingPrompts sets); the baseline is the same statistic on
 # windows of the model's own temperature-1 generations. What the small models show is reported as
-# it is. The windows and the table come from `aep_lib.comparison_tables` (`text_window_summaries`,
+# it is. The windows and the table come from `aep_lib.analysis.comparison_tables` (`text_window_summaries`,
 # `self_baseline_windows`, `memorisation_table`).
 
 # %%
-from aep_lib import report
+from aep_lib.report import figures
 
-report.setup_notebook()  # before the other imports: some warn as they load
+figures.setup_notebook()  # before the other imports: some warn as they load
 
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
 import aep_lib.params
-from aep_lib import comparison_tables, comparisons, corpora, plots, sampling
+from aep_lib import corpora
+from aep_lib.analysis import comparison_tables
+from aep_lib.core import sampling
+from aep_lib.core.sampling import Sampling
 from aep_lib.paths import store_dir
-from aep_lib.report import save_figure
-from aep_lib.sampling import Sampling
-from aep_lib.store import RunStore
+from aep_lib.report import plots
+from aep_lib.report.figures import save_figure
+from aep_lib.runs import comparisons
+from aep_lib.store.run_store import RunStore
 
 # %% tags=["parameters"]
 profile = "cpu"  # params profile this execution belongs to (cpu or paper)
@@ -131,7 +135,7 @@ save_figure(fig, "memorised_texts",
 for model, g in table.groupby("model", sort=False):
     print(model)
     for r in g.itertuples():
-        print(f"  {r.text:<28} windows {r.windows:>2}  mean z {report.signed(r.z, 1):>6}  l-h {report.signed(r.D, 2)}  "
-              f"vs baseline {report.signed(r.sd_from_baseline, 1)} sd")
+        print(f"  {r.text:<28} windows {r.windows:>2}  mean z {figures.signed(r.z, 1):>6}  l-h {figures.signed(r.D, 2)}  "
+              f"vs baseline {figures.signed(r.sd_from_baseline, 1)} sd")
     classics_ = g[g["text"].isin(classics)]
     print(f"  classics more than 2 sd below the baseline: {int((classics_['sd_from_baseline'] < -2).sum())} of {len(classics_)}")

@@ -6,7 +6,7 @@
 #       extension: .py
 #       format_name: percent
 #       format_version: '1.3'
-#       jupytext_version: 1.19.6
+#       jupytext_version: 1.19.7
 #   kernelspec:
 #     display_name: Python 3 (ipykernel)
 #     language: python
@@ -29,17 +29,19 @@
 # observations; the one bound is what must hold for any text: an entropy rate of at most 8 bits per byte.
 
 # %%
-from aep_lib import report
+from aep_lib.report import figures
 
-report.setup_notebook()  # before the other imports: some warn as they load
+figures.setup_notebook()  # before the other imports: some warn as they load
 
 import math
 
 import aep_lib.params
-from aep_lib import entropy_rate, inference, phenomena_plots, plots, tables
+from aep_lib.analysis import entropy_rate, tables
+from aep_lib.core import inference
 from aep_lib.paths import store_dir
-from aep_lib.report import save_figure
-from aep_lib.store import RunStore
+from aep_lib.report import phenomena_plots, plots
+from aep_lib.report.figures import save_figure
+from aep_lib.store.run_store import RunStore
 
 # %% tags=["parameters"]
 profile = "cpu"  # params profile this execution belongs to (cpu or paper)
@@ -98,8 +100,8 @@ print()
 for (a, b), g in relative.groupby(["model", "other"], sort=False):
     for r in g[g["N"].isin([int(lengths[0]), int(lengths[len(lengths) // 2]), n_max])].itertuples():
         print(f"{plots.short_name(a)} vs {plots.short_name(b)}, N = {r.N:>5} bytes: log2 |T_A| = {r.log2_typical:7.1f}, "
-              f"log2 |plausible_B| = {r.log2_plausible:7.1f}, log2 ratio = {report.signed(r.log2_relative, 1)} "
-              f"[{report.signed(r.low, 1)}, {report.signed(r.high, 1)}] bits")
+              f"log2 |plausible_B| = {r.log2_plausible:7.1f}, log2 ratio = {figures.signed(r.log2_relative, 1)} "
+              f"[{figures.signed(r.low, 1)}, {figures.signed(r.high, 1)}] bits")
 
 # %% [markdown]
 # The figure and the numbers it claims.
@@ -110,13 +112,13 @@ checks, numbers = [], {}
 for model in P.models:
     name = plots.short_name(model)
     h = per_run.loc[(per_run["model"] == model) & (per_run["N"] == n_max), "h_byte"].mean()
-    checks.append(report.claim(f"{name}: entropy rate at N = {n_max} bytes (bits/byte)", h, at_most=8.0))
+    checks.append(figures.claim(f"{name}: entropy rate at N = {n_max} bytes (bits/byte)", h, at_most=8.0))
     numbers[f"{name}: bits/byte"] = round(h, 3)
 for (a, b), g in relative.groupby(["model", "other"], sort=False):
     last = g[g["N"] == n_max].iloc[0]
     label = f"{plots.short_name(a)} relative to {plots.short_name(b)}"
-    report.claim(f"{label}: log2 size ratio per byte (bits)", last["log2_relative"] / n_max, digits=3)
-    report.claim(f"{label}: log2 size ratio at N = {n_max} bytes (bits)", last["log2_relative"], digits=1)
+    figures.claim(f"{label}: log2 size ratio per byte (bits)", last["log2_relative"] / n_max, digits=3)
+    figures.claim(f"{label}: log2 size ratio at N = {n_max} bytes (bits)", last["log2_relative"], digits=1)
     numbers[f"{label}: log2 ratio at {n_max} bytes"] = round(last["log2_relative"], 1)
     numbers[f"{label}: CI"] = [round(last["low"], 1), round(last["high"], 1)]
 print(f"all claims hold: {all(checks)}")
@@ -137,8 +139,8 @@ print(f"{'quantity':<54} {'source':<18} embedded models")
 for (a, b), g in relative.groupby(["model", "other"], sort=False):
     per_byte = g[g["N"] == n_max].iloc[0]["log2_relative"] / n_max
     print(f"{'log2 |T_A| / |plausible_B| per byte, ' + plots.short_name(a):<54} {'see the paper':<18} "
-          f"{report.signed(per_byte, 3)} bits/byte ({plots.short_name(b)} as B)")
+          f"{figures.signed(per_byte, 3)} bits/byte ({plots.short_name(b)} as B)")
 for model in P.models:
     h = per_run.loc[(per_run["model"] == model) & (per_run["N"] == n_max), "h_byte"].mean()
     print(f"{'log2 share of all byte strings per byte, ' + plots.short_name(model):<54} {'not given':<18} "
-          f"{report.signed(h - math.log2(256), 2)} bits/byte")
+          f"{figures.signed(h - math.log2(256), 2)} bits/byte")

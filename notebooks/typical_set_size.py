@@ -6,7 +6,7 @@
 #       extension: .py
 #       format_name: percent
 #       format_version: '1.3'
-#       jupytext_version: 1.19.6
+#       jupytext_version: 1.19.7
 #   kernelspec:
 #     display_name: Python 3 (ipykernel)
 #     language: python
@@ -26,19 +26,20 @@
 # fraction of all strings (the share halves every few tokens' worth of bits).
 
 # %%
-from aep_lib import report
+from aep_lib.report import figures
 
-report.setup_notebook()  # before the other imports: some warn as they load
+figures.setup_notebook()  # before the other imports: some warn as they load
 
 import math
 
 import matplotlib.pyplot as plt
 
 import aep_lib.params
-from aep_lib import plots, tables
+from aep_lib.analysis import tables
 from aep_lib.paths import store_dir
-from aep_lib.report import save_figure
-from aep_lib.store import RunStore
+from aep_lib.report import plots
+from aep_lib.report.figures import save_figure
+from aep_lib.store.run_store import RunStore
 
 # %% tags=["parameters"]
 profile = "cpu"  # params profile this execution belongs to (cpu or paper)
@@ -97,9 +98,9 @@ for model, g in table.groupby("model", sort=False):
                 f"{name}: log2 share of the typical set at n = {n}": round(last["log2_fraction"])}
     print(f"{name}: at n = {n}, the typical set holds about 2^{last['log2_typical']:.0f} of the "
           f"2^{last['log2_all']:.0f} strings: a share of 2^{last['log2_fraction']:.0f}")
-    checks.append(report.claim(f"{name}: entropy rate h_n / log2 V", last["h_n"] / math.log2(vocab[model]),
+    checks.append(figures.claim(f"{name}: entropy rate h_n / log2 V", last["h_n"] / math.log2(vocab[model]),
                                at_most=0.5))
-    checks.append(report.claim(f"{name}: log2 share lost per token (bits)", bits_per_token, at_least=1))
+    checks.append(figures.claim(f"{name}: log2 share lost per token (bits)", bits_per_token, at_least=1))
 print(f"all claims hold: {all(checks)}")
 
 save_figure(fig, "typical_set_size",

@@ -1,5 +1,5 @@
 """The library's structure is checked, not assumed: layers point down, no import cycle, no private
-names used across modules (DESIGN.md §2)."""
+names used across modules (docs/architecture.md)."""
 
 from __future__ import annotations
 

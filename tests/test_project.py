@@ -12,10 +12,10 @@ import yaml
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
-from aep_lib import pipeline
-from aep_lib.embedded import EMBEDDED_MODELS
+from aep_lib.engine.embedded import EMBEDDED_MODELS
 from aep_lib.params import NOTEBOOK_SCHEMAS, ParamsError, load_params_file
 from aep_lib.paths import project_root
+from aep_lib.report import pipeline
 
 ROOT = project_root()
 NOTEBOOKS = ROOT / "notebooks"

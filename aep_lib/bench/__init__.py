@@ -20,7 +20,7 @@ Targets (2 CPU cores, float32 unless said), one module each:
   against scoring one context in one pass: every token scored once, peak ≤ model + 1 GiB, ≥ 0.5×.
 - ``pair`` (``pair.py``): the joint pass of two models on one vocabulary (SmolLM2 and a perturbed copy)
   against one model's scoring pass. Goal ≤ 2.2×.
-- ``startup`` (``startup.py``): a fresh ``python -c "import aep_lib.models; load_model(<cached
+- ``startup`` (``startup.py``): a fresh ``python -c "import aep_lib.engine.models; load_model(<cached
   embedded>)"``, from launch until the model is loaded (the exit reported beside it). Goal < 5 s.
 - ``store`` (``store_scale.py``): 10 million synthetic token rows written in the store's layout (10,000
   runs × 1,000 tokens); the per-run summary query in DuckDB (``store.connect()`` included), against the
@@ -77,7 +77,7 @@ def run_bench(targets=None, repeats: int = 3, quick: bool = False, echo=print, t
         torch.set_num_threads(threads)
         os.environ["OMP_NUM_THREADS"] = os.environ["MKL_NUM_THREADS"] = str(threads)  # the children's
 
-    from ..models import cpu_features
+    from ..engine.models import cpu_features
 
     cpu = cpu_features()
     echo(f"aep bench: {', '.join(targets)}; repeats={repeats}{' (quick sizes: a smoke test)' if quick else ''}; "

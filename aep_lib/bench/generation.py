@@ -14,7 +14,7 @@
 
 from __future__ import annotations
 
-from ..models import cached_model
+from ..engine.models import cached_model
 from .common import Result, Timed, copy_bandwidth, decode_flops_per_token, matmul_flops, median, param_bytes, say
 
 SAMPLING = {"temperature": 1.0, "top_p": 0.95}
@@ -24,7 +24,7 @@ def hf_config(model, tokenizer, sampling, n: int, with_stats: bool):
     """transformers' ``GenerationConfig`` for our warps (EOS suppressed as ``on_eos="suppress"`` does)."""
     from transformers import GenerationConfig
 
-    from ..sampling import eos_ids
+    from ..core.sampling import eos_ids
 
     eos = eos_ids(tokenizer, model)
     return GenerationConfig(
@@ -41,12 +41,12 @@ def hf_generate_with_stats(model, tokenizer, prompt: str, sampling, n: int, seed
 
     transformers keeps one ``[1, vocab]`` float32 tensor per step in ``scores`` (the warped ``q``
     logits) and another in ``logits`` (raw ``p``); the statistics are computed from them in blocks of
-    ``block`` steps (``aep_lib.stats.token_stats``), as a careful user would. Returns a DataFrame.
+    ``block`` steps (``aep_lib.core.stats.token_stats``), as a careful user would. Returns a DataFrame.
     """
     import pandas as pd
     import torch
 
-    from ..stats import token_stats
+    from ..core.stats import token_stats
 
     enc = tokenizer(prompt, return_tensors="pt")
     torch.manual_seed(seed)
@@ -86,8 +86,8 @@ def batch_prompts(batch: int) -> list[str]:
 
 def timed_generate(model, tok, batch: int, n: int, engine: str, seed: int = 0) -> Timed:
     """Our ``generate`` of ``batch`` × ``n`` tokens; its wall and CPU seconds."""
-    from ..generate import generate
-    from ..sampling import Sampling
+    from ..engine.generate import generate
+    from ..core.sampling import Sampling
 
     prompts = batch_prompts(batch)
     with Timed() as t:
@@ -182,10 +182,10 @@ def bench_bf16(repeats: int, quick: bool) -> Result:
     """bfloat16 at batch 16: ours with all statistics against transformers' ``generate()`` with none."""
     import torch
 
-    from ..models import cpu_features
-    from ..sampling import Sampling
+    from ..engine.models import cpu_features
+    from ..core.sampling import Sampling
 
-    from ..models import load_model
+    from ..engine.models import load_model
 
     batch, n = (4, 16) if quick else (16, 512)
     model, tok = cached_model("smollm2-135m", "cpu", "bfloat16")

@@ -6,7 +6,7 @@ from __future__ import annotations
 import math
 import time
 
-from ..models import cache_kwargs, new_cache
+from ..engine.models import cache_kwargs, new_cache
 from .common import GIB, MIB, Result, flops_per_token, median, param_bytes
 
 PROMPT = "The history of the lighthouse begins"
@@ -70,7 +70,7 @@ def device_rates(dev, dtype) -> tuple[float, float]:
 
 def generate_rate(model, tok, dev, sampling, batch: int, n: int, repeats: int) -> float:
     """Our ``generate`` at ``batch`` × ``n`` tokens, tokens/s (median of ``repeats``, after a warm-up)."""
-    from ..generate import generate
+    from ..engine.generate import generate
 
     generate(model, tok, ["warm up"] * batch, list(range(batch)), sampling, 4, progress=False)
     sync(dev)
@@ -106,8 +106,8 @@ def step_costs(cfg, dev, sampling) -> dict[str, float]:
     statistics (ms each)."""
     import torch
 
-    from ..sampling import SamplingWarp, sample
-    from ..stats import token_stats
+    from ..core.sampling import SamplingWarp, sample
+    from ..core.stats import token_stats
 
     logits = torch.randn(32, cfg.vocab_size, device=dev)
     warp = SamplingWarp(sampling, [cfg.eos_token_id])
@@ -131,7 +131,7 @@ def score_rate(model, cfg, dev, n_score: int, repeats: int) -> float:
     tokens/s (median of ``repeats``, after a warm-up)."""
     import torch
 
-    from ..score import score_ids
+    from ..engine.score import score_ids
 
     ids = torch.randint(0, cfg.vocab_size, (n_score,), generator=torch.Generator().manual_seed(0)).tolist()
     score_ids(model, ids[: min(300, n_score)], 1)
@@ -159,7 +159,7 @@ def bench_gpu(repeats: int, quick: bool, device: str | None = None, config=None,
                       notes=["no GPU in this process: the GPU figures were not measured"])
     from transformers import AutoModelForCausalLM
 
-    from ..sampling import Sampling
+    from ..core.sampling import Sampling
 
     dev = torch.device(device or "cuda")
     dtype = torch.bfloat16 if dev.type == "cuda" else torch.float32

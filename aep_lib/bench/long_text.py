@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import gc
 
-from ..models import cached_model
+from ..engine.models import cached_model
 from .common import GIB, PeakRSS, Result, Timed, param_bytes, rss, run_child
 
 STRIDES = (8192, 4096)
@@ -23,7 +23,7 @@ def long_child(model_name: str, n: int, strides: list[int], context: int | None 
     seconds (wall, CPU), rows and peak memory above the load of each."""
     import torch
 
-    from ..score import context_window, score_ids
+    from ..engine.score import context_window, score_ids
 
     model, _ = cached_model(model_name, "cpu", "float32")
     context = context or context_window(model)

@@ -6,7 +6,7 @@ from __future__ import annotations
 import gc
 import time
 
-from ..models import cached_model
+from ..engine.models import cached_model
 from .common import Result, median, say
 
 
@@ -29,7 +29,7 @@ def perturbed_copy(model, scale: float = 0.05, seed: int = 0):
 def bench_pair(repeats: int, quick: bool, model_name: str = "smollm2-135m") -> Result:
     import torch
 
-    from ..score import score_ids
+    from ..engine.score import score_ids
 
     n = 128 if quick else 1024
     model, _ = cached_model(model_name, "cpu", "float32")

@@ -10,8 +10,8 @@ from __future__ import annotations
 import gc
 import time
 
-from ..memory import kv_cache_bytes
-from ..models import cached_model
+from ..engine.memory import kv_cache_bytes
+from ..engine.models import cached_model
 from .common import GIB, MIB, PeakRSS, Result, param_bytes, rss, ru_maxrss, run_child
 from .generation import hf_generate_with_stats
 
@@ -20,8 +20,8 @@ def memory_child(which: str, model_name: str, n: int) -> dict:
     """In the child process: load ``model_name``, generate ``n`` tokens with ``which`` (``ours`` or
     ``baseline``) and report the resident memory after the load and at the peak."""
     from ..corpora import load_prompts
-    from ..generate import generate
-    from ..sampling import Sampling
+    from ..engine.generate import generate
+    from ..core.sampling import Sampling
 
     model, tok = cached_model(model_name, "cpu", "float32")
     prompt = load_prompts()["p01"]

@@ -11,18 +11,8 @@ from __future__ import annotations
 import gc
 import time
 
-from ..models import cache_kwargs, cached_model, new_cache
-from .common import (
-    GIB,
-    PeakRSS,
-    Result,
-    flops_per_token,
-    matmul_flops,
-    median,
-    param_bytes,
-    rss,
-    run_child,
-)
+from ..engine.models import cache_kwargs, cached_model, new_cache
+from .common import GIB, PeakRSS, Result, flops_per_token, matmul_flops, median, param_bytes, rss, run_child
 
 
 def scoring_child(model_name: str, n: int, repeats: int, dtype: str = "float32") -> dict:
@@ -30,7 +20,7 @@ def scoring_child(model_name: str, n: int, repeats: int, dtype: str = "float32")
     with the matmul rate (in that dtype) beside each repeat, the peak memory and the forward pass alone."""
     import torch
 
-    from ..score import score_ids
+    from ..engine.score import score_ids
 
     model, _ = cached_model(model_name, "cpu", dtype)
     gen = torch.Generator().manual_seed(0)

@@ -1,4 +1,4 @@
-"""``startup``: a fresh ``python -c "import aep_lib.models; load_model(<cached embedded>)"``, from launch
+"""``startup``: a fresh ``python -c "import aep_lib.engine.models; load_model(<cached embedded>)"``, from launch
 until the model is loaded (the exit reported beside it). Goal < 5 s."""
 
 from __future__ import annotations
@@ -8,7 +8,7 @@ import subprocess
 import sys
 import time
 
-from ..embedded import EMBEDDED_MODELS, embedded_cache
+from ..engine.embedded import EMBEDDED_MODELS, embedded_cache
 from .common import Result, median
 
 
@@ -42,7 +42,7 @@ def bench_startup(repeats: int, quick: bool) -> Result:
         ready = [line.split()[1] for line in done.stdout.splitlines() if line.startswith("READY ")]
         return float(ready[-1]) - t0 if ready else t1 - t0  # no shared clock: the whole process
 
-    load = "from aep_lib.models import load_model; load_model({!r}, device='cpu')"
+    load = "from aep_lib.engine.models import load_model; load_model({!r}, device='cpu')"
     floor = "import torch, transformers; from transformers import AutoModelForCausalLM"
     ready: dict[str, list[float]] = {"smollm2-135m": [], "gemma-3-270m": [], "floor": []}
     for _ in range(repeats):

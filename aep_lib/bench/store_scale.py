@@ -96,7 +96,7 @@ def bench_store(repeats: int, quick: bool, workdir: str | None = None) -> Result
     import duckdb
     import pyarrow.parquet as pq
 
-    from ..store import RunStore
+    from ..store.run_store import RunStore
 
     n_runs, per_run = (200, 500) if quick else (10_000, 1_000)
     with tempfile.TemporaryDirectory(dir=workdir, prefix="aep-bench-store-") as tmp:

@@ -19,9 +19,9 @@ FPR_HELP = "target false-positive rate on human text, in (0, 0.5]"
 def load_scorer(model: str, reference: str | None):
     """``(model, tokenizer, reference model or None)``, or a one-line failure (unknown model, vocabulary
     mismatch between the two)."""
-    from ..embedded import EMBEDDED_MODELS, ModelLoadError
-    from ..models import load_model
-    from ..score import ScoringError, check_same_vocabulary
+    from ..engine.embedded import EMBEDDED_MODELS, ModelLoadError
+    from ..engine.models import load_model
+    from ..engine.score import ScoringError, check_same_vocabulary
 
     if reference and model in EMBEDDED_MODELS and reference in EMBEDDED_MODELS:
         va, vb = EMBEDDED_MODELS[model].vocab_size, EMBEDDED_MODELS[reference].vocab_size
@@ -42,7 +42,7 @@ def load_scorer(model: str, reference: str | None):
 
 def open_calibration(path: Optional[Path], model: str) -> dict:
     """The calibration of ``--calibration``, else the one shipped for ``model``; one-line failures."""
-    from ..calibration import CalibrationError, load_calibration, shipped_calibration
+    from ..analysis.calibration import CalibrationError, load_calibration, shipped_calibration
     from ..corpora import DataIntegrityError, DataNotFoundError
 
     try:
@@ -119,7 +119,7 @@ def render(r: dict) -> list[str]:
 
 def check_detect_options(fpr, alpha, k, detector, tokens_out, max_tokens, encoding) -> None:
     """``aep detect``'s options that no model is needed to check: each bad one a one-line error."""
-    from ..calibration import DETECTORS, check_fpr
+    from ..analysis.calibration import DETECTORS, check_fpr
 
     try:
         check_fpr(fpr)
@@ -141,9 +141,9 @@ def check_detect_options(fpr, alpha, k, detector, tokens_out, max_tokens, encodi
 def score_for_decision(label, text, prompt, model_name, mdl, tok, ref, budget, stride):
     """``(prepared span, per-token table)`` of one text; a text too long without a stride, or with fewer
     scored tokens than a decision needs, is a one-line error."""
-    from ..calibration import MIN_SCORED_TOKENS
-    from ..detect import score_prepared
-    from ..score import ScoringError, tokenize_span
+    from ..analysis.calibration import MIN_SCORED_TOKENS
+    from ..analysis.detect import score_prepared
+    from ..engine.score import ScoringError, tokenize_span
 
     prep = None
     try:
@@ -168,7 +168,7 @@ def detect(
     calibration: Optional[Path] = typer.Option(None, help="calibration file (aep calibrate); default: the one "
                                                "shipped for the model"),
     fpr: float = typer.Option(0.05, help=FPR_HELP),
-    detector: str = typer.Option("fast_detectgpt", help="the detector that decides (aep_lib.detect.DETECTORS)"),
+    detector: str = typer.Option("fast_detectgpt", help="the detector that decides (aep_lib.analysis.detect.DETECTORS)"),
     threshold: Optional[float] = typer.Option(None, help="decide with this threshold on the detector's raw "
                                               "value instead (its held-out FPR is still measured)"),
     alpha: float = typer.Option(0.05, help="level of the typicality z-test (H0: sampled from the model)"),
@@ -187,9 +187,9 @@ def detect(
     held-out human texts of its length, the detector scores and the typicality z-test."""
     import pandas as pd
 
-    from ..calibration import DETECTORS, compatibility, decide, model_identity, rows_frame
-    from ..detect import detector_scores, typicality_test
-    from ..models import resolved_dtype
+    from ..analysis.calibration import DETECTORS, compatibility, decide, model_identity, rows_frame
+    from ..analysis.detect import detector_scores, typicality_test
+    from ..engine.models import resolved_dtype
 
     check_detect_options(fpr, alpha, k, detector, tokens_out, max_tokens, encoding)
     texts = [(label, *split_prompt(label, text, prompt_chars)) for label, text in read_texts(inputs, encoding)]
@@ -253,13 +253,23 @@ def calibrate(
     'aep detect --calibration'."""
     import pandas as pd
 
-    from ..calibration import (DEFAULT_DETECTOR, MIN_SCORED_TOKENS, MIN_TEXTS, bin_thresholds, build_calibration,
-                               calibration_rows, corpus_identity, model_identity, rows_frame,
-                               save_calibration, split_texts)
-    from ..detect import score_prepared
-    from ..length_bins import length_edges
-    from ..models import resolved_dtype
-    from ..score import ScoringError, tokenize_span
+    from ..analysis.calibration import (
+        DEFAULT_DETECTOR,
+        MIN_SCORED_TOKENS,
+        MIN_TEXTS,
+        bin_thresholds,
+        build_calibration,
+        calibration_rows,
+        corpus_identity,
+        model_identity,
+        rows_frame,
+        save_calibration,
+        split_texts,
+    )
+    from ..analysis.detect import score_prepared
+    from ..analysis.length_bins import length_edges
+    from ..engine.models import resolved_dtype
+    from ..engine.score import ScoringError, tokenize_span
 
     if out.suffix != ".json":
         fail(f"--out {out}: the calibration file name must end in .json")
@@ -325,13 +335,13 @@ def attribute(
     prompt_chars: int = typer.Option(0, help="the first N characters of each text are context, not scored"),
 ) -> None:
     """Which candidate model (and decoding setting) wrote a text? Ranked by |z|, with confidences."""
-    from ..attribution import attribute as rank
-    from ..embedded import ModelLoadError
-    from ..score import ScoringError
+    from ..analysis.attribution import attribute as rank
+    from ..engine.embedded import ModelLoadError
+    from ..engine.score import ScoringError
 
     texts = read_texts(inputs)
     try:
-        from ..sampling import parse_variants
+        from ..core.sampling import parse_variants
 
         variants = parse_variants(candidates)
     except ValueError as err:

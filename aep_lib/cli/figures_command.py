@@ -27,8 +27,8 @@ def figures(
     """
     from .. import paths
     from ..params import ParamsError
-    from ..figure_index import rebuild_index
-    from ..pipeline import dtype_output_root, run_figures, summary_lines
+    from ..report.figure_index import rebuild_index
+    from ..report.pipeline import dtype_output_root, run_figures, summary_lines
 
     if index_only:
         try:

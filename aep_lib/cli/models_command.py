@@ -13,7 +13,7 @@ def models(
                                 "sha256 recorded when it was cached; exit 1 if one is damaged."),
 ) -> None:
     """List the embedded models: whether installed and cached, cache size, vocabulary."""
-    from ..models import known_models
+    from ..engine.models import known_models
 
     rows = known_models()
     typer.echo(f"{'name':<15} {'arch':<7} {'vocab':>7} {'installed':>9} {'cached':>6} {'size MB':>8}  cache")
@@ -29,7 +29,7 @@ def models(
 
 def _verify(names: list[str]) -> None:
     """One line per model (ok / damaged / not cached / unverified); exit code 1 when one is damaged."""
-    from ..embedded import verify_embedded_cache
+    from ..engine.embedded import verify_embedded_cache
 
     typer.echo("verify (sha256 of every cached byte):")
     damaged = []

@@ -42,10 +42,10 @@ def score(
     label, text = read_input(text_file, encoding, literal=False)
     prompt, scored_part = split_prompt(label, check_text(label, text), prompt_chars)
 
-    from ..embedded import ModelLoadError
-    from ..models import load_model
-    from ..score import ScoringError, score_text
-    from ..stats import summarize
+    from ..engine.embedded import ModelLoadError
+    from ..engine.models import load_model
+    from ..engine.score import ScoringError, score_text
+    from ..core.stats import summarize
 
     try:
         mdl, tok = load_model(model)
@@ -68,7 +68,7 @@ def score(
         (t.to_parquet(out, index=False) if out.suffix == ".parquet" else t.to_csv(out, index=False))
         typer.echo(f"per-token table: {out}")
     if html:
-        from ..tokenview import token_view
+        from ..report.tokenview import token_view
 
         title = f"{label} under {model}: {s['n_tokens']} tokens, z = {s['z']:+.2f}"
         html.parent.mkdir(parents=True, exist_ok=True)

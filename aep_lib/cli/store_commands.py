@@ -38,7 +38,7 @@ def run(
     run the rest batched per model, here or on Ray."""
     from ..params import ParamsError, load_grid
     from ..paths import store_dir
-    from ..store import RunStore, StoreError
+    from ..store.run_store import RunStore, StoreError
 
     checked_profile(profile)
     try:
@@ -54,7 +54,7 @@ def run(
         run_store.check_writable()
     except StoreError as err:
         fail(str(err))
-    from ..grids import ensure_grid  # torch and transformers: after the checks that need neither
+    from ..runs.grids import ensure_grid  # torch and transformers: after the checks that need neither
 
     options = dict(num_cpus=num_cpus, max_retries=max_retries, gpus_per_task=gpus_per_task) if executor == "ray" else {}
     try:
@@ -84,7 +84,7 @@ def runs(
     import pandas as pd
 
     from ..paths import store_dir
-    from ..store import RunStore
+    from ..store.run_store import RunStore
 
     run_store = RunStore(store if store is not None else store_dir(checked_profile(profile)))
     if verify:
@@ -121,10 +121,10 @@ def compare(
     pair: Optional[str] = typer.Option(None, help="only this pair, e.g. 'smollm2-135m -> gemma-3-270m'"),
 ) -> None:
     """Aggregate every cross-model comparison in the store: usable / skipped / failed, h^(A,B), l^B - h^B."""
-    from ..comparison_tables import compare as compare_records
+    from ..analysis.comparison_tables import compare as compare_records
     from ..paths import store_dir
-    from ..report import format_report
-    from ..store import RunStore
+    from ..report.figures import format_report
+    from ..store.run_store import RunStore
 
     store = RunStore(store_dir(checked_profile(profile)))
     records = compare_records(store)

@@ -1,0 +1,361 @@
+"""Runs: from parameters to stored generations, and back to statistics.
+
+``plan_generations`` expands models × prompts × seeds × warps × lengths into run specs, skips those
+already stored (status ok) and groups the rest into model-batches; ``execute_batch`` runs one of them
+(one model load, the sequences batched) and writes each run atomically. ``ensure_generations`` (one
+warp, one length) and ``ensure_grid`` (a ``params.Grid``, local or on Ray) put the two together.
+``run_summaries`` / ``running_stats`` are the query side the notebooks use.
+
+Nothing impossible is stored as ok: a generation (or, in ``comparisons``, a scoring) whose token
+statistics no healthy model can produce (``impossible_statistics``: NaN, non-finite entropies, every
+token outside ``q``) is stored as failed with the reason, so that a rerun makes it again.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import traceback
+from dataclasses import dataclass, replace
+
+import numpy as np
+import pandas as pd
+from tqdm.auto import tqdm
+
+from ..corpora import prompt_text
+from ..engine.models import cached_model, resolved_dtype
+from ..store.provenance import run_provenance, utc_now
+from ..core.sampling import Sampling
+from ..core.stats import DISTRIBUTIONS, summarize
+from ..store.run_store import RunStore, canonical_run_id
+
+ENGINE_VERSION = 1  # bump when a change alters what a stored run contains
+# --- generation runs --------------------------------------------------------------------------------
+
+
+def generation_spec(model: str, prompt_id: str, seed: int, sampling: Sampling, max_new_tokens: int,
+                    dtype: str = "float32", prompt: str | None = None) -> dict:
+    """The canonical parameters of one generation run, its ``run_id`` and folder label."""
+    prompt = prompt if prompt is not None else prompt_text(prompt_id)
+    params = {"kind": "generate", "engine": ENGINE_VERSION, "model": model, "prompt_id": prompt_id,
+              "prompt_text": prompt, "seed": int(seed), **sampling.as_dict(),
+              "max_new_tokens": int(max_new_tokens), "dtype": dtype}
+    return params | {
+        "run_id": canonical_run_id(params),
+        "label": f"s{seed}_{sampling.label}_n{max_new_tokens}",
+        "params_json": json.dumps(params, sort_keys=True),
+    }
+
+
+def _summary_columns(tokens: pd.DataFrame) -> dict:
+    out = {}
+    for dist in DISTRIBUTIONS:
+        cols = [f"surprisal_{dist}", f"entropy_{dist}", f"varentropy_{dist}"]
+        if all(c in tokens for c in cols):
+            s = summarize(*(tokens[c].to_numpy() for c in cols))
+            out |= {f"{k}_{dist}": s[k] for k in ("l", "h", "D", "sigma", "z")}
+    return out
+
+
+@dataclass(frozen=True)
+class GenerationBatch:
+    """One model-batch: up to ``batch_size`` runs sharing a model, a sampling setting and a length.
+
+    The unit of execution: one process loads ``model`` once and generates ``specs`` in one batch
+    (``aep run --executor ray`` makes one Ray task of each).
+    """
+
+    model: str
+    sampling: Sampling
+    max_new_tokens: int
+    specs: tuple[dict, ...]
+
+    @property
+    def run_ids(self) -> list[str]:
+        return [s["run_id"] for s in self.specs]
+
+
+@dataclass
+class GenerationPlan:
+    """A grid expanded into run specs, and the missing ones grouped into model-batches."""
+
+    specs: list[dict]
+    batches: list[GenerationBatch]
+
+    @property
+    def n_missing(self) -> int:
+        return sum(len(b.specs) for b in self.batches)
+
+
+def stored_ok(store: RunStore, run_ids) -> set[str]:
+    """The subset of ``run_ids`` stored with status ok, with one scan of the store.
+
+    (``has_ok_run`` rescans the disk on every miss: one call per missing run of a large grid
+    would rescan it once per run.)
+    """
+    index = store.refresh_index()
+    return {rid for rid in run_ids if rid in index and store.has_ok_run(rid)}
+
+
+def plan_generations(
+    store: RunStore,
+    models: list[str],
+    prompt_ids: list[str],
+    seeds: list[int],
+    samplings: list[Sampling],
+    lengths: list[int],
+    batch_size: int = 8,
+    device: str = "auto",
+    dtype: str = "auto",
+) -> GenerationPlan:
+    """Expand models × prompts × seeds × warps × lengths into run specs; batch the missing ones.
+
+    Batches never mix models, warps or lengths; within one, runs are sorted by prompt length then
+    seed (similar prompts pad less) and cut into ``batch_size`` sequences.
+    """
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+    dtype_name = resolved_dtype(device, dtype)
+    texts = {p: prompt_text(p) for p in dict.fromkeys(prompt_ids)}
+    specs = [generation_spec(m, p, s, w, n, dtype_name, prompt=texts[p])
+             for m in models for w in samplings for n in lengths for p in prompt_ids for s in seeds]
+    done = stored_ok(store, [s["run_id"] for s in specs])
+    batches, seen = [], set()
+    for model in dict.fromkeys(models):
+        for sampling in dict.fromkeys(samplings):
+            for n in dict.fromkeys(lengths):
+                todo = [s for s in specs if s["model"] == model and s["max_new_tokens"] == n
+                        and s["run_id"] not in done and s["run_id"] not in seen
+                        and all(s[k] == v for k, v in sampling.as_dict().items())]
+                seen.update(s["run_id"] for s in todo)
+                todo.sort(key=lambda s: (len(s["prompt_text"]), s["seed"]))
+                for a in range(0, len(todo), batch_size):
+                    batches.append(GenerationBatch(model, sampling, int(n), tuple(todo[a : a + batch_size])))
+    return GenerationPlan(specs=specs, batches=batches)
+
+
+CLAIM_POLL_S = 1.0  # how often a process waits for runs another process is generating (seconds)
+HELD = "held"  # execute_batch(wait=False): a run another process is generating now
+
+
+def execute_batch(
+    store: RunStore,
+    batch: GenerationBatch,
+    device: str = "auto",
+    dtype: str = "auto",
+    progress: bool = True,
+    on_written=None,
+    wait: bool = True,
+) -> list[tuple[str, str]]:
+    """Generate one model-batch and write each of its runs atomically; ``[(run_id, status)]``.
+
+    Idempotent: runs already stored ok are skipped, so a batch that is re-executed after a crash
+    (a retried Ray task) writes each run exactly once. Concurrent processes share the work: the runs
+    to generate are claimed first (``RunStore.claim``: a lock file per run), runs claimed by another
+    process are left to it and waited for (a claim whose holder died is taken over), so two ``aep run``
+    on one grid and store generate each run once between them. A batch whose generation raises is
+    stored as failed runs with the error; a run is attempted at most once per call. ``on_written(run_id)``
+    is called after each write. A batch larger than the free memory holds
+    (``generate.batch_size_for_memory``) runs as several smaller ones. ``wait=False``: generate what can
+    be claimed now and return the runs another process holds as ``HELD`` instead of waiting for them.
+    """
+    status: dict[str, str] = {}
+    attempted: set[str] = set()
+    while True:
+        status |= dict.fromkeys(stored_ok(store, batch.run_ids), "ok")
+        waiting = [rid for rid in batch.run_ids if rid not in status and rid not in attempted]
+        if not waiting:
+            break
+        with store.claim(waiting) as mine:
+            done_meanwhile = stored_ok(store, mine)  # finished by another process before we claimed it
+            specs = [s for s in batch.specs if s["run_id"] in mine and s["run_id"] not in done_meanwhile]
+            attempted |= {s["run_id"] for s in specs}
+            status |= dict(_generate_claimed(store, batch, specs, device, dtype, progress, on_written))
+        if not mine:  # every run left is being generated by another process
+            if not wait:
+                return [(rid, status.get(rid, HELD)) for rid in batch.run_ids]
+            wait_for_other_processes()
+    return [(rid, status.get(rid, "failed")) for rid in batch.run_ids]
+
+
+def wait_for_other_processes() -> None:
+    """One pause of ``execute_batch`` while other processes generate the runs it waits for."""
+    time.sleep(CLAIM_POLL_S)
+
+
+def _generate_claimed(store, batch, specs, device, dtype, progress, on_written) -> list[tuple[str, str]]:
+    from ..engine.generate import encode_prompt
+    from ..engine.memory import batch_size_for_memory
+
+    if not specs:
+        return []
+    model, tokenizer = cached_model(batch.model, device, dtype)
+    # the planned batch is an upper bound: split it so that its KV caches and step temporaries fit in
+    # the memory free now (a GPU shared with other work, a long paper-profile length)
+    longest_prompt = max(len(encode_prompt(tokenizer, s["prompt_text"])) for s in specs)
+    fits = batch_size_for_memory(model, longest_prompt + batch.max_new_tokens, len(specs))
+    out = []
+    for a in range(0, len(specs), fits):
+        out += _generate_and_store(store, batch, specs[a : a + fits], model, tokenizer, progress, on_written)
+    return out
+
+
+def failure(err: BaseException) -> dict:
+    """The fields of a run stored as failed: ``status`` and an ``error`` with the exception and where it
+    came from (a rerun regenerates failed runs)."""
+    where = "".join(traceback.format_tb(err.__traceback__, limit=3)) if err.__traceback__ else ""
+    return {"status": "failed", "error": f"{type(err).__name__}: {err}\n{where}"}
+
+
+def write_missing_runs(store: RunStore, specs, compute) -> pd.DataFrame:
+    """Store the runs of ``specs`` (``[(spec, item)]``, ``spec`` a run row with its ``run_id``) that have
+    no ok run yet: ``compute(item)`` gives ``(fields, tokens)``, stored with the spec, the provenance,
+    status ok and ``elapsed_s``; an exception is stored as a failed run with its reason (a rerun retries
+    it) and the others go on. Returns the run rows of every spec."""
+    done = stored_ok(store, [spec["run_id"] for spec, _ in specs])
+    for spec, item in specs:
+        if spec["run_id"] in done:
+            continue
+        t0 = time.perf_counter()
+        record = spec | run_provenance()
+        try:
+            fields, tokens = compute(item)
+            store.write_run(record | {"status": "ok", "error": None} | fields
+                            | {"elapsed_s": time.perf_counter() - t0}, tokens)
+        except Exception as err:  # a failed record, never fatal
+            store.write_run(record | failure(err), None)
+    return store.runs(run_id=[spec["run_id"] for spec, _ in specs])
+
+
+class ImpossibleStatisticsError(ValueError):
+    """A run's token statistics are impossible for a healthy model (``impossible_statistics``)."""
+
+
+STATISTIC_PREFIXES = ("surprisal_", "entropy_", "varentropy_", "cross_entropy", "cross_varentropy", "kl")
+FINITE_PREFIXES = ("entropy_", "varentropy_")  # of a distribution over a finite vocabulary: always finite
+
+
+def impossible_statistics(tokens: pd.DataFrame, sampled_from_q: bool = True) -> str | None:
+    """Why a run's per-token table (one row per continuation token) cannot come from a healthy model, in
+    one line; None when nothing is impossible.
+
+    Impossible: a NaN in any statistic (``surprisal_*``, ``entropy_*``, ``varentropy_*``, the cross
+    columns; the stats convention is ``+inf``, never NaN, for a token outside the support); an infinite
+    or negative entropy or varentropy (bits; a distribution over a finite vocabulary has finite ones);
+    every token infinitely surprising under the raw ``p``; and, when ``sampled_from_q`` (the tokens were
+    drawn from this table's ``q``: a generation, or a variant scoring its own text), every token outside
+    ``q``. A scorer's truncated ``q`` may exclude every token of another model's text: not impossible.
+    NaN logits (NaN weights, a damaged weights file) give NaN entropies and infinite surprisals.
+    """
+    n = len(tokens)
+    if n == 0:
+        return None
+    columns = [c for c in tokens.columns if c.startswith(STATISTIC_PREFIXES)]
+    for col in columns:
+        values = tokens[col].to_numpy(dtype=float)
+        if np.isnan(values).any():
+            return f"{col} is NaN at {int(np.isnan(values).sum())} of {n} tokens (non-finite logits?)"
+        if col.startswith(FINITE_PREFIXES) and not np.isfinite(values).all():
+            return f"{col} is infinite at {int(np.isinf(values).sum())} of {n} tokens (non-finite logits?)"
+        if col.startswith(FINITE_PREFIXES) and (values < -1e-9).any():
+            return f"{col} is negative at {int((values < -1e-9).sum())} of {n} tokens"
+    outside = ["surprisal_raw"] + (["surprisal_samp"] if sampled_from_q else [])
+    for col in (c for c in outside if c in tokens):
+        if np.isposinf(tokens[col].to_numpy(dtype=float)).all():
+            return f"{col} is +inf at every one of the {n} tokens (each outside the distribution it was drawn from)"
+    return None
+
+
+def checked_statistics(tokens: pd.DataFrame, sampled_from_q: bool = True) -> pd.DataFrame:
+    """``tokens`` itself, or ``ImpossibleStatisticsError`` with the reason (``impossible_statistics``)."""
+    reason = impossible_statistics(tokens, sampled_from_q)
+    if reason is not None:
+        raise ImpossibleStatisticsError(f"impossible statistics, not stored as ok: {reason}")
+    return tokens
+
+
+def _generate_and_store(store, batch, specs, model, tokenizer, progress, on_written) -> list[tuple[str, str]]:
+    from ..engine.generate import generate
+
+    started = utc_now()
+    t0 = time.perf_counter()
+    try:
+        results = generate(model, tokenizer, [s["prompt_text"] for s in specs], [s["seed"] for s in specs],
+                           batch.sampling, batch.max_new_tokens, progress=progress)
+        failed = None
+    except Exception as err:  # stored as failed runs; the grid goes on
+        results, failed = [None] * len(specs), failure(err)
+    elapsed = time.perf_counter() - t0
+    out = []
+    for spec, res in zip(specs, results):
+        row = spec | model.aep_identity | run_provenance() | {
+            "model": batch.model, "started_at": started, "elapsed_s": elapsed, "batch_size": len(specs),
+        }
+        row_failed = failed
+        if res is not None:
+            try:
+                tokens = checked_statistics(res.tokens)
+            except ImpossibleStatisticsError as err:  # stored as failed, regenerated by a rerun
+                res, row_failed = None, failure(err)
+        if res is None:
+            row |= row_failed
+            store.write_run(row, None)
+        else:
+            n = len(res.token_ids)
+            row |= {"status": "ok", "error": None, "n_prompt_tokens": len(res.prompt_ids), "n_tokens": n,
+                    "stop_reason": res.stop_reason, "text": res.text,
+                    "tokens_per_s": len(specs) * batch.max_new_tokens / elapsed if elapsed else None}
+            row |= _summary_columns(tokens)
+            store.write_run(row, tokens)
+        out.append((spec["run_id"], row["status"]))
+        if on_written is not None:
+            on_written(spec["run_id"])
+    return out
+
+
+def execute_local(store: RunStore, plan: GenerationPlan, device: str = "auto", dtype: str = "auto",
+                  progress: bool = True) -> None:
+    """Run a plan's batches in this process, with a progress bar over the grid: first what no other process
+    is generating, then (waiting for them) the runs other processes held. Two processes on one grid and
+    store (two notebooks, two ``aep run``) so share its batches; waiting at the first batch another process
+    held, each would otherwise have found the next one taken as well, and only one of them generated."""
+    bar = tqdm(total=len(plan.specs), initial=len(plan.specs) - plan.n_missing, unit="run", desc="grid",
+               disable=not progress or not plan.batches)
+    with bar:
+        held = []
+        for batch in plan.batches:
+            elsewhere = {rid for rid, st in execute_batch(store, batch, device, dtype, progress, wait=False)
+                         if st == HELD}
+            if elsewhere:
+                held.append(replace(batch, specs=tuple(s for s in batch.specs if s["run_id"] in elsewhere)))
+            bar.update(len(batch.specs) - len(elsewhere))
+        for batch in held:
+            execute_batch(store, batch, device, dtype, progress=progress)
+            bar.update(len(batch.specs))
+
+
+def ensure_generations(
+    store: RunStore,
+    models: list[str],
+    prompt_ids: list[str],
+    seeds: list[int],
+    sampling: Sampling,
+    max_new_tokens: int,
+    batch_size: int = 8,
+    device: str = "auto",
+    dtype: str = "auto",
+    progress: bool = True,
+) -> pd.DataFrame:
+    """Make sure every (model, prompt, seed) generation exists in ``store``; return their run rows.
+
+    Stored ok runs are reused, missing or failed ones are generated, ``batch_size`` sequences at a
+    time per model. A batch that raises is stored as failed runs (with the error) and the others go on.
+    """
+    plan = plan_generations(store, models, prompt_ids, seeds, [sampling], [max_new_tokens], batch_size, device, dtype)
+    execute_local(store, plan, device, dtype, progress=progress)
+    return store.runs(run_id=[s["run_id"] for s in plan.specs])
+
+
+# --- the query side ----------------------------------------------------------------------------------
+
+

@@ -1,0 +1,28 @@
+"""Run a whole ``params.Grid`` into the store: locally, batch after batch, or as Ray tasks."""
+
+from __future__ import annotations
+
+import pandas as pd
+
+from .ray_executor import execute_ray
+from .generations import execute_local, plan_generations
+from ..store.run_store import RunStore
+
+
+def ensure_grid(store: RunStore, grid, executor: str = "local", address: str | None = None,
+                progress: bool = True, **ray_options) -> pd.DataFrame:
+    """Every run of a ``params.Grid`` (models × prompts × seeds × warps × lengths) in ``store``.
+
+    ``executor``: ``local`` (this process, batch after batch) or ``ray`` (one Ray task per
+    model-batch on the cluster at ``address``, a local Ray instance when None; see
+    ``aep_lib.runs.ray_executor``). Returns the grid's run rows.
+    """
+    plan = plan_generations(store, grid.models, grid.prompts, grid.seeds, grid.samplings, grid.all_lengths,
+                            grid.batch_size, grid.device, grid.dtype)
+    if executor == "local":
+        execute_local(store, plan, grid.device, grid.dtype, progress=progress)
+    elif executor == "ray":
+        execute_ray(store, plan, grid.device, grid.dtype, address=address, progress=progress, **ray_options)
+    else:
+        raise ValueError(f"unknown executor {executor!r}; available: local, ray")
+    return store.runs(run_id=[s["run_id"] for s in plan.specs])
