@@ -31,7 +31,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from .. import locks
+from filelock import FileLock, Timeout
+
 from ..paths import cache_dir
 
 
@@ -202,25 +203,28 @@ def cache_is_complete(folder: Path) -> bool:
     return cache_problem(folder) is None
 
 
-# A build lock older than this was left by a build that died (a build takes about a minute).
-BUILD_LOCK_STALE_S = 1800.0
-BUILD_WAIT_POLL_S = 0.5
+BUILD_WAIT_POLL_S = 0.5  # how often a process waiting for another's build looks at the lock (seconds)
 
 
 @contextmanager
 def build_lock(name: str) -> Iterator[None]:
-    """Hold the lock on building the cache entry of embedded model ``name`` (``<models>/.<name>.build.lock``,
-    ``aep_lib.locks``): processes that all find an entry missing (test workers, parallel notebooks) build it
-    once; the others wait here until it is released. A lock left by a dead process is taken over."""
+    """Hold the lock on building the cache entry of embedded model ``name`` (an OS lock on
+    ``<models>/.<name>.build.lock``, ``filelock``): processes or threads that all find an entry missing
+    (test workers, parallel notebooks) build it once; the others wait here until it is released. The
+    kernel releases the lock of a process that dies, so a killed build never blocks the next one."""
     root = model_cache_dir(name).parent
     root.mkdir(parents=True, exist_ok=True)
-    path = locks.lock_path(root, f".{name}.build")
-    while (token := locks.acquire(path, BUILD_LOCK_STALE_S)) is None:
-        time.sleep(BUILD_WAIT_POLL_S)
+    lock = FileLock(root / f".{name}.build.lock")
+    while True:
+        try:
+            lock.acquire(timeout=0)
+            break
+        except Timeout:
+            time.sleep(BUILD_WAIT_POLL_S)
     try:
         yield
     finally:
-        locks.release(path, token)
+        lock.release()
 
 
 def build_embedded_cache(spec: EmbeddedModel, *, unless_sound: bool = False) -> Path:

@@ -7,7 +7,7 @@ rows of a tokens table (one row per token, the column names of docs/science.md).
     <root>/<kind>/<model>/<prompt_id>/<label>__<run_id>/run.parquet      one row
     <root>/<kind>/<model>/<prompt_id>/<label>__<run_id>/tokens.parquet   one row per token (optional)
     <root>/.tmp/                                                         writes in progress
-    <root>/.locks/<run_id>.lock                                          claims of runs being generated
+    <root>/.locks/<run_id>.lock                                          claims of runs being generated (OS locks)
 
 The folder names are for humans (sanitised to [A-Za-z0-9._=-]); the identity of a run is its
 run_id, the last "__"-separated part of its folder name. A run is written into .tmp/ first, read
@@ -46,9 +46,8 @@ import duckdb
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+from filelock import FileLock, Timeout
 
-from .. import locks
-from .views import duckdb_views
 from .integrity import (
     RUN_FILE,
     SEP,
@@ -61,6 +60,7 @@ from .integrity import (
     tokens_schema,
     write_parquet_verified,
 )
+from .views import duckdb_views
 
 __all__ = ["RunStore", "StoreError", "StoreWarning", "canonical_run_id", "sanitize"]
 
@@ -114,6 +114,12 @@ def _row_value(key: str, v: Any) -> Any:
     if isinstance(v, os.PathLike):
         return os.fspath(v)
     raise TypeError(f"run[{key!r}]: cannot store a {type(v).__name__}; use str/int/float/bool/None/dict/list")
+
+
+def release_all(locks: dict[str, FileLock]) -> None:
+    """Release every lock of a claim."""
+    for lock in locks.values():
+        lock.release()
 
 
 class RunStore:
@@ -289,28 +295,40 @@ class RunStore:
         check_writable_folder(self.root / TMP_DIR, self.root)
 
     @contextmanager
-    def claim(self, run_ids: Iterable[str], stale_after_s: float = locks.STALE_AFTER_S) -> Iterator[list[str]]:
+    def claim(self, run_ids: Iterable[str]) -> Iterator[list[str]]:
         """
         Claim runs to generate: yields the run_ids (in the order given, duplicates once) that this
         process now holds; the others are claimed by another process (or another claim in this one).
-        Released on exit. A claim whose holder is gone (a process of this host that no longer runs)
-        or older than stale_after_s seconds is taken over. Lock files: <root>/.locks/<run_id>.lock
-        (aep_lib.locks); StoreError if they cannot be written. Check what is stored ok after
-        claiming (a run finished elsewhere may have been released meanwhile):
+        Released on exit. Each claim is an OS lock on <root>/.locks/<run_id>.lock (``filelock``), which
+        the kernel releases when its holder dies, so a killed process never blocks the next one;
+        StoreError if the lock files cannot be written. Check what is stored ok after claiming (a run
+        finished elsewhere may have been released meanwhile):
 
             with store.claim(ids) as mine:
                 todo = [r for r in mine if not store.has_ok_run(r)]
         """
         ids = [self._check_run_id(r) for r in dict.fromkeys(run_ids)]
         folder = self.root / LOCKS_DIR
+        held: dict[str, FileLock] = {}
         try:
-            held = locks.acquire_all(folder, ids, stale_after_s)
+            folder.mkdir(parents=True, exist_ok=True)
+            for run_id in ids:
+                lock = FileLock(folder / f"{run_id}.lock")
+                try:
+                    lock.acquire(timeout=0)
+                except Timeout:
+                    continue  # held by another claim
+                held[run_id] = lock
         except OSError as e:
+            release_all(held)
             raise StoreError(f"cannot claim runs in {folder}: {e.strerror or e}: {e.filename or folder}") from None
+        except BaseException:
+            release_all(held)
+            raise
         try:
             yield list(held)
         finally:
-            locks.release_all(folder, held)
+            release_all(held)
 
     # ------------------------------------------------------------------ reading
 

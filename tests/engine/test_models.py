@@ -2,9 +2,11 @@
 
 import importlib.util
 import json
+import os
 import shutil
 
 import pytest
+from filelock import FileLock, Timeout
 from typer.testing import CliRunner
 
 from aep_lib.cli import app
@@ -408,18 +410,31 @@ def test_processes_that_find_an_entry_missing_build_it_once(tmp_path, monkeypatc
     second.join()
     assert builds == ["smollm2-135m"]
     assert results == [model_cache_dir("smollm2-135m")] * 2
-    assert not list((tmp_path / "models").glob("*.lock"))  # released
+    lock = FileLock(tmp_path / "models" / ".smollm2-135m.build.lock")
+    lock.acquire(timeout=0)  # released: raises Timeout if it were still held
+    lock.release()
 
 
-def test_a_build_lock_left_by_a_dead_process_is_taken_over(tmp_path, monkeypatch):
+def test_a_build_lock_of_a_killed_process_does_not_block_the_next_build(tmp_path, monkeypatch):
+    """The build lock is an OS lock: a process killed while it holds it (SIGKILL, no clean-up) leaves a lock
+    file that the next load takes at once."""
     import subprocess
     import sys
 
     monkeypatch.setenv("AEP_CACHE_DIR", str(tmp_path))
     builds = _fake_builds(monkeypatch)
-    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
-    lock = tmp_path / "models" / ".smollm2-135m.build.lock"
-    lock.parent.mkdir(parents=True)
-    lock.write_text(json.dumps({"pid": int(dead.stdout), "host": embedded.locks.this_host(), "time": 0, "token": "x"}))
-    assert embedded.embedded_cache("smollm2-135m") == model_cache_dir("smollm2-135m")
-    assert builds == ["smollm2-135m"] and not lock.exists()
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import sys, time\nfrom aep_lib.engine import embedded\n"
+         "with embedded.build_lock('smollm2-135m'):\n    print('held', flush=True)\n    time.sleep(600)"],
+        stdout=subprocess.PIPE, text=True, env={**os.environ, "AEP_CACHE_DIR": str(tmp_path)})
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        lock = FileLock(tmp_path / "models" / ".smollm2-135m.build.lock")
+        with pytest.raises(Timeout):
+            lock.acquire(timeout=0)  # held while the holder lives
+        holder.kill()
+        holder.wait(timeout=60)
+        assert embedded.embedded_cache("smollm2-135m") == model_cache_dir("smollm2-135m")
+        assert builds == ["smollm2-135m"]
+    finally:
+        holder.kill()

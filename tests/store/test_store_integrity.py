@@ -1,7 +1,6 @@
 """Nothing wrong is ever stored as right: checksums at write time, corrupt files found and skipped, a rerun
 regenerates them; old temporary folders cleaned; an unwritable store found out first; runs claimed once."""
 
-import json
 import multiprocessing
 import os
 import time
@@ -12,8 +11,8 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from filelock import FileLock, Timeout
 
-from aep_lib import locks
 from aep_lib.store.integrity import TOKENS_SHA256, file_sha256
 from aep_lib.store.run_store import RunStore, StoreError, StoreWarning, canonical_run_id
 
@@ -230,7 +229,7 @@ def test_two_processes_claiming_the_same_runs_get_each_run_once(tmp_path, round_
     assert [p.exitcode for p in procs] == [0, 0]
     assert not set(got["A"]) & set(got["B"])  # no run claimed twice
     assert sorted(got["A"] + got["B"]) == RUN_IDS  # and every run claimed once
-    assert not list((tmp_path / ".locks").glob("*.lock"))  # released
+    assert all_free(tmp_path / ".locks", RUN_IDS)  # released
 
 
 def generate_claimed(root, start, results, name):
@@ -311,7 +310,7 @@ def test_two_grid_runs_of_the_runs_layer_generate_each_run_once(tmp_path, tiny_m
     assert not set(got["A"]) & set(got["B"])  # no run generated twice
     assert sorted(got["A"] + got["B"]) == all_ids  # every run generated once between them
     assert sorted(RunStore(tmp_path).runs(status="ok")["run_id"]) == all_ids
-    assert not list((tmp_path / ".locks").glob("*.lock"))
+    assert all_free(tmp_path / ".locks", all_ids)
 
 
 def test_a_run_claimed_elsewhere_is_waited_for_then_taken_over_if_left_undone(tmp_path, tiny_model, monkeypatch):
@@ -389,51 +388,51 @@ def test_claims_within_one_process_and_release(tmp_path):
         with pytest.raises(RuntimeError), st.claim(RUN_IDS[4:]) as third:
             assert third == RUN_IDS[4:]  # released after the inner claim ended
             raise RuntimeError("generation failed")
-        assert not (tmp_path / ".locks" / f"{RUN_IDS[4]}.lock").exists()  # released on the exception
-    assert not list((tmp_path / ".locks").iterdir())
+        assert all_free(tmp_path / ".locks", RUN_IDS[4:])  # released on the exception
+        assert not all_free(tmp_path / ".locks", RUN_IDS[:1])  # the outer claim still holds its runs
+    assert all_free(tmp_path / ".locks", RUN_IDS)
     with pytest.raises(StoreError, match="run_id"):
         with st.claim(["not/an/id"]):
             pass
 
 
-def write_lock(folder: Path, run_id: str, **holder) -> Path:
-    path = folder / f"{run_id}.lock"
-    folder.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(holder))
-    return path
+def all_free(folder: Path, run_ids) -> bool:
+    """True if every run's claim lock can be taken at once by a new lock (the claims were released)."""
+    for run_id in run_ids:
+        lock = FileLock(folder / f"{run_id}.lock")
+        try:
+            lock.acquire(timeout=0)
+        except Timeout:
+            return False
+        lock.release()
+    return True
 
 
-def test_stale_claims_are_taken_over_and_live_ones_are_not(tmp_path):
-    st, folder = RunStore(tmp_path), tmp_path / ".locks"
-    child = multiprocessing.get_context("spawn").Process(target=time.sleep, args=(0,))
-    child.start()
-    child.join()  # its pid is no longer a process
-    now = time.time()
-    dead = write_lock(folder, RUN_IDS[0], pid=child.pid, host=locks.this_host(), time=now, token="a")
-    write_lock(folder, RUN_IDS[1], pid=1, host="another-host", time=now - 2 * locks.STALE_AFTER_S, token="b")
-    live_elsewhere = write_lock(folder, RUN_IDS[2], pid=1, host="another-host", time=now, token="c")
-    live_here = write_lock(folder, RUN_IDS[3], pid=os.getppid(), host=locks.this_host(), time=now, token="d")
-    unreadable_old = folder / f"{RUN_IDS[4]}.lock"
-    unreadable_old.write_bytes(b"")
-    os.utime(unreadable_old, (now - 2 * locks.UNREADABLE_GRACE_S,) * 2)
-    unreadable_new = folder / f"{RUN_IDS[5]}.lock"
-    unreadable_new.write_bytes(b"")  # its creator may be writing its content right now
-
-    with st.claim(RUN_IDS) as mine:
-        assert mine == [RUN_IDS[0], RUN_IDS[1], RUN_IDS[4]]
-        assert json.loads(dead.read_text())["pid"] == os.getpid()  # the lock file is now this process's
-    assert not dead.exists() and live_elsewhere.exists() and live_here.exists() and unreadable_new.exists()
-    with st.claim(RUN_IDS[:3], stale_after_s=0.0) as mine:  # any lock older than 0 s is stale
-        assert mine == RUN_IDS[:3]
+def hold_claim_until_killed(root, ready):
+    with RunStore(root).claim(RUN_IDS[:2]):
+        ready.set()
+        time.sleep(600)
 
 
-def test_a_lock_taken_over_meanwhile_is_not_released_by_its_old_holder(tmp_path):
-    path = tmp_path / "x.lock"
-    token = locks.acquire(path)
-    assert token and locks.acquire(path) is None
-    path.write_text(json.dumps({"pid": os.getpid(), "host": locks.this_host(), "time": time.time(), "token": "new"}))
-    assert not locks.release(path, token) and path.exists()  # the new holder's file stays
-    assert locks.release(path, "new") and not path.exists()
+def test_a_claim_of_a_killed_process_is_free_at_once_and_a_live_one_is_not(tmp_path):
+    """Claims are OS locks: the kernel releases those of a process killed with SIGKILL (no stale lock to
+    wait out or take over); while the holder lives, its runs are not claimed here."""
+    import signal
+
+    ctx = multiprocessing.get_context("spawn")
+    ready = ctx.Event()
+    holder = ctx.Process(target=hold_claim_until_killed, args=(tmp_path, ready))
+    holder.start()
+    try:
+        assert ready.wait(120)
+        with RunStore(tmp_path).claim(RUN_IDS[:3]) as mine:
+            assert mine == RUN_IDS[2:3]  # the live holder keeps its two
+        os.kill(holder.pid, signal.SIGKILL)
+        holder.join(timeout=120)
+        with RunStore(tmp_path).claim(RUN_IDS[:3]) as mine:
+            assert mine == RUN_IDS[:3]
+    finally:
+        holder.kill()
 
 
 def test_claiming_in_an_unwritable_store_is_a_store_error(tmp_path):
