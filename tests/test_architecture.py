@@ -1,5 +1,5 @@
-"""The library's structure is checked, not assumed: layers point down, no import cycle, no private
-names used across modules (docs/architecture.md)."""
+"""The library's structure is checked, not assumed: subpackages in layers that point down, no import cycle,
+no private names used across modules, few modules outside the subpackages (docs/architecture.md)."""
 
 from __future__ import annotations
 
@@ -62,12 +62,30 @@ def test_the_private_name_check_can_fail(tmp_path):
     assert len(_private_reach_ins(sample)) == 2
 
 
-def test_every_module_has_a_place_in_the_layers():
-    """A module missing from the contract is checked by nothing: each one must sit in a layer."""
+def contract_layers() -> list[str]:
     import tomllib
 
-    contract = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["importlinter"]["contracts"][0]
-    placed = {name.strip() for layer in contract["layers"] for name in layer.replace(":", "|").split("|")}
+    return tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["importlinter"]["contracts"][0]["layers"]
+
+
+def test_the_layers_are_few_and_name_subpackages():
+    """The contract reads as the data flow: at most 8 layers, and every subpackage of aep_lib sits in one."""
+    layers = contract_layers()
+    assert len(layers) <= 8
+    placed = {name.strip() for layer in layers for name in layer.replace(":", "|").split("|")}
+    subpackages = {f"aep_lib.{p.parent.name}" for p in PACKAGE.glob("*/__init__.py")}
+    assert subpackages <= placed
+    assert len(subpackages) >= 7
+
+
+def test_only_a_few_modules_stay_at_the_top_of_the_package():
+    top = sorted(p.name for p in PACKAGE.glob("*.py"))
+    assert len(top) <= 6, f"modules outside a subpackage: {top}"
+
+
+def test_every_module_has_a_place_in_the_layers():
+    """A module missing from the contract is checked by nothing: each one must sit in a layer."""
+    placed = {name.strip() for layer in contract_layers() for name in layer.replace(":", "|").split("|")}
     modules = {f"aep_lib.{p.stem}" for p in PACKAGE.glob("*.py") if p.stem != "__init__"}
     modules |= {f"aep_lib.{p.parent.name}" for p in PACKAGE.glob("*/__init__.py")}
     assert not modules - placed, f"not in any layer: {sorted(modules - placed)}"

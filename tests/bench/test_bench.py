@@ -125,8 +125,7 @@ def test_startup_bench_times_until_the_model_is_loaded_not_the_exit():
     d = res.details
     for label in ("smollm2-135m", "gemma-3-270m", "floor"):
         (ready,), (whole,) = d[f"{label} ready (s, each repeat)"], d[f"{label} process exit (s, each repeat)"]
-        assert 0 < ready < whole, label  # the child's READY clock was read, before its teardown
-    assert d["floor ready (s, each repeat)"][0] < d["smollm2-135m ready (s, each repeat)"][0]
+        assert 0 < ready <= whole, label  # one child's clock: READY is read before its own teardown and exit
     worst = max(d["smollm2-135m ready (s, each repeat)"][0], d["gemma-3-270m ready (s, each repeat)"][0])
     assert res.ours == pytest.approx(worst, abs=0.006)  # details are rounded to 0.01 s
     assert res.holds == (res.ours < 5.0)
