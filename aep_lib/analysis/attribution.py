@@ -35,11 +35,12 @@ import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
+from ..core.columns import TYPICALITY
 from ..core.inference import binomial_ci
-from ..engine.models import ModelPool, load_tokenizer
 from ..core.sampling import Sampling, SamplingWarp, Variant, eos_ids, parse_variants
-from ..engine.score import ScoringError, context_window, forward_spans, stats_row_block, tokenize_span
 from ..core.stats import token_stats, z_at_cuts
+from ..engine.models import ModelPool, load_tokenizer
+from ..engine.score import ScoringError, context_window, forward_spans, stats_row_block, tokenize_span
 from ..store.text_cache import ScoredTextCache, text_key
 
 METHODS = ("min_abs_z", "max_likelihood")
@@ -61,7 +62,7 @@ def score_variants(model, tokenizer, text: str, prompt: str, samplings: list[Sam
     except ScoringError:  # nothing to score
         span = None
     if span is None:
-        return {s: pd.DataFrame(columns=["char_end", "surprisal", "entropy", "varentropy"]) for s in samplings}
+        return {s: pd.DataFrame(columns=["char_end", *TYPICALITY]) for s in samplings}
     eos = eos_ids(tokenizer, model)
     warps = {s: SamplingWarp(s, eos) for s in dict.fromkeys(samplings)}
     parts = {s: [] for s in warps}
@@ -80,7 +81,7 @@ def score_variants(model, tokenizer, text: str, prompt: str, samplings: list[Sam
     n_bytes_to = np.array([byte_len[c - 1] if c > 0 else 0 for c in span.char_end], dtype=np.int64)
     out = {}
     for s, blocks in parts.items():
-        df = pd.DataFrame({k: np.concatenate([b[k] for b in blocks]) for k in ("surprisal", "entropy", "varentropy")})
+        df = pd.DataFrame({k: np.concatenate([b[k] for b in blocks]) for k in TYPICALITY})
         df.insert(0, "char_end", span.char_end)
         df.insert(1, "n_bytes_to", n_bytes_to)
         out[s] = df

@@ -22,11 +22,12 @@ import numpy as np
 import pandas as pd
 
 from ..core import inference
-from ..runs.comparisons import COMPARISON_LABEL
-from .membership import baseline_quantile
-from ..engine.score import ScoringError
+from ..core.columns import CROSS, RAW, SAMP, column, statistic_columns, typicality_columns
 from ..core.stats import comparison_summary, running, window_summaries
+from ..engine.score import ScoringError
+from ..runs.comparisons import COMPARISON_LABEL
 from ..store.run_store import RunStore, StoreError
+from .membership import baseline_quantile
 
 
 def comparison_runs(store: RunStore, pair: str | None = None, status: str | None = "ok") -> pd.DataFrame:
@@ -56,20 +57,17 @@ def comparison_running(store: RunStore, run_id: str, view: str = "scorer") -> pd
                 "(this record was scored by re-tokenizing); cross-entropy h^(A,B) needs one shared vocabulary: "
                 "compare them by their own l, h, z and bits per byte"
             )
-        cols = ["surprisal_samp", "cross_entropy", "cross_varentropy"]
+        cols = typicality_columns(SAMP, cross=True)
     elif view in ("scorer", "scorer_raw"):
-        dist = "samp" if view == "scorer" else "raw"
-        cols = [f"surprisal_{dist}", f"entropy_{dist}", f"varentropy_{dist}"]
+        cols = typicality_columns(SAMP if view == "scorer" else RAW)
     else:
         raise ValueError(f"view must be scorer, scorer_raw or cross, got {view!r}")
-    tokens = store.tokens(run_id, columns=cols)
+    tokens = store.tokens(run_id, columns=list(cols))
     return pd.DataFrame(running(*(tokens[c].to_numpy() for c in cols)))
 
 
-_NEEDED = ["surprisal_samp", "entropy_samp", "varentropy_samp", "surprisal_raw"]
-
-
-_CROSS = ["cross_entropy", "cross_varentropy", "kl", "entropy_ref"]
+_NEEDED = [*typicality_columns(SAMP), column("surprisal", RAW)]  # what every record must have
+_CROSS = statistic_columns(CROSS)  # and a joint pass's record
 
 
 def _first_line(text) -> str:
@@ -182,7 +180,7 @@ def self_baseline_windows(store: RunStore, runs: pd.DataFrame, window_tokens: in
     ok = runs[runs["status"] == "ok"]
     if ok.empty:
         return pd.DataFrame(columns=["run_id", "model", "window", "l", "h", "D", "sigma", "z"])
-    cols = [f"surprisal_{dist}", f"entropy_{dist}", f"varentropy_{dist}"]
+    cols = typicality_columns(dist)
     tokens = store.tokens(ok["run_id"].tolist(), columns=["position", *cols])
     for run_id, g in tokens.groupby("run_id", sort=False):
         w = window_summaries(g, window_tokens, dist)

@@ -53,12 +53,13 @@ import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
-from ..corpora import load_benchmark
+from ..core.columns import CROSS, RAW, column, typicality_columns
 from ..core.inference import MIN_TOKENS_CLT, metric_ci, z_pvalues
-from ..engine.models import cached_model, load_tokenizer
 from ..core.sampling import eos_ids
-from ..engine.score import TokenSpan, check_same_vocabulary, score_ids, tokenize_span
 from ..core.stats import standardise
+from ..corpora import load_benchmark
+from ..engine.models import cached_model, load_tokenizer
+from ..engine.score import TokenSpan, check_same_vocabulary, score_ids, tokenize_span
 from ..store.text_cache import ScoredTextCache, text_key
 
 
@@ -93,8 +94,10 @@ DETECTORS: dict[str, Detector] = {d.name: d for d in [
              "bits/byte"),
 ]}  # fmt: skip
 
-TOKEN_COLUMNS = ["position", "token_id", "surprisal_raw", "entropy_raw", "varentropy_raw", "rank_raw"]
-CROSS_COLUMNS = ["cross_entropy", "cross_varentropy"]
+# what the detectors read of a scoring (core.columns): the scorer's s_t, H_t, V_t and r_t under its raw p,
+# and the c_t and W_t of a reference against it
+TOKEN_COLUMNS = ["position", "token_id", *typicality_columns(RAW), column("rank", RAW)]
+CROSS_COLUMNS = [column("cross_entropy", CROSS), column("cross_varentropy", CROSS)]
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -125,17 +128,14 @@ def detector_scores(tokens: pd.DataFrame, text: str | None = None, k: float = 0.
     """
     if not 0 < k <= 1:
         raise ValueError(f"k (the Min-K% share) must be in (0, 1], got {k}")
-    s = tokens["surprisal_raw"].to_numpy(dtype=float)
-    ent = tokens["entropy_raw"].to_numpy(dtype=float)
-    var = tokens["varentropy_raw"].to_numpy(dtype=float)
-    rank = tokens["rank_raw"].to_numpy(dtype=float)
+    s, ent, var = (tokens[c].to_numpy(dtype=float) for c in typicality_columns(RAW))
+    rank = tokens[column("rank", RAW)].to_numpy(dtype=float)
     n = len(s)
     nan = math.nan
     if n == 0:
         return {"n_tokens": 0} | {name: nan for name in DETECTORS}
     cross = all(c in tokens and tokens[c].notna().all() for c in CROSS_COLUMNS)
-    c = tokens["cross_entropy"].to_numpy(dtype=float) if cross else ent
-    w = tokens["cross_varentropy"].to_numpy(dtype=float) if cross else var
+    c, w = (tokens[col].to_numpy(dtype=float) for col in CROSS_COLUMNS) if cross else (ent, var)
     l, h, hc = s.mean(), ent.mean(), c.mean()
     sigma, sigma_c = math.sqrt(var.sum()) / n, math.sqrt(w.sum()) / n
     with np.errstate(divide="ignore", invalid="ignore"):

@@ -26,11 +26,12 @@ import numpy as np
 import pandas as pd
 
 from ..core import inference
-from ..runs.generations import ensure_generations
+from ..core.columns import DISTRIBUTIONS, RAW, column, typicality_columns
 from ..core.stats import running
+from ..runs.generations import ensure_generations
 from ..store.run_store import RunStore
 
-DISTS = ("samp", "raw")  # under q (the sampling distribution) and under the raw p
+DISTS = DISTRIBUTIONS  # under q (the sampling distribution) and under the raw p
 
 
 # --- entropy against position -------------------------------------------------------------------------
@@ -65,8 +66,8 @@ def binned_entropy(tokens: pd.DataFrame, edges, dists=DISTS) -> pd.DataFrame:
     keep = (b >= 0) & (b < len(edges) - 1)
     df = tokens.loc[keep].assign(bin=b[keep])
     frames = []
-    for dist in [d for d in dists if f"entropy_{d}" in tokens]:
-        g = df.groupby(["run_id", "bin"], sort=False)[f"entropy_{dist}"].agg(["mean", "size"]).reset_index()
+    for dist in [d for d in dists if column("entropy", d) in tokens]:
+        g = df.groupby(["run_id", "bin"], sort=False)[column("entropy", dist)].agg(["mean", "size"]).reset_index()
         frames.append(g.rename(columns={"mean": "H", "size": "n_positions"}).assign(dist=dist))
     cols = ["run_id", "dist", "bin", "t_lo", "t_hi", "t_mid", "n_positions", "H"]
     if not frames:
@@ -103,7 +104,7 @@ def entropy_slopes(tokens: pd.DataFrame, edges, dists=DISTS) -> pd.DataFrame:
     rows = []
     for (run_id, dist), g in binned.groupby(["run_id", "dist"], sort=False):
         mine = (tokens["run_id"] == run_id).to_numpy()
-        h = tokens[f"entropy_{dist}"].to_numpy(dtype=float)[mine]
+        h = tokens[column("entropy", dist)].to_numpy(dtype=float)[mine]
         rows.append({"run_id": run_id, "dist": dist, "n_bins": len(g),
                      "slope_doubling": ols_slope(np.log2(g["t_mid"]), g["H"]),
                      "slope_per_1k": 1000.0 * ols_slope(t[mine], h), "H_first": float(g["H"].iloc[0]),
@@ -158,7 +159,7 @@ RUN_META = ("run_id", "model", "prompt_id", "seed", "setting")
 
 
 def _entropy_tokens(store: RunStore, runs: pd.DataFrame) -> pd.DataFrame:
-    return store.tokens(runs["run_id"].tolist(), columns=["run_id", "position", "entropy_samp", "entropy_raw"])
+    return store.tokens(runs["run_id"].tolist(), columns=["run_id", "position", *(column("entropy", d) for d in DISTS)])
 
 
 def entropy_profile(store: RunStore, runs: pd.DataFrame, edges) -> pd.DataFrame:
@@ -234,12 +235,11 @@ def decoding_dynamics(store: RunStore, runs: pd.DataFrame, n_gram: int = 4, wind
     """One row per stored generation of ``runs`` (with a ``setting`` column) and length ``n``: ``run_id,
     model, setting, n``, the running ``l_n`` and ``h_n`` under the raw ``p`` (bits/token) and ``rep``, the
     ``repetition_share`` of the trailing window ending at token ``n``."""
-    cols = ["run_id", "position", "token_id", "surprisal_raw", "entropy_raw", "varentropy_raw"]
-    tokens = store.tokens(runs["run_id"].tolist(), columns=cols)
+    tokens = store.tokens(runs["run_id"].tolist(), columns=["run_id", "position", "token_id", *typicality_columns(RAW)])
     meta = runs.set_index("run_id")
     frames = []
     for run_id, g in tokens.groupby("run_id", sort=False):
-        r = running(g["surprisal_raw"], g["entropy_raw"], g["varentropy_raw"])
+        r = running(*(g[c] for c in typicality_columns(RAW)))
         frames.append(pd.DataFrame({"run_id": run_id, "model": meta.at[run_id, "model"],
                                     "setting": meta.at[run_id, "setting"], "n": r["n"], "l_n": r["l_n"],
                                     "h_n": r["h_n"], "rep": repetition_share(g["token_id"], n_gram, window)}))

@@ -28,13 +28,14 @@ import numpy as np
 import pandas as pd
 
 from ..core import inference
-from ..corpora import ExternalText, benchmark_texts
-from .detect import detector_scores
-from ..engine.models import ModelPool, load_tokenizer
-from ..runs.generations import ENGINE_VERSION, checked_statistics, write_missing_runs
-from ..engine.score import context_window, score_text
+from ..core.columns import RAW, typicality_columns
 from ..core.stats import full_windows, running, summarize
+from ..corpora import ExternalText, benchmark_texts
+from ..engine.models import ModelPool, load_tokenizer
+from ..engine.score import context_window, score_text
+from ..runs.generations import ENGINE_VERSION, checked_statistics, write_missing_runs
 from ..store.run_store import RunStore, canonical_run_id
+from .detect import detector_scores
 
 SCORES = {"over_typicality": "-z (over-typical = member-like)", "min_k_pp": "Min-K%++", "min_k": "Min-K%",
           "log_likelihood": "mean log2 p"}
@@ -181,7 +182,7 @@ def score_in_context(model, tokenizer, text: str, filler_text: str, condition: s
     filler = token_prefix(tokenizer, filler_text, filler_tokens) if filler_tokens else ""
     scored = score_text(model, tokenizer, passage, prompt=in_context_prompt(passage, filler, condition, separator))
     tokens = checked_statistics(scored.tokens, sampled_from_q=False)
-    s = summarize(*(tokens[f"{c}_raw"].to_numpy() for c in ("surprisal", "entropy", "varentropy")))
+    s = summarize(*(tokens[c].to_numpy() for c in typicality_columns(RAW)))
     fields = {k: s[k] for k in ("l", "h", "D", "sigma", "z")} | {
         "n_tokens": len(tokens), "rank1_share": float((tokens["rank_raw"] == 1).mean()),
         "context_tokens": int(scored.first_scored), "context_window": context_window(model),
@@ -227,7 +228,7 @@ def in_context_running(store: RunStore, runs: pd.DataFrame, level: float = -2.0)
     (``-l``, bits/token) and ``n_detect`` (``first_crossing`` of ``level``)."""
     # counts as ints whatever else the store holds (other kinds of runs lack these columns: NaN made them float)
     ok = runs[runs["status"] == "ok"].astype({c: "int64" for c in IN_CONTEXT_COUNTS})
-    cols = ["surprisal_raw", "entropy_raw", "varentropy_raw"]
+    cols = typicality_columns(RAW)
     tokens = store.tokens(ok["run_id"].tolist(), columns=["run_id", "position", *cols])
     frames, detect = [], {}
     for run_id, g in tokens.groupby("run_id", sort=False):

@@ -28,9 +28,10 @@ import numpy as np
 import pandas as pd
 
 from ..core import inference
-from ..runs.generations import ensure_generations
+from ..core.columns import DISTRIBUTIONS, typicality_columns
 from ..core.sampling import Sampling
-from ..core.stats import DISTRIBUTIONS, running, summarize
+from ..core.stats import running, summarize
+from ..runs.generations import ensure_generations
 from ..store.run_store import RunStore
 
 
@@ -43,7 +44,7 @@ def run_summaries(store: RunStore, runs: pd.DataFrame, burn_in: int = 0) -> pd.D
     for run_id, group in tokens.groupby("run_id", sort=False):
         meta = runs.loc[runs["run_id"] == run_id, keep].iloc[0].to_dict()
         for dist in DISTRIBUTIONS:
-            cols = [f"surprisal_{dist}", f"entropy_{dist}", f"varentropy_{dist}"]
+            cols = typicality_columns(dist)
             if all(c in group for c in cols):
                 rows.append(meta | {"dist": dist} | summarize(*(group[c].to_numpy() for c in cols), burn_in=burn_in))
     return pd.DataFrame(rows)
@@ -53,7 +54,7 @@ def running_stats(store: RunStore, run_ids, dist: str = "samp") -> pd.DataFrame:
     """Long table of running ``l_n, h_n, D_n, sigma_n, z_n`` per run (``dist``: 'samp' or 'raw')."""
     if dist not in DISTRIBUTIONS:
         raise ValueError(f"dist must be one of {DISTRIBUTIONS}, got {dist!r}")
-    cols = [f"surprisal_{dist}", f"entropy_{dist}", f"varentropy_{dist}"]
+    cols = typicality_columns(dist)
     tokens = store.tokens(list(run_ids), columns=["run_id", "position", *cols])
     frames = []
     for run_id, group in tokens.groupby("run_id", sort=False):

@@ -19,20 +19,25 @@ FROM tokens GROUP BY run_id
 
 
 def synthetic_tokens(n: int, seed: int = 0):
-    """A ``[n]``-row token table with the columns (and dtypes) ``generate`` stores."""
+    """A ``[n]``-row token table with the columns (and dtypes) ``generate`` stores
+    (``core.columns.generated_columns``; a statistic without a synthetic rule of its own: gamma draws)."""
     import numpy as np
     import pyarrow as pa
 
+    from ..core.columns import BY_NAME, generated_columns
+
     rng = np.random.default_rng(seed)
     ent = rng.gamma(2.0, 1.5, n)
-    return pa.table({
+    known = {
         "position": np.arange(n, dtype=np.int64), "token_id": rng.integers(0, 49152, n),
         "token_text": pa.array(rng.choice(np.array([" the", " of", "ing", " and", ".", " a", "ed"]), n)),
         "ctx_len": np.arange(n, dtype=np.int64) + 12,
         "surprisal_raw": ent + rng.normal(0, 1.5, n), "entropy_raw": ent, "varentropy_raw": rng.gamma(2.0, 2.0, n),
         "rank_raw": rng.integers(1, 50, n), "greedy_id": rng.integers(0, 49152, n),
         "surprisal_samp": ent + rng.normal(0, 1.4, n), "entropy_samp": ent * 0.9, "varentropy_samp": rng.gamma(2.0, 1.8, n),
-    })  # fmt: skip
+    }  # fmt: skip
+    other = {"float64": lambda: rng.gamma(2.0, 1.5, n), "int64": lambda: rng.integers(1, 50, n)}
+    return pa.table({c: known[c] if c in known else other[BY_NAME[c].dtype]() for c in generated_columns()})
 
 
 def write_synthetic_runs(store, n_runs: int, per_run: int) -> tuple[float, list[float]]:

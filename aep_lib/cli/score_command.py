@@ -42,10 +42,11 @@ def score(
     label, text = read_input(text_file, encoding, literal=False)
     prompt, scored_part = split_prompt(label, check_text(label, text), prompt_chars)
 
+    from ..core.columns import RAW, typicality_columns
+    from ..core.stats import summarize
     from ..engine.embedded import ModelLoadError
     from ..engine.models import load_model
     from ..engine.score import ScoringError, score_text
-    from ..core.stats import summarize
 
     try:
         mdl, tok = load_model(model)
@@ -59,7 +60,7 @@ def score(
     if len(t) < min_tokens:
         fail(f"{label}: {len(t)} scorable token(s) under {model}, fewer than --min-tokens {min_tokens} (the first "
              "token of a text has no context and is never scored; give a longer text)")
-    s = summarize(t["surprisal_raw"], t["entropy_raw"], t["varentropy_raw"])
+    s = summarize(*(t[c] for c in typicality_columns(RAW)))
     why = f" ({s['z_reason']})" if s["z_reason"] else ""
     typer.echo(f"{model}: {s['n_tokens']} tokens  l={s['l']:.3f}  h={s['h']:.3f}  D={s['D']:+.3f}  "
                f"z={s['z']:+.2f}{why}  bits/byte={scored.bits_per_byte:.3f}")

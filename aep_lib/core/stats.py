@@ -19,6 +19,8 @@ import numpy as np
 import pandas as pd
 import torch
 
+from .columns import DISTRIBUTIONS, SAMP, TYPICALITY, typicality_columns
+
 LN2 = math.log(2.0)
 # y = logit - max of an excluded token (p = 0): finite, so that 0·y and 0·y² stay 0 without masking passes
 EXCLUDED = {torch.float64: -1e150, torch.float32: -1e15}
@@ -35,13 +37,13 @@ def token_stats(logits: torch.Tensor, tokens: torch.Tensor, with_rank: bool = Tr
     then bits), computed in ``precision`` with excluded tokens (``-inf``) as a huge finite negative so
     that ``0 * y`` stays 0 without masking passes.
 
-    ``row_block``: rows per pass (the same numbers, bit for bit: each row is reduced on its own). Blocks
-    whose ``[rows, vocab]`` float64 temporaries fit in the core's cache (``stats_row_block``) made 16
-    SmolLM2 rows 2x faster here than one pass over all of them.
+    ``row_block``: rows per pass (the same numbers, bit for bit: each row is reduced on its own), so that
+    the ``[rows, vocab]`` temporaries of one pass stay small (``static_decode.stats_row_block``: within a
+    core's cache).
 
     ``precision``: the dtype of the arithmetic (the results are float64 either way). float32 is for the
     logits of a 16-bit model, whose own rounding is a thousand times the float32 arithmetic's (1e-6 bits
-    against float64 on bfloat16-rounded logits, ``tests/core/test_stats.py``); 3x faster here.
+    against float64 on bfloat16-rounded logits, ``tests/core/test_stats.py``).
     """
     if row_block and logits.shape[0] > row_block:
         parts = [token_stats(logits[a : a + row_block], tokens[a : a + row_block], with_rank, precision=precision)
@@ -77,8 +79,8 @@ def stats_precision(logits_dtype: torch.dtype) -> torch.dtype:
 def exp_of_kept(y: torch.Tensor) -> torch.Tensor:
     """``exp(y)`` of ``y`` whose excluded tokens are ``EXCLUDED[y.dtype]`` (0 there, bit for bit ``y.exp()``).
 
-    exp of arguments below -745 (underflow) took 4x as long as of ordinary ones here, and a truncated
-    ``q`` is mostly excluded tokens: those are exponentiated as 0 and then zeroed instead.
+    The excluded tokens (most of a truncated ``q``) are exponentiated as ``exp(0)`` and then zeroed, so that
+    no argument lies in exp's underflow range (below -745), where it is slow.
     """
     kept = y > EXCLUDED[y.dtype] / 10
     if not torch.compiler.is_compiling() and bool(kept.all()):  # (no data-dependent branch in a compiled step)
@@ -165,22 +167,19 @@ def summarize(surprisal, entropy, varentropy, burn_in: int = 0) -> dict:
     return out
 
 
-DISTRIBUTIONS = ("samp", "raw")
-
-
 def comparison_summary(df: pd.DataFrame) -> dict:
     """Final statistics of one comparison: B's view (``_samp`` = ``q_B``, ``_raw`` = ``p_B``) and, on a
     shared vocabulary, the cross view (``h_cross = h^(A,B)``, ``z_cross = z^(A,B)``)."""
     out = {}
-    for dist in ("samp", "raw"):
-        cols = [f"surprisal_{dist}", f"entropy_{dist}", f"varentropy_{dist}"]
+    for dist in DISTRIBUTIONS:
+        cols = typicality_columns(dist)
         if all(c in df for c in cols):
             s = summarize(*(df[c].to_numpy() for c in cols))
             out |= {f"{k}_{dist}": s[k] for k in ("l", "h", "D", "sigma", "z")}
             out[f"z_reason_{dist}"] = s["z_reason"]
-    if "cross_entropy" in df:
-        s = summarize(df["surprisal_samp"].to_numpy(), df["cross_entropy"].to_numpy(),
-                      df["cross_varentropy"].to_numpy())
+    cross = typicality_columns(SAMP, cross=True)
+    if cross[1] in df:
+        s = summarize(*(df[c].to_numpy() for c in cross))
         out |= {"h_cross": s["h"], "D_cross": s["D"], "sigma_cross": s["sigma"], "z_cross": s["z"],
                 "z_reason_cross": s["z_reason"], "kl_mean": float(df["kl"].mean()),
                 "h_ref": float(df["entropy_ref"].mean())}
@@ -190,7 +189,7 @@ def comparison_summary(df: pd.DataFrame) -> dict:
 def window_summaries(tokens: pd.DataFrame, window_tokens: int, dist: str = "raw") -> pd.DataFrame:
     """Per window: ``l, h, D, sigma, z`` of its ``window_tokens`` tokens (``window`` from ``position``)."""
     rows = []
-    cols = [f"surprisal_{dist}", f"entropy_{dist}", f"varentropy_{dist}"]
+    cols = typicality_columns(dist)
     for w, g in full_windows(tokens, window_tokens):
         s = summarize(*(g[c].to_numpy() for c in cols))
         rows.append({"window": w, **{k: s[k] for k in ("l", "h", "D", "sigma", "z")}})
@@ -220,7 +219,7 @@ def standardise(surprisal, entropy, varentropy) -> np.ndarray:
 
 def standardised_surprisal(tokens: pd.DataFrame, dist: str = "raw") -> np.ndarray:
     """``standardise`` of a token table's ``surprisal_<dist>``, ``entropy_<dist>``, ``varentropy_<dist>``."""
-    return standardise(*(tokens[f"{c}_{dist}"].to_numpy(dtype=float) for c in ("surprisal", "entropy", "varentropy")))
+    return standardise(*(tokens[c].to_numpy(dtype=float) for c in typicality_columns(dist)))
 
 
 def full_windows(tokens: pd.DataFrame, window_tokens: int):
@@ -234,10 +233,12 @@ def full_windows(tokens: pd.DataFrame, window_tokens: int):
 
 def z_at_cuts(tokens: pd.DataFrame, cuts) -> pd.DataFrame:
     """Typicality of the tokens whose span ends within each character cut: ``cut``, ``n_tokens``, ``l``,
-    ``h``, ``z`` (NaN without tokens; ``+inf`` when a token is outside ``q``), ``bpb`` (bits per byte)."""
-    s = tokens["surprisal"].to_numpy(dtype=float)
-    h = tokens["entropy"].to_numpy(dtype=float)
-    v = tokens["varentropy"].to_numpy(dtype=float)
+    ``h``, ``z`` (NaN without tokens; ``+inf`` when a token is outside ``q``), ``bpb`` (bits per byte).
+
+    ``tokens``: one row per token with the ``token_stats`` keys ``surprisal``, ``entropy``, ``varentropy``
+    (bits), ``char_end`` (the end of its span, characters) and optionally ``n_bytes_to`` (UTF-8 bytes up to it).
+    """
+    s, h, v = (tokens[k].to_numpy(dtype=float) for k in TYPICALITY)
     ends = tokens["char_end"].to_numpy()
     cs, ch, cv = np.cumsum(s), np.cumsum(h), np.cumsum(v)
     rows = []

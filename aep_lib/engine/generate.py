@@ -19,21 +19,17 @@ import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
+from ..core.columns import RAW, SAMP, from_stats, generated_columns
+from ..core.sampling import Sampling, SamplingWarp, eos_ids
 from .memory import release_free_memory
 from .models import cache_kwargs, input_device, new_cache
-from ..core.sampling import Sampling, SamplingWarp, eos_ids
 from .static_decode import CompiledDecoder, StaticDecoder, StepwiseDecoder, choose_engine
 
-# Steps between two ``release_free_memory`` calls on CPU (0: never). 16 kept a 1,024-token Gemma run
-# within ~0.2 GiB above the model (3.5 GiB without) for 4% more time; pinning glibc's mmap threshold at 128 KiB
-# instead held memory lower but cost 21% of the time (30% at batch 16 on SmolLM2).
+# Steps between two ``release_free_memory`` calls on CPU (0: never): the pages the steps freed go back to
+# the system, so that the heap does not grow with the length of the run.
 TRIM_EVERY = int(os.environ.get("AEP_TRIM_EVERY", "16"))
 
-TOKEN_COLUMNS = [
-    "position", "token_id", "token_text", "ctx_len",
-    "surprisal_raw", "entropy_raw", "varentropy_raw", "rank_raw", "greedy_id",
-    "surprisal_samp", "entropy_samp", "varentropy_samp",
-]  # fmt: skip
+TOKEN_COLUMNS = generated_columns()  # the columns of Generation.tokens, in order (core.columns)
 
 
 @dataclass
@@ -96,9 +92,10 @@ def generate(
 ) -> list[Generation]:
     """Generate one continuation per ``(prompts[i], seeds[i])``, all in one batch.
 
-    Records per generated token: ``surprisal/entropy/varentropy`` under ``p`` (``_raw``) and ``q``
-    (``_samp``, bits), ``rank_raw``, ``greedy_id``, the token id and text, and ``ctx_len`` (tokens
-    conditioned on). With ``record_topk=k`` also the ``k`` most probable ids and probabilities of ``p``.
+    Records per generated token the columns ``TOKEN_COLUMNS`` (``core.columns.generated_columns``): the
+    token id and text, ``ctx_len`` (tokens conditioned on), the statistics under ``p`` (``_raw``: surprisal,
+    entropy, varentropy in bits, ``rank_raw``, ``greedy_id``) and under ``q`` (``_samp``). With
+    ``record_topk=k`` also the ``k`` most probable ids and probabilities of ``p`` (``topk_ids``, ``topk_probs``).
     Stops at ``max_new_tokens``, or at EOS when ``sampling.on_eos == "stop"``.
 
     ``engine``: ``eager`` (transformers' dynamic cache and warpers: the reference), ``static`` (a
@@ -166,14 +163,10 @@ def generate(
 
 
 def _record_step(columns, step: int, tokens, raw, samp, ctx_len, active) -> None:
-    """Append one step's ``[batch]`` values (on the CPU) to the per-column lists."""
-    for name, values in [
-        ("position", torch.full(tokens.shape, step)), ("token_id", tokens), ("ctx_len", ctx_len),
-        ("surprisal_raw", raw["surprisal"]), ("entropy_raw", raw["entropy"]),
-        ("varentropy_raw", raw["varentropy"]), ("rank_raw", raw["rank"]), ("greedy_id", raw["greedy"]),
-        ("surprisal_samp", samp["surprisal"]), ("entropy_samp", samp["entropy"]),
-        ("varentropy_samp", samp["varentropy"]),
-    ]:  # fmt: skip
+    """Append one step's ``[batch]`` values (on the CPU) to the per-column lists: ``raw`` and ``samp`` are
+    ``stats.token_stats`` results under ``p`` and ``q``."""
+    step_columns = {"position": torch.full(tokens.shape, step), "token_id": tokens, "ctx_len": ctx_len}
+    for name, values in (step_columns | from_stats(raw, RAW) | from_stats(samp, SAMP)).items():
         columns[name].append(values.cpu())
     columns.setdefault("_active", []).append(active.clone())
 

@@ -20,10 +20,11 @@ import numpy as np
 import pandas as pd
 import torch
 
-from .memory import release_free_memory
-from .models import cache_kwargs, input_device, new_cache
+from ..core.columns import CROSS, RAW, SAMP, from_stats, needs_rank, scorer_columns
 from ..core.sampling import Sampling, SamplingWarp, eos_ids
 from ..core.stats import cross_stats, stats_precision, token_stats
+from .memory import release_free_memory
+from .models import cache_kwargs, input_device, new_cache
 
 
 class ScoringError(ValueError):
@@ -54,7 +55,8 @@ def stats_row_block(vocab_size: int) -> int:
 
 
 def _stats_rows(logits, targets, warp, record_samp, row_block, ref_logits=None, ref_warp=None, cross_warp=None):
-    """Statistics of ``[rows, vocab]`` logits in row blocks (bounded temporaries).
+    """Statistics of ``[rows, vocab]`` logits in row blocks (bounded temporaries): the ``core.columns``
+    statistic columns under ``raw``, with ``record_samp`` those under ``samp`` (this model's ``warp``).
 
     With ``ref_logits`` (``[rows, vocab]``, the reference's raw logits at the same positions; the
     scorer's own ``logits`` for a self-reference) also the cross statistics of ``ref_warp(ref_logits)``
@@ -67,19 +69,14 @@ def _stats_rows(logits, targets, warp, record_samp, row_block, ref_logits=None, 
     precision = stats_precision(logits.dtype)
     for a in range(0, rows, row_block):
         block, tgt = logits[a : a + row_block].float(), targets[a : a + row_block]
-        raw = token_stats(block, tgt, with_rank=True, precision=precision)
-        row = {
-            "surprisal_raw": raw["surprisal"], "entropy_raw": raw["entropy"],
-            "varentropy_raw": raw["varentropy"], "rank_raw": raw["rank"], "greedy_id": raw["greedy"],
-        }  # fmt: skip
+        raw = token_stats(block, tgt, with_rank=needs_rank(RAW), precision=precision)
+        row = from_stats(raw, RAW)
         warped = warp(block) if record_samp or cross_warp is not None else None
         if record_samp:
-            samp = token_stats(warped, tgt, with_rank=False, precision=precision)
-            row |= {"surprisal_samp": samp["surprisal"], "entropy_samp": samp["entropy"],
-                    "varentropy_samp": samp["varentropy"]}
+            row |= from_stats(token_stats(warped, tgt, with_rank=needs_rank(SAMP), precision=precision), SAMP)
         if ref_logits is not None:
             ref_block = ref_logits[a : a + row_block].float()
-            row |= cross_stats(ref_warp(ref_block), warped if cross_warp is not None else block)
+            row |= from_stats(cross_stats(ref_warp(ref_block), warped if cross_warp is not None else block), CROSS)
         row = {k: v.cpu() for k, v in row.items()}
         del raw, block, warped
         if not out:
@@ -170,8 +167,9 @@ def score_ids(
 ) -> pd.DataFrame:
     """Per-token statistics of ``input_ids[first_scored:]`` given everything before.
 
-    Columns: ``position`` (0 = first scored token), ``token_id``, ``ctx_len``, the ``_raw`` statistics
-    and ``rank_raw``/``greedy_id``; with ``sampling`` also the ``_samp`` statistics under that ``q``.
+    Columns (``core.columns.scorer_columns``): ``position`` (0 = first scored token), the ``_raw``
+    statistics with ``rank_raw``/``greedy_id``, with ``sampling`` the ``_samp`` statistics under that ``q``,
+    with a ``reference`` the cross statistics, then ``token_id`` and ``ctx_len``.
     With a ``reference`` model on the same vocabulary (the joint pass of docs/science.md), also
     ``entropy_ref``, ``cross_entropy``, ``cross_varentropy`` and ``kl`` of the reference's ``q_A``
     (its raw ``p_A`` warped by ``reference_sampling``) against this model's ``p``.
@@ -231,9 +229,8 @@ def score_ids(
     if not parts:
         return pd.DataFrame(columns=["position", "token_id", "ctx_len", "surprisal_raw"])
     frame = {k: torch.cat([p[k] for p in parts]).numpy() for k in parts[0]}
-    df = pd.DataFrame(frame)
-    df.insert(0, "position", df.pop("target_index") - max(first_scored, 1))
-    return df
+    frame["position"] = frame.pop("target_index") - max(first_scored, 1)
+    return pd.DataFrame({c: frame[c] for c in scorer_columns(samp=warp is not None, cross=reference is not None)})
 
 
 VOCABULARY_DIGESTS: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
@@ -373,6 +370,7 @@ def score_text(
         stride=stride, max_context=max_context, reference=reference, reference_sampling=reference_sampling,
         cross_with=cross_with, tokenizer=tokenizer, reference_tokenizer=reference_tokenizer,
     )
-    df.insert(2, "token_text", [tokenizer.decode([t]) for t in df["token_id"].tolist()])
+    df.insert(scorer_columns(text=True).index("token_text"), "token_text",
+              [tokenizer.decode([t]) for t in df["token_id"].tolist()])
     bpb = float(df["surprisal_raw"].sum() / n_bytes) if n_bytes else float("nan")
     return ScoredText(tokens=df, input_ids=ids, first_scored=first, n_bytes=n_bytes, bits_per_byte=bpb)

@@ -1,8 +1,8 @@
 """Decoding on a pre-allocated KV cache: the ``static`` and ``compiled`` engines of ``generate``.
 
 The eager engine (``generate.EagerDecoder``) keeps transformers' ``DynamicCache``, which concatenates
-every layer's keys and values with the new token at every step: at batch 16 and 300 tokens of
-SmolLM2 that copies some 440 MB per step. Here the cache is allocated once:
+every layer's keys and values with the new token at every step (a copy of the whole cache per step).
+Here the cache is allocated once:
 
 - ``static``: ``SlotLayer``s hold each layer's keys and values in ``[batch, kv_heads, slots, head_dim]``
   buffers allocated once, write a step's slot in place and hand attention the same keys and values
@@ -21,7 +21,10 @@ SmolLM2 that copies some 440 MB per step. Here the cache is allocated once:
   ``COMPILE_COUNTS`` counts the compilations. Different kernels: the same tokens and statistics as the
   eager engine up to float rounding (1e-3 bits in the tests), not bit for bit.
 
-``choose_engine`` resolves ``engine="auto"``: ``static`` (see its docstring for the measurements).
+``choose_engine`` resolves ``engine="auto"``: ``static`` where the model's cache holds only keys and values.
+
+Both engines compute the statistics of the columns ``core.columns`` lists under ``p`` and ``q`` (``raw`` and
+``samp``): ``stats.token_stats`` with the rank and greedy token where those columns ask for them.
 """
 
 from __future__ import annotations
@@ -33,9 +36,10 @@ import time
 import torch
 from transformers.cache_utils import Cache, CacheLayerMixin, get_layer_types_and_kwargs
 
-from .models import cache_kwargs, input_device
+from ..core.columns import RAW, SAMP, needs_rank
 from ..core.sampling import SamplingWarp, gumbel_noise, sample
 from ..core.stats import stats_precision, token_stats
+from .models import cache_kwargs, input_device
 
 ENGINES = ("eager", "static", "compiled", "auto")
 MIN_CAPACITY = 64
@@ -43,6 +47,7 @@ SUPPORTED_LAYER_TYPES = ("full_attention", "sliding_attention", "chunked_attenti
 # rows of [rows, vocab] float64 temporaries per statistics pass; 2^18 elements (2 MiB) stay in a core's L2
 STATS_BLOCK_ELEMENTS = 1 << 18
 COMPILE_COUNTS: collections.Counter = collections.Counter()  # (batch, capacity, vocab) -> compilations
+RANK_RAW, RANK_SAMP = needs_rank(RAW), needs_rank(SAMP)  # token_stats' with_rank under p and under q
 
 
 def cache_capacity(n_positions: int) -> int:
@@ -66,13 +71,9 @@ def supports_static_cache(model) -> bool:
 
 
 def choose_engine(engine: str, model) -> str:
-    """The engine ``generate`` runs: ``engine`` itself, or for ``"auto"`` the faster one measured here.
-
-    On a 2-core CPU (SmolLM2, batch 16, 512 tokens, float32 and bfloat16) the static engine was the
-    fastest: it saves the dynamic cache's copies and the arg-sort of top-p; ``torch.compile``'s
-    inductor step ran slower than the eager step there and cost a minute or more to compile (bfloat16 at
-    batch 1 on an AMD EPYC: 17 tok/s compiled, 18 static, 69 s to compile). Models
-    whose cache holds more than keys and values (linear attention, shared layers) run eagerly.
+    """The engine ``generate`` runs: ``engine`` itself, or for ``"auto"`` the ``static`` engine (it saves
+    the dynamic cache's copies and the arg-sort of top-p, and compiles nothing). Models whose cache holds
+    more than keys and values (linear attention, shared layers) run eagerly.
     """
     if engine not in ENGINES:
         raise ValueError(f"engine must be one of {', '.join(ENGINES)}; got {engine!r}")
@@ -206,14 +207,14 @@ def draw_eagerly(logits, warp, seeds, step: int, row_block: int):
     """Warp ``[batch, vocab]`` logits, draw a token per sequence (``sampling.sample``) and compute both
     statistics: ``(tokens, raw stats, samp stats, float32 logits)``. The statistics of float32 logits are
     computed in float64 in row blocks; those of a 16-bit model's logits in float32 in one pass (``stats.
-    token_stats``: 1e-6 bits from float64, 2x faster here; their own rounding is far larger)."""
+    token_stats``: 1e-6 bits from float64; their own rounding is far larger)."""
     precision = stats_precision(logits.dtype)
     block = row_block if precision == torch.float64 else None
     logits = logits.float()
     q_logits = warp(logits)
     tokens = sample(q_logits, seeds, step)
-    raw = token_stats(logits, tokens, with_rank=True, row_block=block, precision=precision)
-    samp = token_stats(q_logits, tokens, with_rank=False, row_block=block, precision=precision)
+    raw = token_stats(logits, tokens, with_rank=RANK_RAW, row_block=block, precision=precision)
+    samp = token_stats(q_logits, tokens, with_rank=RANK_SAMP, row_block=block, precision=precision)
     return tokens, raw, samp, logits
 
 
@@ -236,8 +237,8 @@ def draw_in_graph(logits, warp, noise):
     if warp.sampling.greedy:
         q_logits = torch.full_like(q_logits, float("-inf")).scatter(-1, q_logits.argmax(-1, keepdim=True), 0.0)
     drawn = (torch.log_softmax(q_logits, -1) + noise).argmax(-1)
-    raw = token_stats(logits, drawn, with_rank=True)
-    samp = token_stats(q_logits, drawn, with_rank=False)
+    raw = token_stats(logits, drawn, with_rank=RANK_RAW)
+    samp = token_stats(q_logits, drawn, with_rank=RANK_SAMP)
     return drawn, raw, samp, logits
 
 

@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from ..core.columns import typicality_columns
 from ..core.stats import standardised_surprisal
 
 
@@ -50,9 +51,7 @@ def token_view(tokens: pd.DataFrame, title: str = "", clip: float = 3.0, dist: s
     else:
         raise ValueError("token_view needs a token_text column or a tokenizer to decode token_id")
     u = standardised_surprisal(tokens, dist)
-    s = tokens[f"surprisal_{dist}"].to_numpy(dtype=float)
-    h = tokens[f"entropy_{dist}"].to_numpy(dtype=float)
-    v = tokens[f"varentropy_{dist}"].to_numpy(dtype=float)
+    s, h, v = (tokens[c].to_numpy(dtype=float) for c in typicality_columns(dist))
     rank = tokens["rank_raw"].to_numpy() if "rank_raw" in tokens else [None] * len(tokens)
     spans = []
     for i, (text, ui, si, hi, vi, ri) in enumerate(zip(texts, u, s, h, v, rank)):

@@ -17,10 +17,10 @@ scorer B, linked to it (``source_run_id``, ``source_model``, the source warps, `
   characters (source masking); B's own ``l, h, z`` and bits per byte of both models over the same
   characters. ``h^(A,B)`` does not exist there: asking for it raises ``ScoringError`` (vocabulary mismatch).
 
-    variants = parse_variants("smollm2-135m,gemma-3-270m,gemma-3-270m@t0.7p0.9")
+    variants = sampling.parse_variants("smollm2-135m,gemma-3-270m,gemma-3-270m@t0.7p0.9")
     runs = ensure_comparisons(store, variants, ["p01", "p02"], [0, 1], 128)   # every ordered pair
-    records = compare(store)                 # one row per record: usable / skipped / failed, reason
-    print(format_report(records))            # per pair and overall; what `aep compare` prints
+    records = comparison_tables.compare(store)   # one row per record: usable / skipped / failed, reason
+    print(figures.format_report(records))        # per pair and overall; what `aep compare` prints
 
 The training-data side (``ensure_text_scores``): external texts (classics, human news) scored under
 a model's raw ``p`` in windows of a fixed number of tokens, ``z`` per window.
@@ -35,22 +35,19 @@ import time
 
 import pandas as pd
 
+from ..core.columns import RAW, typicality_columns
+from ..core.sampling import Variant, all_pairs, pair_label
+from ..core.stats import comparison_summary, window_summaries
 from ..corpora import ExternalText
 from ..engine.models import ModelPool
-from ..store.provenance import run_provenance, utc_now
-from .generations import ENGINE_VERSION, checked_statistics, ensure_generations, failure, write_missing_runs
-from ..core.sampling import Variant, all_pairs, pair_label
 from ..engine.score import ScoringError, check_same_vocabulary, score_ids, score_text
-from ..core.stats import comparison_summary, window_summaries
+from ..store.provenance import run_provenance, utc_now
 from ..store.run_store import RunStore, canonical_run_id
+from .generations import ENGINE_VERSION, checked_statistics, ensure_generations, failure, write_missing_runs
 
 CROSS_VERSION = 1  # bump when a change alters what a stored comparison contains
 COMPARISON_LABEL = "cmp"  # folder labels ("cmp-...") of comparison records start with it (even a corrupt one is attributed)
 TEXT_LABEL = "txt"  # folder labels of external-text scorings ("txt-...")
-
-# ---------------------------------------------------------------------------------------------------
-# variants
-
 
 # ---------------------------------------------------------------------------------------------------
 # source generations
@@ -203,14 +200,6 @@ def ensure_comparisons(
 
 
 # ---------------------------------------------------------------------------------------------------
-# the query side
-
-
-# ---------------------------------------------------------------------------------------------------
-# aggregation: every comparison record in a store, usable / skipped / failed
-
-
-# ---------------------------------------------------------------------------------------------------
 # external texts: classics and human writing, in windows of a fixed number of tokens
 
 
@@ -236,7 +225,7 @@ def score_windows(model, tokenizer, text: str, window_tokens: int, n_windows: in
     first = max(lead, 1) if lead else 1  # with no BOS the first token has no context
     n_fit = min(n_windows, (len(ids) - first) // window_tokens)
     if n_fit < 1:
-        return pd.DataFrame(columns=["window", "position", "token_id", "surprisal_raw", "entropy_raw", "varentropy_raw"])
+        return pd.DataFrame(columns=["window", "position", "token_id", *typicality_columns(RAW)])
     ids = ids[: first + n_fit * window_tokens]
     df = score_ids(model, ids, first, chunk_size=chunk_size)
     df.insert(1, "window", df["position"] // window_tokens)

@@ -3,8 +3,9 @@
 ``plan_generations`` expands models × prompts × seeds × warps × lengths into run specs, skips those
 already stored (status ok) and groups the rest into model-batches; ``execute_batch`` runs one of them
 (one model load, the sequences batched) and writes each run atomically. ``ensure_generations`` (one
-warp, one length) and ``ensure_grid`` (a ``params.Grid``, local or on Ray) put the two together.
-``run_summaries`` / ``running_stats`` are the query side the notebooks use.
+warp, one length) puts the two together; ``runs.grids.ensure_grid`` does it for a ``params.Grid``, locally
+or on Ray. A generation run's row carries its summary (``summary_columns``: final ``l, h, D, sigma, z``
+under ``q`` and ``p``); ``analysis.tables`` (``run_summaries``, ``running_stats``) reads runs back.
 
 Nothing impossible is stored as ok: a generation (or, in ``comparisons``, a scoring) whose token
 statistics no healthy model can produce (``impossible_statistics``: NaN, non-finite entropies, every
@@ -22,11 +23,12 @@ import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
+from ..core.columns import DISTRIBUTIONS, RAW, SAMP, bits_columns, column, finite_columns, typicality_columns
+from ..core.sampling import Sampling
+from ..core.stats import summarize
 from ..corpora import prompt_text
 from ..engine.models import cached_model, resolved_dtype
 from ..store.provenance import run_provenance, utc_now
-from ..core.sampling import Sampling
-from ..core.stats import DISTRIBUTIONS, summarize
 from ..store.run_store import RunStore, canonical_run_id
 
 ENGINE_VERSION = 1  # bump when a change alters what a stored run contains
@@ -47,10 +49,12 @@ def generation_spec(model: str, prompt_id: str, seed: int, sampling: Sampling, m
     }
 
 
-def _summary_columns(tokens: pd.DataFrame) -> dict:
+def summary_columns(tokens: pd.DataFrame) -> dict:
+    """The summary a generation run's row carries: ``l, h, D, sigma, z`` (bits; ``z`` in standard errors)
+    under each of ``core.columns.DISTRIBUTIONS`` whose columns ``tokens`` has, as ``l_samp, ..., z_raw``."""
     out = {}
     for dist in DISTRIBUTIONS:
-        cols = [f"surprisal_{dist}", f"entropy_{dist}", f"varentropy_{dist}"]
+        cols = typicality_columns(dist)
         if all(c in tokens for c in cols):
             s = summarize(*(tokens[c].to_numpy() for c in cols))
             out |= {f"{k}_{dist}": s[k] for k in ("l", "h", "D", "sigma", "z")}
@@ -231,35 +235,35 @@ class ImpossibleStatisticsError(ValueError):
     """A run's token statistics are impossible for a healthy model (``impossible_statistics``)."""
 
 
-STATISTIC_PREFIXES = ("surprisal_", "entropy_", "varentropy_", "cross_entropy", "cross_varentropy", "kl")
-FINITE_PREFIXES = ("entropy_", "varentropy_")  # of a distribution over a finite vocabulary: always finite
+STATISTIC_COLUMNS = frozenset(bits_columns())  # never NaN (a token outside the support has +inf)
+FINITE_COLUMNS = frozenset(finite_columns())  # of a distribution over a finite vocabulary: always finite
 
 
 def impossible_statistics(tokens: pd.DataFrame, sampled_from_q: bool = True) -> str | None:
     """Why a run's per-token table (one row per continuation token) cannot come from a healthy model, in
     one line; None when nothing is impossible.
 
-    Impossible: a NaN in any statistic (``surprisal_*``, ``entropy_*``, ``varentropy_*``, the cross
-    columns; the stats convention is ``+inf``, never NaN, for a token outside the support); an infinite
-    or negative entropy or varentropy (bits; a distribution over a finite vocabulary has finite ones);
-    every token infinitely surprising under the raw ``p``; and, when ``sampled_from_q`` (the tokens were
-    drawn from this table's ``q``: a generation, or a variant scoring its own text), every token outside
-    ``q``. A scorer's truncated ``q`` may exclude every token of another model's text: not impossible.
+    Impossible: a NaN in any statistic in bits (``STATISTIC_COLUMNS``: surprisals, entropies, varentropies,
+    the cross columns; the stats convention is ``+inf``, never NaN, for a token outside the support); an
+    infinite or negative entropy or varentropy (``FINITE_COLUMNS``; a distribution over a finite vocabulary
+    has finite ones); every token infinitely surprising under the raw ``p``; and, when ``sampled_from_q``
+    (the tokens were drawn from this table's ``q``: a generation, or a variant scoring its own text), every
+    token outside ``q``. A scorer's truncated ``q`` may exclude every token of another model's text: not impossible.
     NaN logits (NaN weights, a damaged weights file) give NaN entropies and infinite surprisals.
     """
     n = len(tokens)
     if n == 0:
         return None
-    columns = [c for c in tokens.columns if c.startswith(STATISTIC_PREFIXES)]
+    columns = [c for c in tokens.columns if c in STATISTIC_COLUMNS]
     for col in columns:
         values = tokens[col].to_numpy(dtype=float)
         if np.isnan(values).any():
             return f"{col} is NaN at {int(np.isnan(values).sum())} of {n} tokens (non-finite logits?)"
-        if col.startswith(FINITE_PREFIXES) and not np.isfinite(values).all():
+        if col in FINITE_COLUMNS and not np.isfinite(values).all():
             return f"{col} is infinite at {int(np.isinf(values).sum())} of {n} tokens (non-finite logits?)"
-        if col.startswith(FINITE_PREFIXES) and (values < -1e-9).any():
+        if col in FINITE_COLUMNS and (values < -1e-9).any():
             return f"{col} is negative at {int((values < -1e-9).sum())} of {n} tokens"
-    outside = ["surprisal_raw"] + (["surprisal_samp"] if sampled_from_q else [])
+    outside = [column("surprisal", RAW)] + ([column("surprisal", SAMP)] if sampled_from_q else [])
     for col in (c for c in outside if c in tokens):
         if np.isposinf(tokens[col].to_numpy(dtype=float)).all():
             return f"{col} is +inf at every one of the {n} tokens (each outside the distribution it was drawn from)"
@@ -305,7 +309,7 @@ def _generate_and_store(store, batch, specs, model, tokenizer, progress, on_writ
             row |= {"status": "ok", "error": None, "n_prompt_tokens": len(res.prompt_ids), "n_tokens": n,
                     "stop_reason": res.stop_reason, "text": res.text,
                     "tokens_per_s": len(specs) * batch.max_new_tokens / elapsed if elapsed else None}
-            row |= _summary_columns(tokens)
+            row |= summary_columns(tokens)
             store.write_run(row, tokens)
         out.append((spec["run_id"], row["status"]))
         if on_written is not None:
@@ -354,8 +358,4 @@ def ensure_generations(
     plan = plan_generations(store, models, prompt_ids, seeds, [sampling], [max_new_tokens], batch_size, device, dtype)
     execute_local(store, plan, device, dtype, progress=progress)
     return store.runs(run_id=[s["run_id"] for s in plan.specs])
-
-
-# --- the query side ----------------------------------------------------------------------------------
-
 
