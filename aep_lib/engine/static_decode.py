@@ -73,7 +73,7 @@ def supports_static_cache(model) -> bool:
 def choose_engine(engine: str, model) -> str:
     """The engine ``generate`` runs: ``engine`` itself, or for ``"auto"`` the ``static`` engine (it saves
     the dynamic cache's copies and the arg-sort of top-p, and compiles nothing). Models whose cache holds
-    more than keys and values (linear attention, shared layers) run eagerly.
+    more than keys and values (linear attention, shared layers) run eagerly. Measurements: docs/engine.md.
     """
     if engine not in ENGINES:
         raise ValueError(f"engine must be one of {', '.join(ENGINES)}; got {engine!r}")
