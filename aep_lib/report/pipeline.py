@@ -1,8 +1,10 @@
 """Run the notebooks headlessly: ``params/<profile>/*.yaml`` -> ``outputs/<profile>/``.
 
 Each params file ``params/<profile>/<notebook>.yaml`` names a notebook ``notebooks/<notebook>.ipynb``
-and holds the values papermill injects into its ``parameters`` cell. A file may ask for several
-executions with a top-level ``_runs`` list; each mapping in it is merged over the file's other keys::
+and holds the values papermill injects into its ``parameters`` cell, merged over the shared grids the
+notebook reads (``params/<profile>/shared/<grid>.yaml``, ``aep_lib.params.read_params_file``). A file may
+ask for several executions with a top-level ``_runs`` list; each mapping in it is merged over the file's
+other keys::
 
     models: "smollm2-135m"
     _runs:                      # -> 02_x__prompt=p01.ipynb, 02_x__prompt=p02.ipynb
@@ -42,13 +44,10 @@ from pathlib import Path
 from typing import Mapping
 
 from .. import paths
-from .figure_index import write_index
-from ..params.types import DType
-from ..params import NOTEBOOK_SCHEMAS, ParamsError, read_yaml, validate
+from ..params import NOTEBOOK_SCHEMAS, RUNS_KEY, DType, ParamsError, read_params_file, validate
 from ..store.provenance import utc_now
+from .figure_index import write_index
 from .figures import claim_failure
-
-RUNS_KEY = "_runs"
 
 
 def _rel(path: Path) -> str:
@@ -69,7 +68,7 @@ class Execution:
     notebook: str
     notebook_path: Path
     params_file: Path
-    values: dict  # injected into the parameters cell as they are in the file (flat scalars)
+    values: dict  # injected into the parameters cell as they are in the files (flat scalars, shared grids merged)
 
 
 def _safe(value) -> str:
@@ -77,8 +76,9 @@ def _safe(value) -> str:
 
 
 def expand_runs(path: Path) -> list[tuple[str, dict]]:
-    """``[(output name, values)]``: one per ``_runs`` entry, or the file's values once."""
-    data = read_yaml(path)
+    """``[(output name, values)]``: one per ``_runs`` entry, or the file's values once (shared grids merged
+    under them: ``read_params_file``)."""
+    data = read_params_file(path)
     runs = data.pop(RUNS_KEY, None)
     if runs is None:
         return [(path.stem, data)]

@@ -17,7 +17,7 @@ import pytest
 import yaml
 
 from aep_lib.analysis import entropy_rate
-from aep_lib.params import NOTEBOOK_SCHEMAS, ParamsError, validate
+from aep_lib.params import NOTEBOOK_SCHEMAS, ParamsError, read_params_file, validate
 from aep_lib.paths import params_dir
 from aep_lib.report import pipeline
 from aep_lib.store.run_store import RunStore
@@ -233,7 +233,7 @@ def test_schemas_reject_impossible_values():
 
 def test_cpu_params_share_the_self_grid_and_the_human_scorings():
     def load(name):
-        return yaml.safe_load((params_dir() / "cpu" / f"{name}.yaml").read_text())
+        return read_params_file(params_dir() / "cpu" / f"{name}.yaml")
 
     grid_keys = ["models", "prompts", "n_seeds", "n_seeds_truncated", "top_p", "max_new_tokens", "device", "dtype"]
     fig01 = load("fig01_self_convergence")
@@ -266,7 +266,7 @@ def test_notebooks_run_under_paper_params_with_stand_in_models(tmp_path, monkeyp
     root = tmp_path / "params"
     (root / "paper").mkdir(parents=True)
     for name, sizes in small.items():
-        data = yaml.safe_load((params_dir() / "paper" / f"{name}.yaml").read_text())
+        data = read_params_file(params_dir() / "paper" / f"{name}.yaml")
         assert len(data["models"].split(",")) >= 2
         data |= sizes | {"models": ",".join(tiny), "device": "cpu"}
         (root / "paper" / f"{name}.yaml").write_text(yaml.safe_dump(data))

@@ -1,8 +1,8 @@
 """The self-convergence notebooks (Figs 1, 4, 5, 9, 12-15, length scaling, typical-set size): their params,
 their shared computations, their code path; and the tables the other notebooks compute.
 
-- the params files of both profiles validate, and every notebook of a profile names the same grid
-  (so that its runs are generated once);
+- the params files of both profiles validate, and each shared grid (the self-convergence grid among them)
+  is defined once per profile, in ``params/<profile>/shared/<grid>.yaml`` (so that its runs are generated once);
 - ``aep_lib.analysis.tables`` and ``aep_lib.analysis.comparison_tables`` on constructed inputs with hand-computed
   answers; ``aep_lib.report.figures.claim`` prints and records; ``aep_lib.report.plots`` draws;
 - the notebooks run end to end under the ``paper`` params with a tiny random model substituted for
@@ -26,7 +26,14 @@ import yaml  # noqa: E402
 
 from aep_lib.analysis import comparison_tables, tables  # noqa: E402
 from aep_lib.core import stats
-from aep_lib.params import NOTEBOOK_SCHEMAS, ParamsError, SelfGridParams, load_params_file, validate  # noqa: E402
+from aep_lib.params import (  # noqa: E402
+    NOTEBOOK_SCHEMAS,
+    SHARED_GRIDS,
+    ParamsError,
+    load_params_file,
+    read_params_file,
+    validate,
+)
 from aep_lib.paths import params_dir  # noqa: E402
 from aep_lib.report import figures, pipeline, plots
 
@@ -40,16 +47,29 @@ PAPER_MODELS = ["meta-llama/Llama-3.1-8B", "meta-llama/Llama-3.1-70B", "google/g
 
 
 @pytest.mark.parametrize("profile", ["cpu", "paper"])
-def test_params_files_validate_and_share_one_grid(profile):
-    grids = {}
-    for name in NOTEBOOKS:
-        assert issubclass(NOTEBOOK_SCHEMAS[name], SelfGridParams)
-        path = params_dir() / profile / f"{name}.yaml"
-        for _, values in pipeline.expand_runs(path):
-            p = validate(NOTEBOOK_SCHEMAS[name], values, where=str(path))
-            assert p.profile == profile
-            grids[name] = tuple(str(getattr(p, k)) for k in GRID_KEYS)
-    assert len(set(grids.values())) == 1, f"the {profile} notebooks name different grids: {grids}"
+def test_params_files_validate_and_define_each_shared_grid_once(profile):
+    """Every member's merged params validate and name one grid; no member file repeats a shared key; no other
+    params file of the profile holds the grid's values: the shared file is the only place they appear."""
+    folder = params_dir() / profile
+    assert set(NOTEBOOKS) <= set(SHARED_GRIDS["self_grid"].members)
+    assert set(GRID_KEYS) <= set(SHARED_GRIDS["self_grid"].keys)
+    for grid in SHARED_GRIDS.values():
+        shared = yaml.safe_load((folder / "shared" / f"{grid.name}.yaml").read_text())
+        assert list(shared) == list(grid.keys), grid.name
+        seen = {}
+        for name in grid.members:
+            path = folder / f"{name}.yaml"
+            own = yaml.safe_load(path.read_text())
+            for entry in [own, *own.get("_runs", [])]:
+                assert not set(entry) & set(grid.keys), f"{path} repeats keys of {grid.name}"
+            for _, values in pipeline.expand_runs(path):
+                p = validate(NOTEBOOK_SCHEMAS[name], values, where=str(path))
+                assert p.profile == profile
+                seen[name] = tuple(str(getattr(p, k)) for k in grid.keys)
+        assert len(set(seen.values())) == 1, f"the {profile} members of {grid.name} name different grids: {seen}"
+        for path in folder.glob("*.yaml"):
+            own = yaml.safe_load(path.read_text())
+            assert not all(own.get(k, object()) == v for k, v in shared.items()), f"{path} repeats {grid.name}"
 
 
 def test_paper_profile_is_the_studys_setting():
@@ -361,7 +381,7 @@ def test_notebooks_run_under_paper_params_with_a_stand_in_model(tmp_path, monkey
     root = tmp_path / "params"
     (root / "paper").mkdir(parents=True)
     for name in only:
-        data = yaml.safe_load((params_dir() / "paper" / f"{name}.yaml").read_text())
+        data = read_params_file(params_dir() / "paper" / f"{name}.yaml")  # shared grid merged: one file each
         assert data["models"].split(",") == PAPER_MODELS
         data |= {"models": tiny, "n_seeds": 2, "n_seeds_truncated": 1, "max_new_tokens": 24, "device": "cpu"}
         if "model" in data:

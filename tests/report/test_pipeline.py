@@ -164,6 +164,28 @@ def test_profile_mismatch_is_an_error(project):
         pipeline.plan("cpu", **dirs)
 
 
+def test_plan_merges_the_shared_grid_under_each_member_and_refuses_repeats(tmp_path):
+    """``params/<profile>/shared/self_grid.yaml`` under the project's own notebooks: every member's execution
+    gets its keys (what papermill injects), a ``_runs`` entry included; the shared folder is no notebook."""
+    folder = tmp_path / "cpu"
+    (folder / "shared").mkdir(parents=True)
+    grid = {"models": "a,b", "prompts": "p01,p02", "n_seeds": 2, "n_seeds_truncated": 1, "top_p": 0.8,
+            "max_new_tokens": 16, "batch_size": 4, "device": "cpu", "dtype": "float32"}
+    (folder / "shared" / "self_grid.yaml").write_text("".join(f"{k}: {v}\n" for k, v in grid.items()))
+    (folder / "fig05_convergence_all_models.yaml").write_text("profile: cpu\n")
+    (folder / "fig12_prompt_scatter.yaml").write_text("_runs:\n  - {prompt: p01}\n  - {prompt: p02}\n")
+    executions = pipeline.plan("cpu", params_root=tmp_path)
+    assert [ex.name for ex in executions] == ["fig05_convergence_all_models", "fig12_prompt_scatter__prompt=p01",
+                                              "fig12_prompt_scatter__prompt=p02"]
+    for ex in executions:
+        assert {k: ex.values[k] for k in grid} == grid and ex.values["profile"] == "cpu"
+    assert executions[2].values["prompt"] == "p02"
+    (folder / "fig05_convergence_all_models.yaml").write_text("profile: cpu\nmax_new_tokens: 32\n")
+    with pytest.raises(ParamsError, match=r"fig05_convergence_all_models\.yaml: key\(s\) \['max_new_tokens'\] "
+                                          r"belong to the shared self_grid"):
+        pipeline.plan("cpu", params_root=tmp_path)
+
+
 def test_main_exit_code(monkeypatch, capsys):
     monkeypatch.setattr(pipeline, "run_figures", lambda *a, **k: [
         {"name": "x", "status": "failed", "error": "E: e", "seconds": 0.1, "output": "/o/cpu/x.ipynb"}])
