@@ -28,13 +28,13 @@ import numpy as np
 import pandas as pd
 from scipy import stats as st
 
-from ..core import inference
-from . import tables
-from .attribution import cut_positions
+from ..core import columns, inference
+from ..core.sampling import Sampling
 from ..engine.models import load_tokenizer
 from ..runs.generations import ensure_generations
-from ..core.sampling import Sampling
 from ..store.run_store import RunStore
+from . import tables
+from .attribution import cut_positions
 
 META = ["run_id", "model", "prompt_id", "seed", "temperature"]
 
@@ -51,7 +51,7 @@ def generation_rates(store: RunStore, runs: pd.DataFrame, n: int | None = None, 
     the entropy rate ``h = mean H_t`` and ``l = mean s_t`` (bits/token) under ``dist`` (``samp``: ``q``),
     with the run's ``model, prompt_id, seed, temperature``. Runs shorter than ``n`` keep what they have."""
     ok = _ok(runs)
-    cols = [f"surprisal_{dist}", f"entropy_{dist}"]
+    cols = list(columns.typicality_columns(dist)[:2])
     out_cols = [*META, "n_tokens", "h", "l"]
     if ok.empty:
         return pd.DataFrame(columns=out_cols)
@@ -71,9 +71,10 @@ def text_rates(store: RunStore, text_runs: pd.DataFrame) -> pd.DataFrame:
     cols = ["model", "text_id", "group", "n_tokens", "l", "h"]
     if ok.empty:
         return pd.DataFrame(columns=cols)
-    tok = store.tokens(ok["run_id"].tolist(), columns=["surprisal_raw", "entropy_raw"])
-    agg = tok.groupby("run_id", sort=False).agg(n_tokens=("surprisal_raw", "size"), l=("surprisal_raw", "mean"),
-                                                 h=("entropy_raw", "mean")).reset_index()
+    surprisal, entropy = columns.typicality_columns("raw")[:2]
+    tok = store.tokens(ok["run_id"].tolist(), columns=[surprisal, entropy])
+    agg = tok.groupby("run_id", sort=False).agg(n_tokens=(surprisal, "size"), l=(surprisal, "mean"),
+                                                 h=(entropy, "mean")).reset_index()
     return ok[["run_id", "model", "text_id", "group"]].merge(agg, on="run_id")[cols]
 
 
@@ -304,7 +305,8 @@ def byte_entropy(store: RunStore, runs: pd.DataFrame, points: int = 48, dist: st
     cols = ["run_id", "model", "n", "n_bytes", "bits", "h_token", "h_byte"]
     if ok.empty:
         return pd.DataFrame(columns=cols)
-    tok = store.tokens(ok["run_id"].tolist(), columns=["position", "token_id", f"entropy_{dist}"])
+    entropy = columns.column("entropy", dist)
+    tok = store.tokens(ok["run_id"].tolist(), columns=["position", "token_id", entropy])
     frames = []
     for rid, g in tok.groupby("run_id", sort=False):
         run = ok[ok["run_id"] == rid].iloc[0]
@@ -315,7 +317,7 @@ def byte_entropy(store: RunStore, runs: pd.DataFrame, points: int = 48, dist: st
             continue
         n = np.array(list(cuts), dtype=np.int64)
         n_bytes = np.array([len(text[:c].encode("utf-8")) for c in cuts.values()], dtype=np.int64)
-        bits = np.cumsum(g[f"entropy_{dist}"].to_numpy(dtype=float))[n - 1]
+        bits = np.cumsum(g[entropy].to_numpy(dtype=float))[n - 1]
         with np.errstate(divide="ignore", invalid="ignore"):
             h_byte = np.where(n_bytes > 0, bits / np.maximum(n_bytes, 1), np.nan)
         frames.append(pd.DataFrame({"run_id": rid, "model": run["model"], "n": n, "n_bytes": n_bytes, "bits": bits,

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import numpy as np
 
-
 LENGTH_EDGES = (16, 24, 32, 48, 64, 96, 128, 192, 256, 384, 512, 768, 1024)  # tokens; about x1.5 apart
 
 

@@ -86,8 +86,8 @@ def batch_prompts(batch: int) -> list[str]:
 
 def timed_generate(model, tok, batch: int, n: int, engine: str, seed: int = 0) -> Timed:
     """Our ``generate`` of ``batch`` × ``n`` tokens; its wall and CPU seconds."""
-    from ..engine.generate import generate
     from ..core.sampling import Sampling
+    from ..engine.generate import generate
 
     prompts = batch_prompts(batch)
     with Timed() as t:
@@ -182,10 +182,8 @@ def bench_bf16(repeats: int, quick: bool) -> Result:
     """bfloat16 at batch 16: ours with all statistics against transformers' ``generate()`` with none."""
     import torch
 
-    from ..engine.models import cpu_features
     from ..core.sampling import Sampling
-
-    from ..engine.models import load_model
+    from ..engine.models import cpu_features, load_model
 
     batch, n = (4, 16) if quick else (16, 512)
     model, tok = cached_model("smollm2-135m", "cpu", "bfloat16")

@@ -19,9 +19,9 @@ from .generation import hf_generate_with_stats
 def memory_child(which: str, model_name: str, n: int) -> dict:
     """In the child process: load ``model_name``, generate ``n`` tokens with ``which`` (``ours`` or
     ``baseline``) and report the resident memory after the load and at the peak."""
+    from ..core.sampling import Sampling
     from ..corpora import load_prompts
     from ..engine.generate import generate
-    from ..core.sampling import Sampling
 
     model, tok = cached_model(model_name, "cpu", "float32")
     prompt = load_prompts()["p01"]

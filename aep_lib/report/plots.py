@@ -13,13 +13,11 @@ backend, so they work inline in Jupyter, under papermill and with Agg. Quantitie
 
 from __future__ import annotations
 
-
 import matplotlib as mpl
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 from scipy import stats
-
 
 L_COLOR = "#c0392b"  # log-perplexity l_n
 H_COLOR = "#2c3e50"  # entropy h_n and its bands; runs under q = p

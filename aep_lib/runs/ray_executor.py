@@ -22,8 +22,8 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
-from .generations import GenerationBatch, GenerationPlan, execute_batch
 from ..store.run_store import RunStore
+from .generations import GenerationBatch, GenerationPlan, execute_batch
 
 
 class RayNotInstalledError(ImportError):
