@@ -26,7 +26,9 @@ false positive is then at most ``f``; ``j = 1`` with a warning where ``n`` is to
 the FPR is then about ``1/(n + 1)``). The FPR it carries is *measured* on the held-out rows of that bin,
 with a 95% Clopper-Pearson interval (``inference.binomial_ci``). The file records what it is valid for:
 the model and reference (name, vocabulary size, a sha256 of the token-to-id map), the scorer settings
-and the corpus (name, size, checksum). ``decide`` makes the decision for one text.
+and the corpus (name, size, checksum), and carries a digest of its content; ``calibration_files`` writes,
+validates and checks it (``save_calibration``, ``load_calibration``). ``decide`` makes the decision for
+one text.
 """
 
 from __future__ import annotations
@@ -40,24 +42,27 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ..corpora import load_benchmark, verified_data_file
-from .detect import DETECTORS, prefix_scores, safe_name
 from ..core.inference import binomial_ci
-from .length_bins import bin_bounds, bin_lengths, bin_of, length_edges
+from ..corpora import load_benchmark, verified_data_file
 from ..engine.models import load_tokenizer
 from ..store.provenance import git_sha, utc_now
+from .calibration_files import (  # noqa: F401 - the file format, read and written through this module
+    FORMAT,
+    FORMAT_VERSION,
+    MIN_SCORED_TOKENS,
+    ROW_COLUMNS,
+    SPLITS,
+    CalibrationError,
+    check_structure,
+    content_digest,
+    load_calibration,
+    save_calibration,
+)
+from .detect import DETECTORS, prefix_scores, safe_name
+from .length_bins import bin_bounds, bin_lengths, bin_of, length_edges
 
-FORMAT = "aep-detection-calibration"
-FORMAT_VERSION = 1
 DEFAULT_DETECTOR = "fast_detectgpt"
-MIN_SCORED_TOKENS = 2  # fewer scored tokens: no score is defined (z needs a sum of varentropies)
 MIN_TEXTS = 10  # a calibration corpus needs at least this many texts (half calibrate, half measure)
-SPLITS = ("calibration", "heldout")
-ROW_COLUMNS = ("dataset", "pair", "split", "bin", "n_tokens")
-
-
-class CalibrationError(ValueError):
-    """A calibration file that cannot be used as asked; the message is one line saying why."""
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -166,68 +171,6 @@ def build_calibration(rows: pd.DataFrame, model: dict, reference: dict, settings
         "rows": {c: [int(v) if c in ("pair", "bin", "n_tokens") else str(v) for v in rows[c]] for c in ROW_COLUMNS},
         "scores": {d: [_number(v) for v in rows[d]] for d in DETECTORS if d in rows},
     }  # fmt: skip
-
-
-def save_calibration(calibration: dict, path: str | Path) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(calibration, separators=(",", ":")) + "\n", encoding="utf-8")
-    return path
-
-
-# ---------------------------------------------------------------------------------------------------
-# reading and checking a calibration
-
-
-def load_calibration(path: str | Path) -> dict:
-    """A calibration file, checked: ``CalibrationError`` (one line) when it is not JSON, not a calibration,
-    of another format version, or inconsistent (missing keys, columns of unequal length, bad edges)."""
-    path = Path(path)
-    if not path.is_file():
-        raise CalibrationError(f"{path}: no such calibration file")
-    try:
-        cal = json.loads(path.read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise CalibrationError(f"{path}: not a calibration file (not valid JSON: {str(err).splitlines()[0]})") from None
-    if not isinstance(cal, dict) or cal.get("format") != FORMAT:
-        raise CalibrationError(f"{path}: not a calibration file (no \"format\": \"{FORMAT}\"); build one with "
-                               "aep calibrate")
-    if cal.get("format_version") != FORMAT_VERSION:
-        raise CalibrationError(f"{path}: calibration format version {cal.get('format_version')!r}; this aep reads "
-                               f"version {FORMAT_VERSION} (rebuild it with aep calibrate)")
-    try:
-        check_structure(cal)
-    except (KeyError, TypeError, ValueError) as err:
-        raise CalibrationError(f"{path}: corrupt calibration file ({err})") from None
-    cal["path"] = str(path)
-    return cal
-
-
-def check_structure(cal: dict) -> None:
-    """Raise ``ValueError`` naming the first inconsistency of a parsed calibration."""
-    for key in ("model", "reference", "settings", "corpus", "rows", "scores"):
-        if not isinstance(cal.get(key), dict):
-            raise ValueError(f"missing or malformed {key!r}")
-    for key in ("name", "vocab_size", "vocab_sha256"):
-        if key not in cal["model"] or key not in cal["reference"]:
-            raise ValueError(f"the model or reference identity lacks {key!r}")
-    edges = cal["settings"].get("length_edges")
-    if not isinstance(edges, list) or len(edges) < 2 or any(not isinstance(e, int) for e in edges) \
-            or list(edges) != sorted(set(edges)) or edges[0] < 1:
-        raise ValueError(f"length_edges must be increasing positive integers, got {edges!r}")
-    n = len(cal["rows"].get("dataset", []))
-    for c in ROW_COLUMNS:
-        if len(cal["rows"].get(c, [])) != n:
-            raise ValueError(f"rows column {c!r} has {len(cal['rows'].get(c, []))} values, expected {n}")
-    for d, values in cal["scores"].items():
-        if not isinstance(values, list) or len(values) != n:
-            raise ValueError(f"scores of {d!r} are not a list of {n} values")
-        if any(v is not None and not isinstance(v, (int, float)) for v in values):
-            raise ValueError(f"scores of {d!r} hold a value that is not a number")
-    if any(not 0 <= b < len(edges) - 1 for b in cal["rows"]["bin"]):
-        raise ValueError("a row's bin is outside the length bins")
-    if n and not set(cal["rows"]["split"]) <= set(SPLITS):
-        raise ValueError(f"rows split must be one of {SPLITS}")
 
 
 def write_shipped(calibration: dict, folder: str | Path, command: str) -> Path:

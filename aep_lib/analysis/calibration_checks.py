@@ -9,10 +9,11 @@ import math
 import numpy as np
 import pandas as pd
 
+from ..core.inference import binomial_ci
 from .calibration import bin_thresholds
 from .detect import DETECTORS
-from ..core.inference import binomial_ci
 from .length_bins import bin_of
+
 
 def generator_of(dataset: str) -> str:
     """The generator of a benchmark set (``xsum_gpt-4`` -> ``gpt-4``): its source in leave-one-source-out."""

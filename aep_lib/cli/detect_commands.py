@@ -41,7 +41,8 @@ def load_scorer(model: str, reference: str | None):
 
 
 def open_calibration(path: Optional[Path], model: str) -> dict:
-    """The calibration of ``--calibration``, else the one shipped for ``model``; one-line failures."""
+    """The calibration of ``--calibration``, else the one shipped for ``model``, validated whole and checked
+    against its content digest (``calibration_files.load_calibration``); one-line failures."""
     from ..analysis.calibration import CalibrationError, load_calibration, shipped_calibration
     from ..corpora import DataIntegrityError, DataNotFoundError
 
@@ -193,9 +194,11 @@ def detect(
 
     check_detect_options(fpr, alpha, k, detector, tokens_out, max_tokens, encoding)
     texts = [(label, *split_prompt(label, text, prompt_chars)) for label, text in read_texts(inputs, encoding)]
+    # a given calibration file is validated (and its digest checked) before any model loads
+    cal = open_calibration(calibration, model) if calibration is not None else None
     ref_name = reference if reference not in (None, "", model) else None
     mdl, tok, ref, ref_tok = load_scorer(model, ref_name)
-    cal = open_calibration(calibration, model)
+    cal = cal or open_calibration(None, model)
     k = float(cal["settings"]["min_k"]) if k is None else k
     ident = model_identity(model, tok)
     errors, warnings = compatibility(cal, ident, model_identity(ref_name, ref_tok) if ref_name else ident,

@@ -2,19 +2,25 @@
 
 A run's files are written, read back whole (every column decoded, the row count compared) and
 hashed (sha256 of the file's bytes) before the run is renamed into view; the run row records the
-tokens file's checksum (``tokens_sha256``). A reader recomputes the checksum (about 0.1 ms for a
-1,000-token file) and treats any difference as a corrupt file: damage inside a data page, where the
-Parquet footer still reads, is found before a query trips over it. Runs stored before checksums
+tokens file's checksum (``tokens_sha256``) and a digest of its own fields (``row_sha256``, ``row_digest``).
+A reader recomputes the checksum (about 0.1 ms for a 1,000-token file) and treats any difference as a
+corrupt file: damage inside a data page, where the Parquet footer still reads, is found before a query
+trips over it. Runs stored before checksums
 existed are checked by reading the whole file instead, which finds damage that breaks decoding but
-not damage that decodes to other numbers (regenerate such runs to give them a checksum).
+not damage that decodes to other numbers (regenerate such runs to give them a checksum). A run row whose
+fields no longer give its ``row_sha256`` (an edited ``run.parquet``) is a corrupt run file, found at every
+read of the row; a row stored before row digests is read unverified (``aep runs --verify`` still checks
+its summaries against its tokens: ``store.summary_checks``).
 
     digest = write_parquet_verified(table, tmp / "tokens.parquet", compression="zstd")
+    write_parquet_verified(run_row_table(row), tmp / "run.parquet")   # the row and its row_sha256
     problem = tokens_file_problem(path, run_row)   # from the disk: None when intact
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 import math
 import os
 import shutil
@@ -24,13 +30,18 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
+
+from .summary_checks import summary_problem
 
 RUN_FILE = "run.parquet"  # in each run folder: the run row
 TOKENS_FILE = "tokens.parquet"  # in each run folder: one row per token (optional)
 SEP = "__"  # between label and run_id in a run folder name
 TOKENS_SHA256 = "tokens_sha256"  # run-row column: sha256 (hex) of tokens.parquet as written
+ROW_SHA256 = "row_sha256"  # run-row column: sha256 (hex) of the row's other fields (row_digest)
+UNDIGESTED = (ROW_SHA256, TOKENS_SHA256, "path")  # row fields row_digest leaves out
 BLOCK = 1 << 20  # bytes read per step when hashing a file
 
 
@@ -65,12 +76,56 @@ def write_parquet_verified(table: pa.Table, path: Path, **write_options: Any) ->
     return hashlib.sha256(data).hexdigest()
 
 
+def row_value(key: str, v: Any) -> Any:
+    """A run-row value as stored: str/int/float/bool/None as is, dict/list/tuple as a JSON string."""
+    if isinstance(v, np.generic):
+        v = v.item()
+    if v is None or isinstance(v, (str, bool, int, float)):
+        return v
+    if isinstance(v, (dict, list, tuple)):
+        return json.dumps(v, sort_keys=True, default=str)
+    if isinstance(v, os.PathLike):
+        return os.fspath(v)
+    raise TypeError(f"run[{key!r}]: cannot store a {type(v).__name__}; use str/int/float/bool/None/dict/list")
+
+
+def row_digest(row: dict) -> str:
+    """sha256 (hex) of a run row's fields as they read back from run.parquet, all but ``UNDIGESTED``
+    (``tokens_sha256`` is checked against its own file): canonical JSON, keys sorted, floats by repr
+    (NaN and infinities as NaN, Infinity), so any change of a value, a type or a key changes it."""
+    content = {k: v for k, v in row.items() if k not in UNDIGESTED}
+    text = json.dumps(content, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=repr)
+    return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()
+
+
+def run_row_table(row: dict) -> pa.Table:
+    """The 1-row table a run.parquet holds: ``row`` (values as ``row_value`` gives them) and its
+    ``row_sha256``, the ``row_digest`` of the row as Parquet hands it back."""
+    table = pa.Table.from_pylist([{k: v for k, v in row.items() if k != ROW_SHA256}])
+    return table.append_column(ROW_SHA256, pa.array([row_digest(table.to_pylist()[0])], pa.string()))
+
+
+def row_problem(path: Path, row: dict) -> str | None:
+    """The error of a run row whose fields differ from the ``row_sha256`` it records, or None (intact, or
+    stored before row digests: unverified)."""
+    expected = row.get(ROW_SHA256)
+    if expected is None or expected == row_digest(row):
+        return None
+    return (f"corrupt run file: {path}: its fields differ from the {ROW_SHA256} recorded when it was written "
+            "(the file was edited after it was written)")
+
+
 def read_run_file(path: Path) -> tuple[pa.Table, dict]:
-    """A run.parquet as (1-row table, row dict)."""
+    """A run.parquet as (1-row table, row dict); ``StoreError`` if it does not hold one row or if its fields
+    differ from the ``row_sha256`` it records (``row_problem``)."""
     table = pq.ParquetFile(path).read(use_threads=False)
     if table.num_rows != 1:
         raise StoreError(f"expected 1 row, found {table.num_rows}")
-    return table, table.to_pylist()[0]
+    row = table.to_pylist()[0]
+    problem = row_problem(path, row)
+    if problem is not None:
+        raise StoreError(problem)
+    return table, row
 
 
 def tokens_schema(path: Path) -> pa.Schema:
@@ -270,7 +325,9 @@ class CheckedFiles:
 
     def verify_run(self, run_dir: Path) -> dict:
         """One run folder checked from the disk, memo bypassed: ``{"run_id", "path", "checked", "problem"}``
-        (see ``RunStore.verify``). A problem found is remembered (mark_bad), so that load agrees."""
+        (see ``RunStore.verify``): the run row against its ``row_sha256``, the tokens file, and the summaries
+        of an ok run's row against those recomputed from its tokens (``summary_checks.summary_problem``). A
+        problem found is remembered (mark_bad), so that load agrees."""
         tok, run_file = run_dir / TOKENS_FILE, run_dir / RUN_FILE
         try:
             _, row = read_run_file(run_file)
@@ -282,6 +339,13 @@ class CheckedFiles:
             checked = "sha256" if recorded_sha256(row) else ("read" if tok.exists() else "no tokens")
             if problem is not None:
                 self.mark_bad(tok, problem)
+            elif row.get("status") == "ok" and tok.exists():
+                try:
+                    problem = summary_problem(run_file, row, tok)
+                except Exception as e:  # noqa: BLE001 - a file that changed since it was read, a bad value
+                    problem = f"corrupt run file: {run_file}: its summaries cannot be recomputed from its tokens: {e}"
+                if problem is not None:
+                    self.mark_bad(run_file, problem)
         if problem is None:  # intact now: forget an earlier failed read
             self.bad.pop(str(tok), None), self.bad.pop(str(run_file), None)
         return {"run_id": run_dir.name.rsplit(SEP, 1)[1], "path": str(run_dir), "checked": checked,

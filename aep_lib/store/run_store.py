@@ -12,7 +12,8 @@ rows of a tokens table (one row per token, the column names of docs/science.md).
 The folder names are for humans (sanitised to [A-Za-z0-9._=-]); the identity of a run is its
 run_id, the last "__"-separated part of its folder name. A run is written into .tmp/ first, read
 back and hashed (store_integrity), and renamed into place, so a reader sees a whole verified run or
-none of it; the run row records the tokens file's sha256 ("tokens_sha256"). Readers never raise
+none of it; the run row records the tokens file's sha256 ("tokens_sha256") and a digest of its own
+fields ("row_sha256": an edited run.parquet is a corrupt file at the next read). Readers never raise
 because of one bad file: a run whose file is corrupt (its checksum differs, or it does not read)
 shows up in runs() as a row with status "failed" and an error naming the file, has_ok_run() says
 False (so a rerun regenerates it), tokens() skips it with a StoreWarning and the DuckDB views
@@ -43,12 +44,12 @@ from pathlib import Path
 from typing import Any
 
 import duckdb
-import numpy as np
 import pandas as pd
 import pyarrow as pa
 from filelock import FileLock, Timeout
 
 from .integrity import (
+    ROW_SHA256,
     RUN_FILE,
     SEP,
     TOKENS_FILE,
@@ -57,6 +58,8 @@ from .integrity import (
     StoreError,
     check_writable_folder,
     remove_entries,
+    row_value,
+    run_row_table,
     tokens_schema,
     write_parquet_verified,
 )
@@ -101,19 +104,6 @@ def sanitize(component: Any) -> str:
     if s == "" or s.startswith("."):
         s = "_" + s  # never "", ".", ".." or a hidden name like ".tmp"
     return s
-
-
-def _row_value(key: str, v: Any) -> Any:
-    """A run-row value as stored: str/int/float/bool/None as is, dict/list/tuple as a JSON string."""
-    if isinstance(v, np.generic):
-        v = v.item()
-    if v is None or isinstance(v, (str, bool, int, float)):
-        return v
-    if isinstance(v, (dict, list, tuple)):
-        return json.dumps(v, sort_keys=True, default=str)
-    if isinstance(v, os.PathLike):
-        return os.fspath(v)
-    raise TypeError(f"run[{key!r}]: cannot store a {type(v).__name__}; use str/int/float/bool/None/dict/list")
 
 
 def release_all(locks: dict[str, FileLock]) -> None:
@@ -228,7 +218,8 @@ class RunStore:
 
         Each file is read back whole before the run is moved into view (StoreError if it does not
         read back as written); the sha256 of the tokens file is stored as "tokens_sha256" (set here,
-        whatever the run says; absent without tokens).
+        whatever the run says; absent without tokens), and the digest of the row's other fields as
+        "row_sha256" (integrity.row_digest; checked at every read of the row).
         """
         for key in ("run_id", "kind", "model", "status"):
             if key not in run:
@@ -236,7 +227,7 @@ class RunStore:
         run_id = self._check_run_id(run["run_id"])
         if run["status"] not in ("ok", "failed"):
             raise StoreError(f"run status must be 'ok' or 'failed', got {run['status']!r}")
-        row = {k: _row_value(k, v) for k, v in run.items() if k not in ("path", TOKENS_SHA256)}
+        row = {k: row_value(k, v) for k, v in run.items() if k not in ("path", TOKENS_SHA256, ROW_SHA256)}
 
         table = None
         if tokens is not None:
@@ -257,8 +248,7 @@ class RunStore:
             if table is not None:
                 row[TOKENS_SHA256] = write_parquet_verified(table, tmp / TOKENS_FILE, compression="zstd")
             # One row: no compression or dictionary (a 1-row zstd file reads ~3x slower, for nothing).
-            write_parquet_verified(pa.Table.from_pylist([row]), tmp / RUN_FILE, compression="none",
-                                   use_dictionary=False)
+            write_parquet_verified(run_row_table(row), tmp / RUN_FILE, compression="none", use_dictionary=False)
             dest.parent.mkdir(parents=True, exist_ok=True)
             if dest.exists():  # same folder: move the old one aside first (a rename cannot overwrite a folder)
                 self._trash(dest)
@@ -421,10 +411,13 @@ class RunStore:
     def verify(self, run_ids: Iterable[str] | None = None) -> pd.DataFrame:
         """
         Check the files of every stored run (or of run_ids) from the disk, memo bypassed: run.parquet
-        read whole; tokens.parquet hashed against the recorded sha256 and read whole (every page
-        decoded), its rows against n_tokens. One row per run: run_id, path, checked ("sha256", or
-        "read" for a run stored before checksums, "no tokens", "run file" when that one is bad) and
-        problem (None when intact), sorted by path. runs() agrees afterwards.
+        read whole, its fields against its row_sha256; tokens.parquet hashed against the recorded sha256
+        and read whole (every page decoded), its rows against n_tokens; the summaries an ok run's row
+        carries (l_samp, ..., z_raw, z_cross, z_mean, ...) recomputed from its tokens
+        (store.summary_checks), a difference beyond float rounding a problem naming the column. One row
+        per run: run_id, path, checked ("sha256", or "read" for a run stored before checksums, "no
+        tokens", "run file" when that one is bad) and problem (None when intact), sorted by path.
+        runs() agrees afterwards.
         """
         wanted = None if run_ids is None else set(run_ids)
         rows = [self._files.verify_run(run_dir) for run_id, run_dir in sorted(self.refresh_index().items(),
