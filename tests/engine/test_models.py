@@ -68,13 +68,14 @@ def test_cache_completeness_checks_marker_and_sizes(tmp_path):
 
 
 @pytest.mark.slow
-def test_embedded_models_load_on_cpu_in_float32():
-    for name, spec in EMBEDDED_MODELS.items():
-        model, tok = load_model(name)
-        assert model.aep_identity["device"] == "cpu" and model.aep_identity["dtype"] == "float32"
-        assert model.config.vocab_size == spec.vocab_size == len(tok)
-        assert not model.training
-        assert cache_is_complete(model_cache_dir(name))
+@pytest.mark.parametrize("name", list(EMBEDDED_MODELS))
+def test_embedded_models_load_on_cpu_in_float32(name):
+    spec = EMBEDDED_MODELS[name]
+    model, tok = load_model(name)
+    assert model.aep_identity["device"] == "cpu" and model.aep_identity["dtype"] == "float32"
+    assert model.config.vocab_size == spec.vocab_size == len(tok)
+    assert not model.training
+    assert cache_is_complete(model_cache_dir(name))
 
 
 @pytest.mark.slow
