@@ -3,6 +3,9 @@
 One loader for everything under the data directory (``paths.data_dir``: ``$AEP_DATA_DIR``, else the
 project's ``data/``) and for the prompts of ``params/prompts.yaml``:
 
+- ``read_yaml``: the mapping of a params, prompts or grid file, read strictly (``StrictYAMLLoader``: no
+  anchors or aliases, no key given twice, UTF-8, at most ``MAX_YAML_BYTES``), or a one-line ``ParamsError``;
+- ``excerpt``: a value as an error message may quote it (at most ``EXCERPT_CHARS`` characters);
 - ``load_prompts`` / ``prompt_text``: prompt id -> text;
 - ``verified_data_file``: a data file, checked against the sha256 of its folder's ``MANIFEST.md``;
 - ``classic_text`` / ``benchmark_texts``: external texts (``ExternalText``) for the training-data side;
@@ -19,6 +22,7 @@ import hashlib
 import json
 import os
 import re
+import reprlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -33,18 +37,133 @@ class ParamsError(ValueError):
     """Invalid parameters; the message names the key and where it came from."""
 
 
+MAX_YAML_BYTES = 1 << 20  # the largest params, prompts or grid file read (1 MiB; the project's are a few KB)
+MAX_YAML_DEPTH = 16  # the deepest nesting of lists and mappings in such a file (the project's go 3 deep)
+EXCERPT_CHARS = 80  # the most characters of a value that an error message shows
+
+
+_REPR = reprlib.Repr()
+_REPR.maxlevel, _REPR.maxlist, _REPR.maxtuple, _REPR.maxset, _REPR.maxdict = 2, 8, 8, 8, 6
+_REPR.maxstring = _REPR.maxlong = _REPR.maxother = EXCERPT_CHARS
+
+
+def excerpt(value: object, limit: int = EXCERPT_CHARS) -> str:
+    """``repr(value)`` cut to at most ``limit`` characters (``...`` marks the cut), computed without
+    formatting more of a long string, list or mapping than the excerpt shows; a value without a repr
+    is shown by its type (``<int>``)."""
+    try:
+        shown = _REPR.repr(value)
+    except Exception:  # e.g. an int of more digits than Python converts to text
+        shown = f"<{type(value).__name__}>"
+    return shown if len(shown) <= limit else shown[: limit - 3] + "..."
+
+
+class RefusedYAMLError(yaml.MarkedYAMLError):
+    """Valid YAML that ``StrictYAMLLoader`` does not accept in a params file, at a line and column."""
+
+
+class StrictYAMLLoader(yaml.SafeLoader):
+    """``yaml.SafeLoader`` for the project's params, prompts and grid files, refusing what such a file never
+    needs and an attacker or a slip would use: anchors and aliases (``&a``, ``*a``: a few hundred bytes of
+    them expand to gigabytes), a key given twice in one mapping (the last value would win silently),
+    nesting deeper than ``MAX_YAML_DEPTH``, and values Python cannot build (``2001-13-45``, an integer of
+    thousands of digits). Each refusal is a ``RefusedYAMLError`` at the line and column concerned."""
+
+    def __init__(self, stream):
+        super().__init__(stream)
+        self.node_depth = 0  # lists and mappings open around the node being composed
+
+    def compose_node(self, parent, index):
+        event = self.peek_event()
+        if isinstance(event, yaml.AliasEvent) or getattr(event, "anchor", None) is not None:
+            raise RefusedYAMLError(None, None, "anchors and aliases (&name, *name) are not accepted in a params file: "
+                                   "write each value out", event.start_mark)
+        if self.node_depth >= MAX_YAML_DEPTH:
+            raise RefusedYAMLError(None, None, f"nested more than {MAX_YAML_DEPTH} levels deep", event.start_mark)
+        self.node_depth += 1
+        try:
+            return super().compose_node(parent, index)
+        finally:
+            self.node_depth -= 1
+
+    def construct_object(self, node, deep=False):
+        try:
+            return super().construct_object(node, deep=deep)
+        except (ValueError, OverflowError) as err:
+            raise RefusedYAMLError(None, None, f"value {excerpt(node.value, 40)} cannot be read: {str(err).split(';')[0][:120]}",
+                                   node.start_mark) from None
+
+    def construct_mapping(self, node, deep=False):
+        if isinstance(node, yaml.MappingNode):
+            seen: dict = {}
+            for key_node, _ in node.value:
+                if key_node.tag == "tag:yaml.org,2002:merge":
+                    continue
+                key = self.construct_object(key_node, deep=True)
+                mark = key_node.start_mark
+                try:
+                    first = seen.get(key)
+                except TypeError:  # an unhashable key: the base class says so
+                    continue
+                if first is not None:
+                    where = (f"on line {first.line + 1} (columns {first.column + 1} and {mark.column + 1})"
+                             if first.line == mark.line else f"on line {first.line + 1} and on line {mark.line + 1}")
+                    raise RefusedYAMLError(None, None, f"key {excerpt(key)} is given twice, {where}: keep one", mark)
+                seen[key] = mark
+        return super().construct_mapping(node, deep=deep)
+
+
+def yaml_error_line(err: yaml.YAMLError) -> str:
+    """One line for a YAML error: ``line L, column C: problem (context)``, without the source excerpt that
+    PyYAML puts on the following lines."""
+    if isinstance(err, yaml.MarkedYAMLError) and err.problem:
+        mark = err.problem_mark
+        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark is not None else ""
+        context = f" ({err.context})" if err.context else ""
+        return f"{where}{err.problem}{context}"
+    return " ".join(str(err).split())
+
+
 def read_yaml(path: str | Path) -> dict:
+    """The mapping a params, prompts or grid YAML file holds, read by ``StrictYAMLLoader``.
+
+    ``ParamsError``, one line naming the file, for a file that is missing, unreadable, larger than
+    ``MAX_YAML_BYTES``, not UTF-8 (with the byte offset and line), not valid YAML or refused by the loader
+    (with the line and column), or whose top level is not a mapping.
+    """
     path = Path(path)
     if not path.is_file():
-        raise ParamsError(f"{path}: params file not found")
+        raise ParamsError(f"{path}: " + ("not a regular file" if path.exists() else "params file not found"))
     try:
-        data = yaml.safe_load(path.read_text()) or {}
+        with open(path, "rb") as f:
+            data = f.read(MAX_YAML_BYTES + 1)
+    except OSError as err:
+        raise ParamsError(f"{path}: cannot be read: {err.strerror or err}") from None
+    if len(data) > MAX_YAML_BYTES:
+        raise ParamsError(f"{path}: larger than {MAX_YAML_BYTES // 1024} KiB: not a params file")
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as err:
+        line = data[: err.start].count(b"\n") + 1
+        raise ParamsError(f"{path}: not UTF-8: byte 0x{data[err.start]:02x} at byte offset {err.start} (line {line}); "
+                          "save the file as UTF-8") from None
+    try:
+        loaded = yaml.load(text, Loader=StrictYAMLLoader)
+    except RefusedYAMLError as err:
+        raise ParamsError(f"{path}: {yaml_error_line(err)}") from None
+    except yaml.reader.ReaderError as err:
+        line = text[: err.position].count("\n") + 1
+        code = err.character if isinstance(err.character, int) else ord(str(err.character)[:1] or "?")
+        raise ParamsError(f"{path}: not valid YAML: line {line}: character U+{code:04X} is not allowed in YAML") from None
     except yaml.YAMLError as err:
-        raise ParamsError(f"{path}: not valid YAML: {err}") from None
-    if not isinstance(data, dict):
-        raise ParamsError(f"{path}: expected a mapping of keys to values, got {type(data).__name__}")
-    return data
-
+        raise ParamsError(f"{path}: not valid YAML: {yaml_error_line(err)}") from None
+    except RecursionError:
+        raise ParamsError(f"{path}: not valid YAML: nested too deeply") from None
+    if loaded is None:
+        return {}
+    if not isinstance(loaded, dict):
+        raise ParamsError(f"{path}: expected a mapping of keys to values, got {type(loaded).__name__}")
+    return loaded
 
 
 def load_prompts(path: str | Path | None = None) -> dict[str, str]:

@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import sys
 
-# isort: off  (each module registers its commands on ``app``; this order is the order of ``aep --help``)
+# each module registers its commands on ``app``; this order is the order of ``aep --help``
+# isort: off
 from . import models_command, store_commands, figures_command, score_command  # noqa: F401
 from . import detect_commands, bench_command  # noqa: F401
 # isort: on

@@ -1,4 +1,4 @@
-"""The ``aep`` Typer application and the one way a command fails (a one-line message, exit code 2)."""
+"""The ``aep`` Typer application and the one way a command fails (a short one-line message, exit code 2)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,20 @@ app = typer.Typer(
 )
 
 
+MAX_MESSAGE_CHARS = 600  # the longest error line printed; longer ones (a huge bad value quoted) are cut
+
+
+def short_message(message: str, limit: int = MAX_MESSAGE_CHARS) -> str:
+    """``message`` on one line (line breaks become spaces), at most about ``limit`` characters: a longer one
+    keeps its start and its end around ``... [N characters cut] ...``."""
+    message = " ".join(message.splitlines())
+    if len(message) <= limit:
+        return message
+    head, tail = message[: limit * 2 // 3], message[-(limit // 4):]
+    return f"{head} ... [{len(message) - len(head) - len(tail):,} characters cut] ... {tail}"
+
+
 def fail(message: str) -> None:
-    """Print ``error: message`` in red on stderr and exit with code 2."""
-    typer.secho(f"error: {message}", fg=typer.colors.RED, err=True)
+    """Print ``error: message`` (``short_message``) in red on stderr and exit with code 2."""
+    typer.secho(f"error: {short_message(message)}", fg=typer.colors.RED, err=True)
     raise typer.Exit(2)

@@ -6,8 +6,11 @@ One reader for ``aep score`` and ``aep detect``/``aep attribute`` (``read_texts`
 - bytes are decoded with ``--encoding`` (UTF-8 by default; a leading UTF-8 byte-order mark is
   dropped); a file that does not decode is a one-line error giving the byte offset and the way out;
 - an empty or whitespace-only text is an error (its score would be a number about nothing);
+- a text that decodes to garbage (``garbled``: UTF-8 bytes read as UTF-16, UTF-16 bytes read one byte
+  at a time) is refused, naming the encoding;
 - control characters other than tab, newline and carriage return (NUL, escape, ...) are scored as
   they are, with a warning on stderr: they usually mean a binary file or a copy-paste accident;
+- CR LF line ends are scored as they are, with a note on stderr (LF line ends score differently);
 - ``--prompt-chars`` must be at least 0 and leave something to score.
 
 Each error goes through ``fail``: ``error: <what is wrong>`` on stderr, exit code 2.
@@ -26,6 +29,10 @@ import typer
 from .app import fail
 
 ALLOWED_CONTROLS = "\t\n\r"  # control characters that ordinary text holds
+GARBLED_SHARE = 0.25  # a decoded text with at least this share of NUL and U+FFFD characters is refused
+WIDE_CODECS = ("utf-16", "utf-32")  # codec names that read two or four bytes per character
+BYTE_ORDER_MARKS = {"utf-32": (codecs.BOM_UTF32_LE, codecs.BOM_UTF32_BE),  # UTF-32 LE's starts with UTF-16 LE's
+                    "utf-16": (codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)}
 
 
 def looks_like_path(arg: str) -> bool:
@@ -49,9 +56,42 @@ def decode_text(data: bytes, label: str, encoding: str = "utf-8") -> str:
     except UnicodeDecodeError as err:
         bad = data[err.start : min(err.end, err.start + 4)]
         what = f"byte 0x{bad.hex()}" if len(bad) == 1 else "bytes " + " ".join(f"0x{b:02x}" for b in bad)
-        fail(f"{label}: not valid {encoding}: {what} at byte offset {err.start} ({err.reason}); if the text is "
-             "in another encoding, say which with --encoding (e.g. --encoding latin-1)")
+        bom = byte_order_mark(data)
+        way = (f"it starts with a {bom} byte-order mark: pass --encoding {bom}" if bom and bom != name else
+               "if the text is in another encoding, say which with --encoding (e.g. --encoding latin-1)")
+        fail(f"{label}: not valid {encoding}: {what} at byte offset {err.start} ({err.reason}); {way}")
+    why = garbled(data, text, name)
+    if why:
+        fail(f"{label}: decoded as {encoding}, {why}")
     return text[1:] if name == "utf-8" and text.startswith("\ufeff") else text
+
+
+def byte_order_mark(data: bytes) -> str | None:
+    """``"utf-16"`` or ``"utf-32"`` when ``data`` starts with that encoding's byte-order mark, else None."""
+    return next((codec for codec, marks in BYTE_ORDER_MARKS.items() if data.startswith(marks)), None)
+
+
+def garbled(data: bytes, text: str, codec: str) -> str | None:
+    """Why ``text``, ``data`` decoded with ``codec`` (a canonical name), is not the text the bytes hold, or
+    None: a UTF-16/32 codec given bytes that are UTF-8 without a NUL byte (it reads them as other
+    characters, CJK for ASCII), or a text of which ``GARBLED_SHARE`` or more are NUL or U+FFFD (UTF-16
+    read one byte at a time, or a text damaged by an earlier lossy conversion)."""
+    if codec.startswith(WIDE_CODECS) and b"\x00" not in data:
+        try:
+            data.decode("utf-8")
+        except UnicodeDecodeError:
+            pass
+        else:
+            return (f"the text is garbled ({text[:12]!r}...): the bytes are UTF-8 without a NUL byte; leave "
+                    "--encoding out to read them as UTF-8")
+    bad = text.count("\x00") + text.count("\ufffd")
+    if text and bad >= GARBLED_SHARE * len(text):
+        bom = byte_order_mark(data)
+        hint = (f"; it starts with a {bom} byte-order mark: pass --encoding {bom}" if bom and not codec.startswith(bom)
+                else "; it looks like UTF-16: pass --encoding utf-16" if not codec.startswith(WIDE_CODECS)
+                and text.count("\x00") >= GARBLED_SHARE * len(text) else "; is it in another encoding?")
+        return f"the text is garbled: {bad} of its {len(text)} characters are NUL or U+FFFD (replacement){hint}"
+    return None
 
 
 def control_characters(text: str) -> list[tuple[int, str]]:
@@ -62,7 +102,8 @@ def control_characters(text: str) -> list[tuple[int, str]]:
 
 def check_text(label: str, text: str) -> str:
     """``text`` if it can be scored: an empty or whitespace-only text fails; control characters give a
-    warning on stderr (the text is still scored, as it is)."""
+    warning on stderr, CR LF line ends inside the text (a lone final line end aside) a note (the text is
+    still scored, as it is: the same text with LF line ends tokenises, and scores, differently)."""
     if not text:
         fail(f"{label}: the text is empty: nothing to score")
     if not text.strip():
@@ -72,6 +113,10 @@ def check_text(label: str, text: str) -> str:
         i, c = found[0]
         typer.secho(f"warning: {label}: {len(found)} control character(s), the first U+{ord(c):04X} at character {i}; "
                     "they are scored as they are (is this a binary file?)", fg=typer.colors.YELLOW, err=True)
+    if "\r\n" in text.rstrip():
+        crlf = text.count("\r\n")
+        typer.secho(f"note: {label}: {crlf} CR LF (Windows) line end(s), scored as they are; the same text with LF "
+                    "line ends scores differently", err=True)
     return text
 
 

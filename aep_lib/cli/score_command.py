@@ -10,6 +10,7 @@ import typer
 
 from .app import app, fail
 from .inputs import check_encoding, check_text, read_input, split_prompt
+from .outputs import check_output, write_output
 
 MIN_TOKENS = 2  # default --min-tokens: the fewest scored tokens for which l, h and z mean something
 
@@ -38,6 +39,9 @@ def score(
         fail(f"--min-tokens must be at least 1, got {min_tokens}")
     if out is not None and out.suffix not in (".csv", ".parquet"):
         fail(f"--out {out}: the file name must end in .csv or .parquet")
+    for path, option in ((out, "--out"), (html, "--html")):
+        if path is not None:
+            check_output(path, option)  # before the model loads
     check_encoding(encoding)
     label, text = read_input(text_file, encoding, literal=False)
     prompt, scored_part = split_prompt(label, check_text(label, text), prompt_chars)
@@ -65,13 +69,13 @@ def score(
     typer.echo(f"{model}: {s['n_tokens']} tokens  l={s['l']:.3f}  h={s['h']:.3f}  D={s['D']:+.3f}  "
                f"z={s['z']:+.2f}{why}  bits/byte={scored.bits_per_byte:.3f}")
     if out:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        (t.to_parquet(out, index=False) if out.suffix == ".parquet" else t.to_csv(out, index=False))
+        write_output(out, "--out", lambda tmp: t.to_parquet(tmp, index=False) if out.suffix == ".parquet"
+                     else t.to_csv(tmp, index=False))
         typer.echo(f"per-token table: {out}")
     if html:
         from ..report.tokenview import token_view
 
         title = f"{label} under {model}: {s['n_tokens']} tokens, z = {s['z']:+.2f}"
-        html.parent.mkdir(parents=True, exist_ok=True)
-        html.write_text(token_view_page(token_view(t, title=title, prompt=prompt), title), encoding="utf-8")
+        page = token_view_page(token_view(t, title=title, prompt=prompt), title)
+        write_output(html, "--html", lambda tmp: tmp.write_text(page, encoding="utf-8"))
         typer.echo(f"token view: {html}")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Optional
 
@@ -19,6 +20,27 @@ def checked_profile(profile: str) -> str:
         return check_profile_name(profile)
     except ValueError as err:
         fail(str(err))
+
+
+def existing_store(store: Optional[Path], profile: str) -> Path:
+    """The store folder to read: ``store`` (``--store``), else the profile's. Fails in one line when it does not
+    exist (a mistyped path, or a profile nothing was stored under), is not a folder or cannot be read: a
+    listing or a verification of nothing must not pass for an empty store or an intact one."""
+    from ..paths import store_dir
+
+    root = store if store is not None else store_dir(checked_profile(profile))
+    given = f"--store {root}" if store is not None else f"the store of --profile {profile} ({root})"
+    try:
+        if not root.exists():
+            fail(f"{given}: no such folder" + (" (check the path)" if store is not None else
+                                              f": nothing has been stored under --profile {profile} yet"))
+        if not root.is_dir():
+            fail(f"{given}: not a folder (a store is the folder that `aep run` writes runs into)")
+        if not os.access(root, os.R_OK | os.X_OK):
+            fail(f"{given}: the folder cannot be read (permission denied)")
+    except (OSError, ValueError) as err:  # a name too long, an embedded NUL
+        fail(f"{given}: not a usable folder name ({getattr(err, 'strerror', None) or err})")
+    return root
 
 
 @app.command()
@@ -83,10 +105,9 @@ def runs(
     """List stored runs, filtered; with --verify, check their files."""
     import pandas as pd
 
-    from ..paths import store_dir
     from ..store.run_store import RunStore
 
-    run_store = RunStore(store if store is not None else store_dir(checked_profile(profile)))
+    run_store = RunStore(existing_store(store, profile))
     if verify:
         verify_store(run_store)
         return
@@ -122,11 +143,10 @@ def compare(
 ) -> None:
     """Aggregate every cross-model comparison in the store: usable / skipped / failed, h^(A,B), l^B - h^B."""
     from ..analysis.comparison_tables import compare as compare_records
-    from ..paths import store_dir
     from ..report.figures import format_report
     from ..store.run_store import RunStore
 
-    store = RunStore(store_dir(checked_profile(profile)))
+    store = RunStore(existing_store(None, profile))
     records = compare_records(store)
     if pair is not None:
         records = records[records["pair"] == pair]
