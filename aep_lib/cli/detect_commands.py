@@ -12,6 +12,7 @@ import typer
 
 from .app import app, fail
 from .inputs import check_encoding, read_texts, split_prompt
+from .outputs import check_output, write_output
 
 FPR_HELP = "target false-positive rate on human text, in (0, 0.5]"
 
@@ -134,6 +135,8 @@ def check_detect_options(fpr, alpha, k, detector, tokens_out, max_tokens, encodi
         fail(f"--detector {detector!r}: unknown; known: {', '.join(DETECTORS)}")
     if tokens_out is not None and tokens_out.suffix not in (".csv", ".parquet"):
         fail(f"--tokens-out {tokens_out}: the file name must end in .csv or .parquet")
+    if tokens_out is not None:
+        check_output(tokens_out, "--tokens-out")
     if max_tokens is not None and max_tokens < 0:
         fail(f"--max-tokens must be 0 (all) or more, got {max_tokens}")
     check_encoding(encoding)
@@ -231,8 +234,8 @@ def detect(
             typer.echo("\n".join(render(r)))
     if tokens_out is not None:
         df = pd.concat(tables, ignore_index=True)
-        tokens_out.parent.mkdir(parents=True, exist_ok=True)
-        (df.to_parquet(tokens_out, index=False) if tokens_out.suffix == ".parquet" else df.to_csv(tokens_out, index=False))
+        write_output(tokens_out, "--tokens-out", lambda tmp: df.to_parquet(tmp, index=False)
+                     if tokens_out.suffix == ".parquet" else df.to_csv(tmp, index=False))
         typer.echo(f"per-token table: {tokens_out} ({len(df)} rows)", err=as_json)
 
 
@@ -276,6 +279,7 @@ def calibrate(
 
     if out.suffix != ".json":
         fail(f"--out {out}: the calibration file name must end in .json")
+    check_output(out, "--out")
     if not 0 < k <= 1:
         fail(f"--k must be in (0, 1], got {k}")
     if not 0 < heldout_frac < 1:
@@ -318,7 +322,7 @@ def calibrate(
             "false-positive rate; the rest sets the thresholds")
     cal = build_calibration(rows, ident, model_identity(ref_name, ref_tok) if ref_name else ident, settings,
                             corpus_identity(frame, corpus, rule))
-    save_calibration(cal, out)
+    write_output(out, "--out", lambda tmp: save_calibration(cal, tmp))
     n_held = int((frame["split"] == "heldout").sum())
     typer.echo(f"{out}: {len(frame)} human texts ({len(frame) - n_held} calibrate, {n_held} held out) scored by "
                f"{model}, {len(rows)} rows in {len(edges) - 1} length bins up to {max_tokens} tokens")

@@ -19,6 +19,7 @@ import os
 import time
 from pathlib import Path
 
+from ..corpora import excerpt
 from .embedded import (
     EMBEDDED_MODELS,
     ModelLoadError,
@@ -90,9 +91,18 @@ def resolve_dtype(dtype: str = "auto", device: str = "cpu"):
 
 def _unknown_name_message(name: str) -> str:
     return (
-        f"unknown model {name!r}: known short names are {', '.join(EMBEDDED_MODELS)}; "
+        f"unknown model {excerpt(name)}: known short names are {', '.join(EMBEDDED_MODELS)}; "
         "otherwise give a Hugging Face id (org/name) or a local folder"
     )
+
+
+def is_existing_path(name: str) -> bool:
+    """True if ``name`` names an existing file or folder (False for a name the OS cannot take as a path,
+    such as one longer than a file name may be)."""
+    try:
+        return Path(name).expanduser().exists()
+    except (OSError, ValueError):
+        return False
 
 
 def _looks_like_hub_id(name: str) -> bool:
@@ -153,7 +163,7 @@ def _load_model(name_or_path, device, dtype, trust_remote_code, revision, placem
         except Exception:  # damaged despite its marker (e.g. truncated tensor data): rebuild once
             build_embedded_cache(spec)
             model, tokenizer = _from_folder(folder, kwargs, direct=True)
-    elif Path(name).expanduser().exists():
+    elif is_existing_path(name):
         folder = Path(name).expanduser()
         source, rev = "local", str(folder.resolve())
         model, tokenizer = _from_folder(folder, kwargs)

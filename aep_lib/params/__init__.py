@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..corpora import ParamsError, read_yaml
+from ..corpora import ParamsError, excerpt, read_yaml
 from .notebooks import SHARED_GRIDS, SharedGrid, shared_grids_of
 from .schemas import NOTEBOOK_SCHEMAS, Grid, NotebookParams, notebook_schema, validate
 from .vocabulary import VOCABULARY, CommaList, DType, PromptIds
@@ -52,7 +52,7 @@ def read_params_file(path: str | Path, notebook: str | None = None) -> dict:
         unknown, missing = sorted(set(values) - set(grid.keys)), sorted(set(grid.keys) - set(values))
         if unknown or missing:
             raise ParamsError(f"{shared}: the {grid.name} keys are {', '.join(grid.keys)}"
-                              + (f"; unknown key(s) {unknown}" if unknown else "")
+                              + (f"; unknown key(s) {excerpt(unknown)}" if unknown else "")
                               + (f"; missing key(s) {missing}" if missing else ""))
         runs = own.get(RUNS_KEY) if isinstance(own.get(RUNS_KEY), list) else []
         entries = [(str(path), own)] + [(f"{path} ({RUNS_KEY} entry {i + 1})", run)

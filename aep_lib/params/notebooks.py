@@ -14,6 +14,7 @@ from typing import Callable
 
 from pydantic import AfterValidator, Field
 
+from ..corpora import excerpt
 from .vocabulary import bounds_text, lengths_within
 
 # --- cross-field rules --------------------------------------------------------------------------------------
@@ -23,7 +24,7 @@ def distinct_models_and_prompts(p):
     for key in ("models", "prompts"):
         values = getattr(p, key)
         if len(set(values)) != len(values):
-            raise ValueError(f"{key}: repeated entries in {values}")
+            raise ValueError(f"{key}: repeated entries in {excerpt(values)}")
     return p
 
 
@@ -102,7 +103,7 @@ def one_way_to_say_it(g):
 def _distinct(values: list) -> list:
     """distinct entries"""
     if len(set(values)) != len(values):
-        raise ValueError(f"repeated settings in {values}")
+        raise ValueError(f"repeated settings in {excerpt(values)}")
     return values
 
 

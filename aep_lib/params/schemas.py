@@ -13,7 +13,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError, create_model, model
 
 from .. import paths
 from ..core.sampling import Sampling, Strict, Variant
-from ..corpora import ParamsError
+from ..corpora import ParamsError, excerpt
 from .cells import notebook_names, parameters_cell
 from .notebooks import GRID_DEFAULTS, GRID_RULES, NOTEBOOK_RULES, Rules
 from .vocabulary import VOCABULARY
@@ -89,7 +89,7 @@ def build_schema(name: str, defaults: dict, rules: Rules = Rules(), base: type[P
     optional), typed by ``VOCABULARY`` and narrowed by ``rules.limits``; ``rules.checks`` run after the fields."""
     unknown = sorted(set(defaults) - set(VOCABULARY))
     if unknown:
-        raise ParamsError(f"{where or name}: parameter(s) {unknown} are not in the vocabulary "
+        raise ParamsError(f"{where or name}: parameter(s) {excerpt(unknown)} are not in the vocabulary "
                           "(aep_lib.params.vocabulary.VOCABULARY): define each name there once")
     fields = {}
     for key, default in defaults.items():
@@ -144,7 +144,7 @@ def _format_error(err: ValidationError, where: str) -> str:
             lines.append(f"{where}: unknown key {key!r}")
         else:
             got = e.get("input")
-            got = "" if isinstance(got, dict) else f" (got {got!r})"
+            got = "" if isinstance(got, dict) else f" (got {excerpt(got)})"
             lines.append(f"{where}: key {key!r}: {e['msg']}{got}")
     return "; ".join(lines)
 

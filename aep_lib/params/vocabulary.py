@@ -16,7 +16,7 @@ from annotated_types import Ge, Gt, Le, Lt, MinLen
 from pydantic import AfterValidator, BeforeValidator, Field
 
 from ..core.sampling import Sampling, Variant
-from ..corpora import BENCHMARKS, load_prompts
+from ..corpora import BENCHMARKS, excerpt, load_prompts
 
 
 def split_commas(value: Any) -> list[str]:
@@ -32,7 +32,7 @@ def known_prompt_ids(ids: list[str]) -> list[str]:
     known = load_prompts()
     unknown = [p for p in ids if p not in known]
     if unknown:
-        raise ValueError(f"unknown prompt id(s) {unknown}; known: {', '.join(known)}")
+        raise ValueError(f"unknown prompt id(s) {excerpt(unknown)}; known: {', '.join(known)}")
     return ids
 
 
@@ -52,7 +52,7 @@ def check_setting_specs(specs: list[str]) -> list[str]:
 def known_datasets(names: list[str]) -> list[str]:
     unknown = [d for d in names if d not in BENCHMARKS]
     if unknown:
-        raise ValueError(f"unknown dataset(s) {unknown}; known: {', '.join(BENCHMARKS)}")
+        raise ValueError(f"unknown dataset(s) {excerpt(unknown)}; known: {', '.join(BENCHMARKS)}")
     return names
 
 
@@ -61,7 +61,7 @@ def lengths_within(limit: int):
 
     def check(lengths: list[int]) -> list[int]:
         if any(n < 1 or n > limit for n in lengths):
-            raise ValueError(f"every length must be between 1 and {limit}, got {lengths}")
+            raise ValueError(f"every length must be between 1 and {limit}, got {excerpt(lengths)}")
         return lengths
 
     return check
@@ -71,7 +71,7 @@ def token_counts(v) -> list[int]:
     """Comma-separated (or a list of, or one) token counts -> sorted distinct ints in 0..1,000,000."""
     counts = sorted({int(x) for x in split_commas(v if not isinstance(v, int) else str(v))})
     if any(n < 0 or n > 1_000_000 for n in counts):
-        raise ValueError(f"every token count must be between 0 and 1000000, got {counts}")
+        raise ValueError(f"every token count must be between 0 and 1000000, got {excerpt(counts)}")
     return counts
 
 
@@ -80,9 +80,9 @@ def temperature_sweep(v) -> list[float]:
     try:
         values = sorted({float(x) for x in split_commas(str(v) if isinstance(v, (int, float)) else v)})
     except ValueError:
-        raise ValueError(f"temperatures must be numbers, got {v!r}") from None
+        raise ValueError(f"temperatures must be numbers, got {excerpt(v)}") from None
     if len(values) < 2 or any(not 0 < t <= 100 for t in values):
-        raise ValueError(f"need at least two distinct temperatures in (0, 100], got {values}")
+        raise ValueError(f"need at least two distinct temperatures in (0, 100], got {excerpt(values)}")
     return values
 
 

@@ -79,8 +79,8 @@ def test_an_error_quoting_a_huge_value_is_cut_short(tmp_path, no_model):
     grid = tmp_path / "grid.yaml"
     grid.write_text("models: smollm2-135m\nprompts: p01\nn_seeds: " + "x" * 500_000 + "\nmax_new_tokens: 8\n")
     line = one_line_error(invoke("run", grid, "--store", tmp_path / "store"), f"{grid}: key 'n_seeds'",
-                          "characters cut]")
-    assert len(line) < MAX_MESSAGE_CHARS + 100, len(line)
+                          "(got 'xxxx", "...")
+    assert len(line) < 400, len(line)  # the bad value is shown as a short excerpt
 
 
 # --- the store ------------------------------------------------------------------------------------------
@@ -179,3 +179,12 @@ def test_crlf_line_ends_are_scored_as_they_are_with_a_note(tmp_path, tiny):
     plain = invoke("score", lf, "--model", tiny)
     assert plain.exit_code == 0 and messages(plain) == []
     assert noted.stdout != plain.stdout  # the note is true: the scores differ
+
+
+def test_an_overlong_error_line_keeps_its_start_and_end():
+    from aep_lib.cli.app import short_message
+
+    line = short_message("start " + "y" * 100_000 + " end")
+    assert line.startswith("start ") and line.endswith(" end") and "characters cut]" in line
+    assert len(line) < MAX_MESSAGE_CHARS + 100
+    assert short_message("short") == "short"

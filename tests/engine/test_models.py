@@ -439,3 +439,10 @@ def test_a_build_lock_of_a_killed_process_does_not_block_the_next_build(tmp_path
         assert builds == ["smollm2-135m"]
     finally:
         holder.kill()
+
+
+def test_a_model_name_too_long_for_a_path_is_an_unknown_model_in_one_short_line():
+    with pytest.raises(ModelLoadError) as err:
+        load_model("m" * 5000)  # longer than a file name may be: the OS refuses it as a path
+    msg = str(err.value)
+    assert msg.startswith("unknown model 'mmm") and "..." in msg and len(msg) < 600
