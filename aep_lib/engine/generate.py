@@ -21,9 +21,9 @@ from tqdm.auto import tqdm
 
 from ..core.columns import RAW, SAMP, from_stats, generated_columns
 from ..core.sampling import Sampling, SamplingWarp, eos_ids
-from .memory import release_free_memory
+from .memory import check_generation_fits, model_device, release_free_memory, weight_bytes
 from .models import cache_kwargs, input_device, new_cache
-from .static_decode import CompiledDecoder, StaticDecoder, StepwiseDecoder, choose_engine
+from .static_decode import CompiledDecoder, StaticDecoder, StepwiseDecoder, cache_slots, choose_engine
 
 # Steps between two ``release_free_memory`` calls on CPU (0: never): the pages the steps freed go back to
 # the system, so that the heap does not grow with the length of the run.
@@ -102,6 +102,10 @@ def generate(
     pre-allocated cache; the same tokens, the statistics bit for bit or to float64 rounding, faster),
     ``compiled`` (a static cache and a ``torch.compile``d step; equal up to float rounding) or ``auto``
     (see ``static_decode.choose_engine``). ``Generation.extra["engine"]`` says which ran.
+
+    Before anything is allocated, one sequence's KV cache (the slots the engine allocates) and step
+    temporaries must fit in the memory the process can get (``memory.check_generation_fits``): else
+    ``memory.MemoryEstimateError`` naming the longest ``max_new_tokens`` that fits.
     """
     if len(prompts) != len(seeds):
         raise ValueError(f"{len(prompts)} prompts but {len(seeds)} seeds: give one seed per prompt")
@@ -114,6 +118,9 @@ def generate(
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else (eos[0] if eos else 0)
 
     input_ids, mask = left_pad(prompt_ids, pad_id)
+    width = input_ids.shape[1]
+    check_generation_fits(model.config, weight_bytes(model), width + max_new_tokens, width, model_device(model),
+                          slots=lambda n: cache_slots(engine, n))
     decoder = DECODERS[engine](model, sampling, eos, batch, input_ids.shape[1] + max_new_tokens, input_ids.shape[1])
     device = decoder.device
     input_ids, mask = input_ids.to(device), mask.to(device)

@@ -3,7 +3,10 @@
 - ``keep_freed_blocks`` / ``release_free_memory``: glibc's thresholds and ``malloc_trim`` (CPU);
 - ``gc_paused``: the cyclic garbage collector off for a block (model loading);
 - ``kv_cache_bytes``, ``memory_per_sequence``, ``batch_size_for_memory``: how many sequences fit in the
-  memory free on a device.
+  memory free on a device;
+- ``memory_limit_bytes``, ``check_generation_fits``, ``check_scoring_fits``: work whose estimate exceeds
+  the memory the process can get is refused before it starts (``MemoryEstimateError``, one line: what
+  it needs, what is available, the length that fits), never left to the out-of-memory killer.
 """
 
 from __future__ import annotations
@@ -131,28 +134,172 @@ def free_memory_bytes(device) -> int:
     return int(psutil.virtual_memory().available)
 
 
-def memory_per_sequence(model, n_positions: int) -> int:
-    """Bytes one sequence of ``n_positions`` (prompt + continuation) adds to a generation batch."""
-    config = model.config
-    bytes_per = next(model.parameters()).element_size()
+def sequence_bytes(config, n_positions: int, bytes_per: int) -> int:
+    """Bytes one sequence of ``n_positions`` adds to a generation batch of a model with this ``config`` and
+    ``bytes_per`` bytes per weight: its KV cache, ``STEP_ROWS_PER_SEQUENCE`` float32 ``[vocab]`` rows and
+    16 ``[hidden]`` activations."""
     vocab = int(getattr(config, "vocab_size", 0) or 0)
     hidden = int(getattr(config, "hidden_size", 0) or 0)
     return (kv_cache_bytes(config, n_positions, 1, bytes_per)
             + STEP_ROWS_PER_SEQUENCE * vocab * 4 + 16 * hidden * bytes_per)
 
 
-def batch_size_for_memory(model, n_positions: int, requested: int, free_bytes: int | None = None) -> int:
+def weight_bytes(model) -> int:
+    """Bytes per element of the model's weights (4 for float32, 2 for bfloat16)."""
+    return next(model.parameters()).element_size()
+
+
+def model_device(model):
+    """The device of the model's first weight (where its caches and logits live)."""
+    return next(model.parameters()).device
+
+
+def memory_per_sequence(model, n_positions: int) -> int:
+    """Bytes one sequence of ``n_positions`` (prompt + continuation) adds to a generation batch."""
+    return sequence_bytes(model.config, n_positions, weight_bytes(model))
+
+
+def batch_size_for_memory(model, n_positions: int, requested: int, free_bytes: int | None = None,
+                          prompt_tokens: int = 0) -> int:
     """The largest batch, at most ``requested``, whose KV cache and step temporaries fit in memory.
 
     ``free_bytes`` defaults to ``free_memory_bytes`` of the model's device; a batch plans to use
-    ``MEMORY_FRACTION`` of it. Never below 1 (one sequence that does not fit fails in torch with its
-    own out-of-memory error, which the run stores).
+    ``MEMORY_FRACTION`` of it, and never runs below 1 sequence. Whether one sequence of ``n_positions``
+    (``prompt_tokens`` of them the prompt) fits at all is checked first against ``memory_limit_bytes``:
+    ``MemoryEstimateError`` when it does not (``check_generation_fits``).
     """
+    check_generation_fits(model.config, weight_bytes(model), n_positions, prompt_tokens, model_device(model))
     if free_bytes is None:
-        free_bytes = free_memory_bytes(next(model.parameters()).device)
+        free_bytes = free_memory_bytes(model_device(model))
     fits = int(free_bytes * MEMORY_FRACTION) // max(memory_per_sequence(model, n_positions), 1)
     return max(1, min(int(requested), fits))
 
+
+class MemoryEstimateError(RuntimeError):
+    """Work whose memory estimate exceeds what the process can get, refused before it starts; the message
+    (one line) says what it needs, what is available and the length that fits."""
+
+
+def memory_limit_bytes(device) -> int:
+    """The most memory new work on ``device`` can get: on CUDA what ``free_memory_bytes`` says; on a CPU the
+    available RAM, within the process's address-space limit (``ulimit -v``: the limit less the address
+    space already used) and its cgroup's limit (``memory.max`` less ``memory.current``) where these are set."""
+    import torch
+
+    device = torch.device(device)
+    if device.type == "cuda":
+        return free_memory_bytes(device)
+    import psutil
+
+    limits = [int(psutil.virtual_memory().available)]
+    try:
+        import resource
+
+        soft, _hard = resource.getrlimit(resource.RLIMIT_AS)
+        if soft not in (resource.RLIM_INFINITY, -1):
+            limits.append(max(0, int(soft) - int(psutil.Process().memory_info().vms)))
+    except (ImportError, OSError, ValueError):
+        pass
+    limits.append(cgroup_headroom_bytes())
+    return min(x for x in limits if x is not None)
+
+
+def cgroup_headroom_bytes(root: str = "/sys/fs/cgroup") -> int | None:
+    """``memory.max - memory.current`` of this process's cgroup (v2), or None without a limit there."""
+    try:
+        with open(os.path.join(root, "memory.max")) as f:
+            limit = f.read().strip()
+        if limit == "max":
+            return None
+        with open(os.path.join(root, "memory.current")) as f:
+            return max(0, int(limit) - int(f.read().strip()))
+    except (OSError, ValueError):
+        return None
+
+
+def longest_fitting(need, budget: int, upper: int) -> int:
+    """The largest ``n`` in ``0..upper`` with ``need(n) <= budget`` (``need`` non-decreasing); 0 when none."""
+    low, high = 0, int(upper)
+    while low < high:
+        mid = (low + high + 1) // 2
+        if need(mid) <= budget:
+            low = mid
+        else:
+            high = mid - 1
+    return low
+
+
+def gigabytes(n_bytes: float) -> str:
+    """``n_bytes`` in GB (10^9 bytes) with one decimal, below 1 GB in MB (10^6 bytes)."""
+    return f"{n_bytes / 1e9:.1f} GB" if n_bytes >= 1e9 else f"{n_bytes / 1e6:.1f} MB"
+
+
+def budget_text(limit: int, device) -> str:
+    """What a refusal says about the memory: ``"the 9.6 GB a run may plan on (80% of the 12.0 GB
+    available on cpu)"``."""
+    return (f"the {gigabytes(MEMORY_FRACTION * limit)} a run may plan on ({MEMORY_FRACTION:.0%} of the "
+            f"{gigabytes(limit)} available on {device})")
+
+
+def check_generation_fits(config, bytes_per: int, n_positions: int, prompt_tokens: int, device,
+                          limit_bytes: int | None = None, prompt_known: bool = True, slots=None) -> None:
+    """Raise ``MemoryEstimateError`` unless one sequence of ``n_positions`` (``prompt_tokens`` of them the
+    prompt) fits in ``MEMORY_FRACTION`` of ``limit_bytes`` (default ``memory_limit_bytes(device)``), by
+    ``sequence_bytes`` of the cache slots it takes (``slots(n_positions)``; default ``n_positions``). The
+    message names the longest ``max_new_tokens`` that fits; ``prompt_known=False`` (planning, before the
+    prompts are tokenized): ``n_positions`` is a lower bound and the message names the positions (prompt
+    and new tokens) that fit."""
+    slots = slots or int
+
+    def need(n: int) -> int:
+        return sequence_bytes(config, slots(n), bytes_per)
+
+    limit = memory_limit_bytes(device) if limit_bytes is None else int(limit_bytes)
+    budget = int(limit * MEMORY_FRACTION)
+    if need(n_positions) <= budget:
+        return
+    fit = longest_fitting(need, budget, n_positions)
+    if prompt_known:
+        advice = (f"at most max_new_tokens={fit - prompt_tokens:,} fits (the prompt takes {prompt_tokens:,})"
+                  if fit > prompt_tokens else "not even the prompt fits: free memory or use a smaller model")
+    else:
+        advice = (f"at most {fit:,} positions (prompt and new tokens) fit: lower max_new_tokens below that"
+                  if fit > 1 else "not even one position fits: free memory or use a smaller model")
+    raise MemoryEstimateError(
+        f"max_new_tokens={n_positions - prompt_tokens:,} does not fit in memory: one sequence of {n_positions:,} "
+        f"positions needs {gigabytes(need(n_positions))} (its KV cache and step temporaries), more than "
+        f"{budget_text(limit, device)}; {advice}")
+
+
+def scoring_bytes(config, n_window: int, chunk_size: int, bytes_per: int) -> int:
+    """Bytes a scoring pass holds at once beside the weights: one window's KV cache of ``n_window`` tokens and
+    one chunk's ``[min(chunk_size, n_window), vocab]`` logits."""
+    vocab = int(getattr(config, "vocab_size", 0) or 0)
+    return kv_cache_bytes(config, n_window, 1, bytes_per) + min(int(chunk_size), int(n_window)) * vocab * bytes_per
+
+
+def check_scoring_fits(scorers, n_tokens: int, n_window: int, chunk_size: int, device,
+                       limit_bytes: int | None = None, error=MemoryEstimateError) -> None:
+    """Raise ``error`` (a ``MemoryEstimateError``) unless scoring a text of ``n_tokens`` in windows of
+    ``n_window`` tokens by every ``(config, bytes_per)`` of ``scorers`` (the scorer and a distinct
+    reference run side by side) fits in ``MEMORY_FRACTION`` of ``limit_bytes`` (default
+    ``memory_limit_bytes(device)``), by ``scoring_bytes``. The message names the longest window that fits."""
+
+    def need(n: int) -> int:
+        return sum(scoring_bytes(config, n, chunk_size, bytes_per) for config, bytes_per in scorers)
+
+    limit = memory_limit_bytes(device) if limit_bytes is None else int(limit_bytes)
+    budget = int(limit * MEMORY_FRACTION)
+    if need(n_window) <= budget:
+        return
+    fit = longest_fitting(need, budget, n_window)
+    advice = (f"at most {fit:,} tokens fit in one window: score at most that much of the text at a time, or "
+              f"slide a window that fits (score_ids/score_text: max_context={fit} with stride=<tokens>)"
+              if fit > 1 else "not even two tokens fit: free memory or use a smaller model")
+    raise error(
+        f"text of {n_tokens:,} tokens does not fit in memory: one window of {n_window:,} tokens needs "
+        f"{gigabytes(need(n_window))} (its KV cache and one chunk's logits), more than "
+        f"{budget_text(limit, device)}; {advice}")
 
 
 MADV_POPULATE_READ = 22  # Linux >= 5.14

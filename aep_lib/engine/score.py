@@ -13,6 +13,7 @@ and scores exactly the tokens whose character span starts at or after the end of
 from __future__ import annotations
 
 import hashlib
+import re
 import weakref
 from dataclasses import dataclass
 
@@ -23,12 +24,16 @@ import torch
 from ..core.columns import CROSS, RAW, SAMP, from_stats, needs_rank, scorer_columns
 from ..core.sampling import Sampling, SamplingWarp, eos_ids
 from ..core.stats import cross_stats, stats_precision, token_stats
-from .memory import release_free_memory
+from .memory import MemoryEstimateError, check_scoring_fits, model_device, release_free_memory, weight_bytes
 from .models import cache_kwargs, input_device, new_cache
 
 
 class ScoringError(ValueError):
     """The text cannot be scored as asked; the message says why and what to change."""
+
+
+class ScoringMemoryError(ScoringError, MemoryEstimateError):
+    """The text's scoring does not fit in memory (``memory.check_scoring_fits``), refused before it starts."""
 
 
 @dataclass
@@ -118,18 +123,22 @@ def forward_spans(model, ids: torch.Tensor, first_scored: int, chunk_size: int, 
 
     Within ``max_context``: one pass in chunks with the cache carried. Beyond: ``sliding_windows`` of
     ``max_context`` tokens, a fresh cache each (memory bounded by one window's cache and one chunk's
-    logits), ``ctx_len`` counting the window's tokens before the target.
+    logits), ``ctx_len`` counting the window's tokens before the target. A window whose cache and logits
+    do not fit in memory raises ``ScoringMemoryError`` before the first forward pass.
     """
     n = ids.shape[0]
     if n > max_context and not stride:
         raise ScoringError(
-            f"text of {n} tokens is longer than the model's context window ({max_context}): "
-            "pass stride=<tokens> to score it with a sliding window"
+            f"text of {n} tokens is longer than the model's context window ({max_context}): pass --stride <tokens> "
+            f"on the command line (stride=<tokens> to score_ids or score_text), from 1 to {max_context}, to score "
+            "it with a sliding window"
         )
     if stride and not 0 < stride <= max_context:
         raise ScoringError(f"stride must be between 1 and the context window ({max_context}), got {stride}")
     if max_context < 2:
         raise ScoringError(f"a context window of {max_context} token(s) leaves no token to condition on")
+    check_scoring_fits([(model.config, weight_bytes(model))], n, min(n, max_context), chunk_size, model_device(model),
+                       error=ScoringMemoryError)
     device = input_device(model)
     for begin, first_target, end in sliding_windows(n, first_scored, max_context, stride or max_context):
         ckw = cache_kwargs(model, new_cache(model))
@@ -181,6 +190,10 @@ def score_ids(
     scorer that is itself a decoding variant. ``reference_eos_token_ids``: the end-of-text ids of the
     reference's warps (default ``eos_token_ids``). ``tokenizer``/``reference_tokenizer``: for the check
     that the two share one vocabulary (``check_same_vocabulary``; default the models' own).
+
+    Before the first forward pass, one window's KV cache and one chunk's logits (of both models) must fit in
+    the memory the process can get (``memory.check_scoring_fits``): else ``ScoringMemoryError`` naming the
+    longest window that fits.
     """
     ids = torch.as_tensor(list(input_ids), dtype=torch.long)
     on_gpu = input_device(model).type == "cuda"
@@ -209,6 +222,10 @@ def score_ids(
         if reference is not None and not self_reference else None
     )
     cross_warp = warp if cross_with == "samp" else None
+    if len(ids) <= max_context or stride:
+        scorers = [model] + ([reference] if reference is not None and not self_reference else [])
+        check_scoring_fits([(m.config, weight_bytes(m)) for m in scorers], len(ids), min(len(ids), max_context),
+                           chunk_size, model_device(model), error=ScoringMemoryError)
     parts = []
     for targets, logits, ctx in forward_spans(model, ids, first_scored, chunk_size, max_context, stride):
         tgt_ids = ids[targets].to(logits.device)
@@ -324,21 +341,63 @@ def tokenize_with_prompt(tokenizer, prompt: str, continuation: str) -> tuple[lis
     return ids, first, len(text[span_start:].encode("utf-8"))
 
 
+PREFIX_CHARS_PER_TOKEN = 32  # characters of text read per token asked for (English runs 4-5 per token)
+PREFIX_MARGIN_TOKENS = 32  # tokens a prefix must hold beyond those kept (the cut changes only the last ones)
+COUNT_PIECE_CHARS = 1 << 16  # characters per piece when the tokens of the rest of a long text are counted
+WHITESPACE_AFTER_TEXT = re.compile(r"(?<=\S)\s")
+
+
+def whitespace_cut(text: str, at: int) -> int:
+    """The first index ``>= at`` where whitespace follows a non-space character (a word boundary that the
+    byte-level and space-splitting tokenizers never merge across), or ``len(text)``."""
+    if at >= len(text):
+        return len(text)
+    match = WHITESPACE_AFTER_TEXT.search(text, max(int(at), 1))
+    return match.start() if match else len(text)
+
+
+def count_tokens(tokenizer, text: str) -> int:
+    """Tokens of ``text`` (no special tokens added) counted in pieces of about ``COUNT_PIECE_CHARS``
+    characters cut at ``whitespace_cut``, so that memory stays bounded by one piece's encoding."""
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    total, a = 0, 0
+    while a < len(text):
+        b = whitespace_cut(text, a + COUNT_PIECE_CHARS)
+        piece = text[a:b]
+        total += (len(backend.encode(piece, add_special_tokens=False)) if backend is not None
+                  else len(tokenizer(piece, add_special_tokens=False)["input_ids"]))
+        a = b
+    return total
+
+
 def tokenize_span(tokenizer, text: str, prompt: str = "", max_tokens: int | None = None) -> TokenSpan:
     """Tokenize ``prompt + text`` for scoring an external text: source masking as in
     ``tokenize_with_prompt``, the very first token never scored (it has no context), a trailing
     end-of-text token dropped, and at most ``max_tokens`` scored tokens kept. Raises ``ScoringError``
-    when nothing is left to score."""
-    ids, offsets, special, first = _masked_encoding(tokenizer, prompt, text)
-    first = max(first, 1)
+    when nothing is left to score.
+
+    With ``max_tokens``, a text longer than ``PREFIX_CHARS_PER_TOKEN`` characters per token is encoded
+    only up to a word boundary past that budget (twice as far again until the prefix holds
+    ``PREFIX_MARGIN_TOKENS`` tokens beyond the kept ones), and the tokens of the rest are counted
+    piecewise (``count_tokens``) for ``n_tokens_available``: memory bounded by the prefix, not the text.
+    """
+    chars = PREFIX_CHARS_PER_TOKEN * (int(max_tokens) + PREFIX_MARGIN_TOKENS) if max_tokens else len(text)
+    while True:
+        cut = whitespace_cut(text, chars)
+        ids, offsets, special, first = _masked_encoding(tokenizer, prompt, text[:cut])
+        first = max(first, 1)
+        if cut == len(text) or len(ids) >= first + int(max_tokens) + PREFIX_MARGIN_TOKENS:
+            break
+        chars *= 2
+    n_total = len(ids) + (count_tokens(tokenizer, text[cut:]) if cut < len(text) else 0)
     end = len(ids) if not max_tokens else min(len(ids), first + max_tokens)
     while end > first and special[end - 1]:  # a trailing EOS is not text
         end -= 1
     if end <= first:
         raise ScoringError("nothing to score: the text is empty after tokenization")
-    full = prompt + text
+    full = prompt + text[:cut]
     char_end = np.array([offsets[i][1] - len(prompt) for i in range(first, end)], dtype=np.int64)
-    return TokenSpan(ids[:end], first, full[offsets[first][0] : offsets[end - 1][1]], len(ids) - first, char_end)
+    return TokenSpan(ids[:end], first, full[offsets[first][0] : offsets[end - 1][1]], n_total - first, char_end)
 
 
 def score_text(

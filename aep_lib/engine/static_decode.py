@@ -56,6 +56,13 @@ def cache_capacity(n_positions: int) -> int:
     return max(MIN_CAPACITY, 1 << max(0, int(n_positions) - 1).bit_length())
 
 
+def cache_slots(engine: str, n_positions: int) -> int:
+    """Positions the KV cache of a resolved ``engine`` holds for ``n_positions`` (prompt + continuation):
+    ``cache_capacity`` for ``compiled``, ``n_positions`` for ``static`` (allocated at once) and ``eager``
+    (grown to it)."""
+    return cache_capacity(n_positions) if engine == "compiled" else int(n_positions)
+
+
 def stats_row_block(vocab_size: int) -> int:
     """Rows per statistics pass at generation time (about ``STATS_BLOCK_ELEMENTS`` elements)."""
     return max(1, STATS_BLOCK_ELEMENTS // max(1, int(vocab_size)))

@@ -39,11 +39,19 @@ from ..core.columns import RAW, typicality_columns
 from ..core.sampling import Variant, all_pairs, pair_label
 from ..core.stats import comparison_summary, window_summaries
 from ..corpora import ExternalText
-from ..engine.models import ModelPool
+from ..engine.memory import MemoryEstimateError, check_scoring_fits
+from ..engine.models import ModelPool, resolve_device
 from ..engine.score import ScoringError, check_same_vocabulary, score_ids, score_text
 from ..store.provenance import run_provenance, utc_now
 from ..store.run_store import RunStore, canonical_run_id
-from .generations import ENGINE_VERSION, checked_statistics, ensure_generations, failure, write_missing_runs
+from .generations import (
+    ENGINE_VERSION,
+    checked_statistics,
+    ensure_generations,
+    failure,
+    model_config,
+    write_missing_runs,
+)
 
 CROSS_VERSION = 1  # bump when a change alters what a stored comparison contains
 COMPARISON_LABEL = "cmp"  # folder labels ("cmp-...") of comparison records start with it (even a corrupt one is attributed)
@@ -170,9 +178,12 @@ def ensure_comparisons(
     each one against itself). Source generations are ensured first (cached). Stored ok records are
     skipped (deterministic run ids); a record whose scoring raises, or whose statistics are impossible
     (``runs.impossible_statistics``), is stored as a failed run with the reason, and the others go on.
+    A scoring too large for memory is refused before any model loads where the scorer's config is at
+    hand (``check_comparisons_fit``), else before its first forward pass, and is never stored.
     """
     pool = pool or ModelPool(device, dtype)
     pairs = list(dict.fromkeys(pairs if pairs is not None else all_pairs(variants)))
+    check_comparisons_fit(pairs, max_new_tokens, pool)
     sources = ensure_sources(store, list(dict.fromkeys(a for a, _ in pairs)), prompt_ids, seeds, max_new_tokens,
                              batch_size=batch_size, device=device, dtype=dtype, progress=progress)
     ok_sources = sources[sources["status"] == "ok"]
@@ -192,11 +203,34 @@ def ensure_comparisons(
             checked_statistics(df, sampled_from_q=bool(spec["self_pair"]))  # impossible: stored as failed
             record |= fields | {"status": "ok", "error": None, "elapsed_s": time.perf_counter() - t0}
             store.write_run(record, df)
+        except MemoryEstimateError:  # refused before it started: not a failed record
+            raise
         except Exception as err:  # stored as a failed record; the others go on
             record |= failure(err) | {"elapsed_s": time.perf_counter() - t0}
             record.pop("n_tokens", None)
             store.write_run(record, None)
     return store.runs(run_id=[s["run_id"] for _, _, s in specs])
+
+
+def check_comparisons_fit(pairs, max_new_tokens: int, pool: ModelPool) -> None:
+    """Refuse before any model loads (``MemoryEstimateError``) a comparison whose scoring of one source
+    generation cannot fit in memory even by the scorer alone, with ``max_new_tokens`` and a one-token prompt
+    (``memory.check_scoring_fits`` from the scorer's config: a lower bound; ``score_ids`` counts the
+    real text and a distinct reference before its first forward pass). Scorers whose config is not at
+    hand are left to that check."""
+    device = resolve_device(pool.device)
+    chunk = 2048 if device.startswith("cuda") else 256
+    for a, b in pairs:
+        config = None if b.model in pool.extra else model_config(b.model)
+        if config is None:
+            continue
+        bytes_per = 4 if pool.dtype_name(b.model) == "float32" else 2
+        context = int(getattr(config, "max_position_embeddings", 0) or 2048)
+        n = int(max_new_tokens) + 1
+        try:
+            check_scoring_fits([(config, bytes_per)], n, min(n, context), chunk, device)
+        except MemoryEstimateError as err:
+            raise MemoryEstimateError(f"{pair_label(a, b)}, scoring max_new_tokens={max_new_tokens:,}: {err}") from None
 
 
 # ---------------------------------------------------------------------------------------------------

@@ -9,7 +9,9 @@ under ``q`` and ``p``); ``analysis.tables`` (``run_summaries``, ``running_stats`
 
 Nothing impossible is stored as ok: a generation (or, in ``comparisons``, a scoring) whose token
 statistics no healthy model can produce (``impossible_statistics``: NaN, non-finite entropies, every
-token outside ``q``) is stored as failed with the reason, so that a rerun makes it again.
+token outside ``q``) is stored as failed with the reason, so that a rerun makes it again. Work too large
+for memory is refused before it starts (``memory.MemoryEstimateError``): at planning from the model's
+config where it is at hand (``check_plan_fits``), else after the load, and never stored as a failed run.
 """
 
 from __future__ import annotations
@@ -27,7 +29,8 @@ from ..core.columns import DISTRIBUTIONS, RAW, SAMP, bits_columns, column, finit
 from ..core.sampling import Sampling
 from ..core.stats import summarize
 from ..corpora import prompt_text
-from ..engine.models import cached_model, resolved_dtype
+from ..engine.memory import MemoryEstimateError, check_generation_fits
+from ..engine.models import cached_model, resolve_device, resolved_dtype
 from ..store.provenance import run_provenance, utc_now
 from ..store.run_store import RunStore, canonical_run_id
 
@@ -135,7 +138,50 @@ def plan_generations(
                 todo.sort(key=lambda s: (len(s["prompt_text"]), s["seed"]))
                 for a in range(0, len(todo), batch_size):
                     batches.append(GenerationBatch(model, sampling, int(n), tuple(todo[a : a + batch_size])))
+    check_plan_fits(batches, device, dtype_name)
     return GenerationPlan(specs=specs, batches=batches)
+
+
+def model_config(name: str):
+    """A model's config (a transformers ``PretrainedConfig``, its text part) read without its weights: from an
+    embedded model's built cache, a local folder or the hub's local cache; None when not at hand without
+    building, downloading or loading anything."""
+    from ..engine.embedded import EMBEDDED_MODELS, cache_is_complete, model_cache_dir
+
+    try:
+        from transformers import AutoConfig
+
+        if name in EMBEDDED_MODELS:
+            folder = model_cache_dir(name)
+            if not cache_is_complete(folder):
+                return None
+            config = AutoConfig.from_pretrained(folder, local_files_only=True)
+        else:
+            config = AutoConfig.from_pretrained(name, local_files_only=True)
+        return config.get_text_config() if hasattr(config, "get_text_config") else config
+    except Exception:  # no config at hand: the check after the load decides
+        return None
+
+
+def check_plan_fits(batches, device: str, dtype_name: str) -> None:
+    """Refuse a plan before any model loads (``MemoryEstimateError``) when one sequence of a batch cannot fit
+    in memory even with a one-token prompt (``memory.check_generation_fits``, from the model's config: a
+    lower bound; the check after the load counts the real prompts). Models whose config is not at hand
+    are left to that check."""
+    lengths: dict[str, int] = {}
+    for batch in batches:
+        lengths[batch.model] = max(lengths.get(batch.model, 0), int(batch.max_new_tokens))
+    if not lengths:
+        return
+    where = resolve_device(device)
+    bytes_per = 4 if dtype_name == "float32" else 2
+    for name, n in lengths.items():
+        config = model_config(name)
+        if config is not None:
+            try:
+                check_generation_fits(config, bytes_per, n + 1, 1, where, prompt_known=False)
+            except MemoryEstimateError as err:
+                raise MemoryEstimateError(f"{name}: {err}") from None
 
 
 CLAIM_POLL_S = 1.0  # how often a process waits for runs another process is generating (seconds)
@@ -158,7 +204,8 @@ def execute_batch(
     to generate are claimed first (``RunStore.claim``: a lock file per run), runs claimed by another
     process are left to it and waited for (a claim whose holder died is taken over), so two ``aep run``
     on one grid and store generate each run once between them. A batch whose generation raises is
-    stored as failed runs with the error; a run is attempted at most once per call. ``on_written(run_id)``
+    stored as failed runs with the error (a ``MemoryEstimateError``, raised before anything is generated,
+    is raised, not stored); a run is attempted at most once per call. ``on_written(run_id)``
     is called after each write. A batch larger than the free memory holds
     (``generate.batch_size_for_memory``) runs as several smaller ones. ``wait=False``: generate what can
     be claimed now and return the runs another process holds as ``HELD`` instead of waiting for them.
@@ -197,7 +244,7 @@ def _generate_claimed(store, batch, specs, device, dtype, progress, on_written) 
     # the planned batch is an upper bound: split it so that its KV caches and step temporaries fit in
     # the memory free now (a GPU shared with other work, a long paper-profile length)
     longest_prompt = max(len(encode_prompt(tokenizer, s["prompt_text"])) for s in specs)
-    fits = batch_size_for_memory(model, longest_prompt + batch.max_new_tokens, len(specs))
+    fits = batch_size_for_memory(model, longest_prompt + batch.max_new_tokens, len(specs), prompt_tokens=longest_prompt)
     out = []
     for a in range(0, len(specs), fits):
         out += _generate_and_store(store, batch, specs[a : a + fits], model, tokenizer, progress, on_written)
@@ -215,7 +262,7 @@ def write_missing_runs(store: RunStore, specs, compute) -> pd.DataFrame:
     """Store the runs of ``specs`` (``[(spec, item)]``, ``spec`` a run row with its ``run_id``) that have
     no ok run yet: ``compute(item)`` gives ``(fields, tokens)``, stored with the spec, the provenance,
     status ok and ``elapsed_s``; an exception is stored as a failed run with its reason (a rerun retries
-    it) and the others go on. Returns the run rows of every spec."""
+    it) and the others go on, except a ``MemoryEstimateError`` (work refused before it started), raised. Returns the run rows of every spec."""
     done = stored_ok(store, [spec["run_id"] for spec, _ in specs])
     for spec, item in specs:
         if spec["run_id"] in done:
@@ -226,6 +273,8 @@ def write_missing_runs(store: RunStore, specs, compute) -> pd.DataFrame:
             fields, tokens = compute(item)
             store.write_run(record | {"status": "ok", "error": None} | fields
                             | {"elapsed_s": time.perf_counter() - t0}, tokens)
+        except MemoryEstimateError:  # refused before it started: nothing to store, nothing else would fit
+            raise
         except Exception as err:  # a failed record, never fatal
             store.write_run(record | failure(err), None)
     return store.runs(run_id=[spec["run_id"] for spec, _ in specs])
@@ -287,6 +336,8 @@ def _generate_and_store(store, batch, specs, model, tokenizer, progress, on_writ
         results = generate(model, tokenizer, [s["prompt_text"] for s in specs], [s["seed"] for s in specs],
                            batch.sampling, batch.max_new_tokens, progress=progress)
         failed = None
+    except MemoryEstimateError:  # refused before anything was generated: not a failed run
+        raise
     except Exception as err:  # stored as failed runs; the grid goes on
         results, failed = [None] * len(specs), failure(err)
     elapsed = time.perf_counter() - t0

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pandas as pd
 
-from .ray_executor import execute_ray
-from .generations import execute_local, plan_generations
 from ..store.run_store import RunStore
+from .generations import execute_local, plan_generations
+from .ray_executor import execute_ray
 
 
 def ensure_grid(store: RunStore, grid, executor: str = "local", address: str | None = None,
@@ -15,7 +15,8 @@ def ensure_grid(store: RunStore, grid, executor: str = "local", address: str | N
 
     ``executor``: ``local`` (this process, batch after batch) or ``ray`` (one Ray task per
     model-batch on the cluster at ``address``, a local Ray instance when None; see
-    ``aep_lib.runs.ray_executor``). Returns the grid's run rows.
+    ``aep_lib.runs.ray_executor``). Returns the grid's run rows. A grid with a run too large for memory is
+    refused at planning, before any model loads (``generations.check_plan_fits``: ``MemoryEstimateError``).
     """
     plan = plan_generations(store, grid.models, grid.prompts, grid.seeds, grid.samplings, grid.all_lengths,
                             grid.batch_size, grid.device, grid.dtype)
