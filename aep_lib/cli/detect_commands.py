@@ -155,7 +155,7 @@ def score_for_decision(label, text, prompt, model_name, mdl, tok, ref, budget, s
         t = score_prepared(mdl, tok, prep, reference=ref, stride=stride)
     except ScoringError as err:
         if "nothing to score" not in str(err):
-            fail(f"{label}: {str(err).replace('pass stride=<tokens>', 'pass --stride <tokens>')}")
+            fail(f"{label}: {err}")
         t = []
     if len(t) < MIN_SCORED_TOKENS:
         fail(f"{label}: {len(t)} scored token(s) under {model_name}; a decision needs at least {MIN_SCORED_TOKENS} "

@@ -96,6 +96,21 @@ def _unknown_name_message(name: str) -> str:
     )
 
 
+def out_of_memory(err: BaseException) -> bool:
+    """True if ``err`` (or what it was raised from) says that memory ran out: ``MemoryError``, ``ENOMEM``, or
+    torch's "can't allocate memory" / "out of memory"."""
+    import errno
+
+    while err is not None:
+        if isinstance(err, MemoryError) or (isinstance(err, OSError) and err.errno == errno.ENOMEM):
+            return True
+        text = str(err).lower()
+        if "can't allocate memory" in text or "cannot allocate memory" in text or "out of memory" in text:
+            return True
+        err = err.__cause__ or err.__context__
+    return False
+
+
 def is_existing_path(name: str) -> bool:
     """True if ``name`` names an existing file or folder (False for a name the OS cannot take as a path,
     such as one longer than a file name may be)."""
@@ -160,8 +175,10 @@ def _load_model(name_or_path, device, dtype, trust_remote_code, revision, placem
         source, rev = "embedded", spec.revision
         try:
             model, tokenizer = _from_folder(folder, kwargs, direct=True)
-        except Exception:  # damaged despite its marker (e.g. truncated tensor data): rebuild once
-            build_embedded_cache(spec)
+        except Exception as err:
+            if out_of_memory(err):  # not a damaged cache: rebuilding it would not help
+                raise ModelLoadError(f"{name}: not enough memory to load the model from {folder} ({err})") from None
+            build_embedded_cache(spec)  # damaged despite its marker (e.g. truncated tensor data): rebuild once
             model, tokenizer = _from_folder(folder, kwargs, direct=True)
     elif is_existing_path(name):
         folder = Path(name).expanduser()

@@ -446,3 +446,19 @@ def test_a_model_name_too_long_for_a_path_is_an_unknown_model_in_one_short_line(
         load_model("m" * 5000)  # longer than a file name may be: the OS refuses it as a path
     msg = str(err.value)
     assert msg.startswith("unknown model 'mmm") and "..." in msg and len(msg) < 600
+
+
+def test_running_out_of_memory_while_loading_is_one_line_and_keeps_the_cache(monkeypatch):
+    """An allocation that fails under a memory limit is not a damaged cache: no rebuild, a one-line error."""
+    load_model("smollm2-135m")  # the cache exists
+    rebuilt = []
+    monkeypatch.setattr(models, "build_embedded_cache", lambda spec: rebuilt.append(spec.name))
+
+    def no_memory(*args, **kwargs):
+        raise RuntimeError("DefaultCPUAllocator: can't allocate memory: you tried to allocate 768003840 bytes")
+
+    monkeypatch.setattr(models, "_from_folder", no_memory)
+    with pytest.raises(ModelLoadError, match="smollm2-135m: not enough memory to load the model") as err:
+        load_model("smollm2-135m", dtype="float16")  # another dtype: not the pool's cached model
+    assert rebuilt == [] and "\n" not in str(err.value)
+    assert models.out_of_memory(OSError(12, "Cannot allocate memory")) and not models.out_of_memory(ValueError("x"))
