@@ -92,8 +92,9 @@ EMBEDDED_MODELS: dict[str, EmbeddedModel] = {
 MARKER = "COMPLETE.json"
 
 
-# 1: as written by transformers; 2: weights aligned, tokenizer merges compacted; 3: content hashes recorded
-CACHE_FORMAT = 3
+# 1: as written by transformers; 2: weights aligned, tokenizer merges compacted; 3: content hashes recorded;
+# 4: each file's modification time recorded too
+CACHE_FORMAT = 4
 
 # The load-time check hashes SAMPLE_BLOCKS blocks of SAMPLE_BLOCK_BYTES spread evenly over a file (the
 # first and last included): 16 MiB of Gemma's 1,072 MB of weights, one block every 4.2 MB, so a damaged
@@ -146,8 +147,11 @@ def cache_problem(folder: Path, full: bool = False) -> str | None:
     """What is wrong with a cache entry (one line), or None when it is complete and undamaged.
 
     Checks the marker, each listed file's size and, when the marker records them (cache format 3), the
-    sampled hashes of the files (``full``: the sha256 of every byte instead). An older entry without
-    hashes passes on its sizes (its next load records them).
+    sampled hashes of the files (``full``: the sha256 of every byte instead). A file whose modification
+    time differs from the one recorded at build (cache format 4) has been written since: its every byte
+    is hashed and compared, so a write anywhere in it is caught at load, not only one inside the sampled
+    blocks (as build tools and git's index judge a file by its size and time, and hash it when they
+    changed). An older entry without hashes passes on its sizes (its next load records them).
     """
     if not (folder / MARKER).is_file():
         return f"no {MARKER} (an unfinished build)"
@@ -174,6 +178,13 @@ def cache_problem(folder: Path, full: bool = False) -> str | None:
     for fname, expected in hashes.items():
         if fname in sizes and digest(folder / fname) != expected:
             return f"{fname} differs from the {what} that {MARKER} records"
+    if not full:
+        for fname, stamp in (marker.get("mtime_ns") or {}).items():
+            if fname in sizes and (folder / fname).stat().st_mtime_ns != stamp:
+                expected = (marker.get("sha256") or {}).get(fname)
+                if expected is None or file_sha256(folder / fname) != expected:
+                    return (f"{fname} was written after the cache was built: it differs from the sha256 that "
+                            f"{MARKER} records")
     return None
 
 
@@ -259,11 +270,13 @@ def write_cache_entry(spec: EmbeddedModel, final: Path) -> None:
 
 
 def write_marker(folder: Path, spec: EmbeddedModel) -> None:
-    """Write ``COMPLETE.json`` (atomically): each file's size, sha256 and sampled sha256, as they are now."""
+    """Write ``COMPLETE.json`` (atomically): each file's size, modification time (ns), sha256 and sampled
+    sha256, as they are now."""
     paths = sorted(p for p in folder.iterdir() if p.is_file() and p.name != MARKER and not p.name.startswith("."))
     text = json.dumps({
         "model": spec.name, "source": spec.revision, "format": CACHE_FORMAT,
         "files": {p.name: p.stat().st_size for p in paths},
+        "mtime_ns": {p.name: p.stat().st_mtime_ns for p in paths},
         "sha256": {p.name: file_sha256(p) for p in paths},
         "sample": [SAMPLE_BLOCKS, SAMPLE_BLOCK_BYTES],
         "sampled_sha256": {p.name: sampled_sha256(p) for p in paths},
@@ -287,7 +300,8 @@ def embedded_cache(name: str) -> Path:
     A cache written by an older version is brought up to date in place once, and its marker
     updated: weights aligned (``align_safetensors``), tokenizer merges compacted
     (``compact_tokenizer_merges``; cache format 2), content hashes recorded (format 3; they vouch for
-    the files as they are at that moment).
+    the files as they are at that moment), modification times recorded (format 4, after every byte is
+    checked against the hashes format 3 recorded).
     """
     spec = EMBEDDED_MODELS[name]
     folder = model_cache_dir(name)
@@ -306,6 +320,9 @@ def embedded_cache(name: str) -> Path:
         except (OSError, ValueError):  # unreadable despite its marker: rebuild the entry
             build_embedded_cache(spec)
             return folder
+    if old_format == 3 and not changed and cache_problem(folder, full=True) is not None:
+        build_embedded_cache(spec)  # its recorded hashes disagree: rebuild rather than vouch for it
+        return folder
     if changed or old_format < CACHE_FORMAT:
         write_marker(folder, spec)
     return folder

@@ -341,7 +341,7 @@ def test_embedded_weights_are_used_in_place_aligned_and_resident(tmp_path, monke
     marker = json.loads((dst / "COMPLETE.json").read_text())
     marker["files"]["model.safetensors"] = len(old)
     marker["files"]["tokenizer.json"] = (dst / "tokenizer.json").stat().st_size
-    for key in ("format", "sha256", "sample", "sampled_sha256"):  # format 1: sizes only
+    for key in ("format", "sha256", "sample", "sampled_sha256", "mtime_ns"):  # format 1: sizes only
         marker.pop(key, None)
     (dst / "COMPLETE.json").write_text(json.dumps(marker))
     assert cache_is_complete(dst) and (8 + len(header)) % 64

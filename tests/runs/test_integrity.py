@@ -11,6 +11,7 @@ import hashlib
 import json
 import math
 import mmap
+import os
 import time
 
 import numpy as np
@@ -37,7 +38,7 @@ MIB = 2**20
 
 def _fake_entry(monkeypatch, tmp_path, weights_mib: int = 20, with_hashes: bool = True):
     """A cache entry of smollm2-135m in a private cache: a safetensors file (an empty, aligned header and
-    ``weights_mib`` MiB of seeded random bytes) and a tokenizer.json; marker format 3 (or 2: no hashes)."""
+    ``weights_mib`` MiB of seeded random bytes) and a tokenizer.json; marker format 4 (or 2: no hashes)."""
     monkeypatch.setenv("AEP_CACHE_DIR", str(tmp_path / "cache"))
     folder = embedded.model_cache_dir("smollm2-135m")
     folder.mkdir(parents=True)
@@ -69,7 +70,8 @@ def test_marker_records_the_sha256_of_every_file_and_of_the_sampled_blocks(tmp_p
     folder = _fake_entry(monkeypatch, tmp_path)
     marker = json.loads((folder / "COMPLETE.json").read_text())
     weights = (folder / "model.safetensors").read_bytes()
-    assert marker["format"] == embedded.CACHE_FORMAT == 3
+    assert marker["format"] == embedded.CACHE_FORMAT == 4
+    assert marker["mtime_ns"]["model.safetensors"] == (folder / "model.safetensors").stat().st_mtime_ns
     assert marker["sha256"]["model.safetensors"] == hashlib.sha256(weights).hexdigest()
     assert marker["sha256"]["tokenizer.json"] == hashlib.sha256((folder / "tokenizer.json").read_bytes()).hexdigest()
     b = embedded.SAMPLE_BLOCK_BYTES
@@ -102,6 +104,27 @@ def test_same_size_overwrite_is_seen_at_load_and_the_entry_is_rebuilt_with_a_not
                    "model.safetensors differs from the sampled sha256 that COMPLETE.json records\n")
 
 
+def test_a_write_between_the_sampled_blocks_is_seen_at_load_by_the_files_time(tmp_path, monkeypatch):
+    """4 KB overwritten where the load-time sample does not look: the file's modification time differs from
+    the one recorded at build, so its every byte is hashed at load."""
+    folder = _fake_entry(monkeypatch, tmp_path)
+    weights = folder / "model.safetensors"
+    offsets = _sampled_offsets(weights.stat().st_size)
+    gap = offsets[0] + embedded.SAMPLE_BLOCK_BYTES + 100  # between the first two sampled blocks
+    assert gap + 4096 < offsets[1]
+    stamp = weights.stat().st_mtime_ns
+    _overwrite(weights, gap, b"\xff" * 4096)
+    if weights.stat().st_mtime_ns == stamp:  # a coarse clock: make the write visible as a later time
+        os.utime(weights, ns=(stamp + 10**9, stamp + 10**9))
+    assert embedded.cache_problem(folder) == (
+        "model.safetensors was written after the cache was built: it differs from the sha256 that COMPLETE.json "
+        "records")
+    # only touched, same bytes: hashed once and found sound
+    folder2 = _fake_entry(monkeypatch, tmp_path / "again")
+    os.utime(folder2 / "model.safetensors", ns=(stamp + 2 * 10**9, stamp + 2 * 10**9))
+    assert embedded.cache_problem(folder2) is None
+
+
 def test_damage_between_the_sampled_blocks_is_found_by_verify_which_marks_the_entry(tmp_path, monkeypatch):
     folder = _fake_entry(monkeypatch, tmp_path)
     weights = folder / "model.safetensors"
@@ -109,8 +132,10 @@ def test_damage_between_the_sampled_blocks_is_found_by_verify_which_marks_the_en
     gap = offsets[0] + embedded.SAMPLE_BLOCK_BYTES + 100  # between the first two sampled blocks
     assert gap < offsets[1]
     original = weights.read_bytes()[gap]
+    stamp = weights.stat().st_mtime_ns
     _overwrite(weights, gap, bytes([original ^ 0xFF]))  # one byte flipped
-    assert embedded.cache_problem(folder) is None  # the load-time sample cannot see it
+    os.utime(weights, ns=(stamp, stamp))  # damage that keeps the file's time (a failing disk, a restored copy)
+    assert embedded.cache_problem(folder) is None  # neither the load-time sample nor the time can see it
     assert embedded.verify_embedded_cache("smollm2-135m") == (
         "damaged", "model.safetensors differs from the sha256 that COMPLETE.json records")
     # verify marked it: every later check (and so the next load) sees it as damaged
@@ -132,7 +157,7 @@ def test_an_older_cache_gets_its_hashes_recorded_once(tmp_path, monkeypatch):
     monkeypatch.setattr(embedded, "write_marker", lambda f, spec: writes.append(f) or real(f, spec))
     embedded.embedded_cache("smollm2-135m")
     marker = json.loads((folder / "COMPLETE.json").read_text())
-    assert marker["format"] == 3 and len(writes) == 1
+    assert marker["format"] == 4 and len(writes) == 1
     assert marker["sha256"]["model.safetensors"] == hashlib.sha256((folder / "model.safetensors").read_bytes()).hexdigest()
     embedded.embedded_cache("smollm2-135m")
     assert len(writes) == 1  # once
@@ -333,3 +358,20 @@ def test_the_reproduction_a_damaged_smollm2_cache_is_refused_twice(tmp_path, mon
     healthy = ensure_generations(store, ["smollm2-135m"], ["p01"], [0, 1], Sampling(), 8, device="cpu",
                                  dtype="float32", progress=False)
     assert set(healthy["status"]) == {"ok"} and np.isfinite(healthy["z_samp"].astype(float)).all()
+
+
+def test_a_format_3_entry_is_checked_whole_before_its_times_are_recorded(tmp_path, monkeypatch):
+    """Recording the files' times vouches for them from then on: an entry of the previous format is first
+    hashed whole against the hashes it recorded, and rebuilt if they disagree."""
+    folder = _fake_entry(monkeypatch, tmp_path)
+    marker = json.loads((folder / "COMPLETE.json").read_text())
+    marker.pop("mtime_ns")
+    (folder / "COMPLETE.json").write_text(json.dumps(marker | {"format": 3}))
+    weights = folder / "model.safetensors"
+    gap = _sampled_offsets(weights.stat().st_size)[0] + embedded.SAMPLE_BLOCK_BYTES + 100
+    _overwrite(weights, gap, bytes([weights.read_bytes()[gap] ^ 0xFF]))  # one byte flipped
+    rebuilt = []
+    monkeypatch.setattr(embedded, "build_embedded_cache", lambda spec, **kw: rebuilt.append(spec.name))
+    embedded.embedded_cache("smollm2-135m")
+    assert rebuilt == ["smollm2-135m"]
+    assert "mtime_ns" not in json.loads((folder / "COMPLETE.json").read_text())  # nothing vouched for
