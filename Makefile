@@ -4,6 +4,7 @@
 #   make test                 unit tests, then nbval over the committed notebooks
 #   make install              the environment in .venv (reused: reinstalls only when pyproject.toml
 #                             or requirements-embedded.txt is newer than .venv/.installed)
+#   make lab                  JupyterLab on the repository (ARGS="--no-browser --port 8899" passes options)
 
 SHELL := /bin/bash
 PYTHON ?= $(shell command -v python3.11 2>/dev/null || command -v python3)
@@ -18,7 +19,19 @@ TORCH ?= torch==2.13.0
 
 .PHONY: install figures test notebooks lab clean-outputs
 
-install: $(STAMP)
+# The project's Jupyter settings (.jupyter/) go into the environment, where every `jupyter lab` and every
+# kernel of .venv reads them (Jupyter reads no config from the current folder): notebooks/*.py open as
+# notebooks (jupytext's default viewer), and kernels drop ipykernel's TCP-transport warning.
+LAB_CONFIG := $(VENV)/etc/jupyter/labconfig/default_setting_overrides.json
+KERNEL_CONFIG := $(VENV)/etc/ipython/ipython_kernel_config.py
+
+install: $(STAMP) $(LAB_CONFIG) $(KERNEL_CONFIG)
+
+$(LAB_CONFIG): .jupyter/labconfig/default_setting_overrides.json | $(BIN)/python
+	install -D -m 644 $< $@
+
+$(KERNEL_CONFIG): .jupyter/ipython_kernel_config.py | $(BIN)/python
+	install -D -m 644 $< $@
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -68,8 +81,14 @@ notebooks: install
 	    $(BIN)/jupytext --sync "$$nb"; rm -rf "$$tmp"; \
 	done
 
+# JupyterLab on the repository: notebooks/*.py open as notebooks; saving writes the .py and its .ipynb.
+# ARGS passes options, e.g. make lab ARGS="--no-browser --ip 0.0.0.0 --port 8899" on a remote machine.
+# A kernel idle for 30 minutes with no browser attached is shut down (each holds one or two GB of models).
+ARGS ?=
 lab: install
-	$(BIN)/jupyter lab
+	$(BIN)/jupyter lab --notebook-dir=. \
+	    --MappingKernelManager.cull_idle_timeout=1800 --MappingKernelManager.cull_interval=300 \
+	    --MappingKernelManager.cull_connected=False $(ARGS)
 
 # Removes everything generated under ./outputs (every profile; not $AEP_OUTPUT_DIR elsewhere).
 clean-outputs:

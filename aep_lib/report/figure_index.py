@@ -4,19 +4,63 @@ rendered from one state (execution name -> result, as ``pipeline.run_figures`` r
 
 from __future__ import annotations
 
+import html
 import json
+import re
 from pathlib import Path
 
-from .gallery import write_gallery
 from ..params import ParamsError
 from ..store.provenance import git_sha, package_versions, utc_now
 from .figures import jsonable
+from .gallery import figure_path, relative_href, write_gallery
+
+
+def md_text(value, line_start: bool = False) -> str:
+    """``value`` as literal Markdown text on one line: HTML (``<``, ``>``, ``&``) as entities, the
+    characters that make links, emphasis or code escaped, line breaks as spaces; with ``line_start``
+    (text that begins a line) a leading block marker (``#``, ``>``, ``-``, ``1.``) escaped too."""
+    text = html.escape(" ".join(str("" if value is None else value).split()), quote=False)
+    text = re.sub(r"([\\`*\[\]])", r"\\\1", text)
+    return re.sub(r"^([#>+=|-]|\d+[.)])", r"\\\1", text) if line_start else text
+
+
+def md_code(value) -> str:
+    """``value`` as a Markdown code span on one line, fenced by more backticks than it holds."""
+    text = " ".join(str("" if value is None else value).split())
+    fence = "`" * (max((len(r) for r in re.findall(r"`+", text)), default=0) + 1)
+    pad = " " if text.startswith("`") or text.endswith("`") else ""
+    return f"{fence}{pad}{text}{pad}{fence}"
+
+
+def md_link(text, href: str | None) -> str:
+    """``[text](href)`` for a relative ``href`` (``gallery.relative_href``), else the text alone."""
+    return f"[{md_text(text)}]({href})" if href else md_text(text)
+
+
+def _cell(cell: str) -> str:
+    """``cell 3 (In [4]) `source``` with the source as a safe code span."""
+    m = re.fullmatch(r"(cell \d+ \(In \[[\d ]*\]\))(?: `(.*)`)?", cell or "", re.DOTALL)
+    if not m:
+        return md_text(cell)
+    return m.group(1) + (f" {md_code(m.group(2))}" if m.group(2) is not None else "")
+
+
+def _parameter_lines(fig: dict) -> list[str]:
+    """``- parameters: the profile's`` or ``not the profile's ...`` and the values (records that carry them)."""
+    if "matches_profile" not in fig:
+        return []
+    values = ", ".join(f"{md_text(k)} = {md_code(v)}" for k, v in (fig.get("parameters") or {}).items()) or "-"
+    if fig["matches_profile"]:
+        verdict = f"the profile's ({md_code(fig.get('profile_params_file'))})"
+    else:
+        verdict = f"**not the profile's**: {md_text(fig.get('not_profile_reason') or '-')}"
+    return [f"- parameters: {verdict}", f"  - values: {values}"]
 
 
 def _short(ids: list[str], keep: int = 5) -> str:
     if not ids:
         return "-"
-    shown = ", ".join(f"`{i}`" for i in ids[:keep])
+    shown = ", ".join(md_code(i) for i in ids[:keep])
     return shown + (f" (+{len(ids) - keep} more)" if len(ids) > keep else "")
 
 
@@ -30,7 +74,8 @@ def _claim_lines(claims: list[dict]) -> list[str]:
         bounds = " and ".join(f"{op} {c[k]:g}" for op, k in ((">=", "at_least"), ("<=", "at_most"))
                               if c.get(k) is not None)
         verdict = ("ok" if c["holds"] else "FAIL") if bounds else "observed"
-        lines.append(f"  - {verdict}: {c['name']} = {c.get('shown', c.get('value'))}" + (f" ({bounds})" if bounds else ""))
+        lines.append(f"  - {verdict}: {md_text(c['name'])} = {md_text(c.get('shown', c.get('value')))}"
+                     + (f" ({bounds})" if bounds else ""))
     return lines
 
 
@@ -56,21 +101,27 @@ def render_index(out_dir: Path, state: dict[str, dict]) -> Path:
              + ", ".join(f"{k} {v}" for k, v in versions.items()) + ". Gallery: [index.html](index.html).", ""]
     for name in sorted(state):
         r = state[name]
-        where = f" in {r['cell']}" if r.get("cell") else ""
-        lines += [f"## {name}", "", f"- status: **{r['status']}**" + (f"{where}: `{r['error']}`" if r["error"] else ""),
-                  f"- notebook: [{Path(r['output']).name}]({Path(r['output']).name}), "
-                  f"params `{r['params_file']}`, {r.get('seconds', '?')} s, {r['time']}", ""]
+        where = f" in {_cell(r['cell'])}" if r.get("cell") else ""
+        output = Path(r.get("output") or f"{name}.ipynb").name
+        lines += [f"## {md_text(name)}", "",
+                  f"- status: **{md_text(r['status'])}**"
+                  + (f"{where}: {md_code(r['error'])}" if r.get("error") else ""),
+                  f"- notebook: {md_link(output, relative_href(output))}, params {md_code(r.get('params_file'))}, "
+                  f"{md_text(r.get('seconds', '?'))} s, {md_text(r.get('time'))}", ""]
         views = r.get("token_views") or []
         if views:
-            lines += ["- token views: " + ", ".join(f"[{v}](figures/{v}.html)" for v in views), ""]
+            lines += ["- token views: " + ", ".join(md_link(v, relative_href(f"figures/{v}.html")) for v in views), ""]
         for fig in r.get("figures", []):
-            numbers = ", ".join(f"{k} = {v}" for k, v in fig["numbers"].items()) or "-"
-            versions_ = ", ".join(f"{k} {v}" for k, v in fig["versions"].items())
-            lines += [f"### {fig['name']}", "", f"![{fig['name']}](figures/{fig['name']}.png)", "",
-                      fig["caption"], "",
+            numbers = ", ".join(f"{md_text(k)} = {md_text(v)}" for k, v in (fig.get("numbers") or {}).items()) or "-"
+            versions_ = ", ".join(f"{md_text(k)} {md_text(v)}" for k, v in (fig.get("versions") or {}).items())
+            png = relative_href(figure_path(out_dir, fig))
+            image = f"![{md_text(fig.get('name'))}]({png})" if png else md_text(fig.get("name"))
+            lines += [f"### {md_text(fig.get('name'))}", "", image, "",
+                      md_text(fig.get("caption"), line_start=True), "",
                       f"- numbers: {numbers}", *_claim_lines(fig.get("claims") or []),
-                      f"- params: `{fig['params_file']}`", f"- runs: {_short(fig['run_ids'])}",
-                      f"- git `{fig['git_sha']}`; {versions_}; {fig['time']}", ""]
+                      *_parameter_lines(fig),
+                      f"- params: {md_code(fig.get('params_file'))}", f"- runs: {_short(fig.get('run_ids') or [])}",
+                      f"- git {md_code(fig.get('git_sha'))}; {versions_}; {md_text(fig.get('time'))}", ""]
     index = out_dir / "index.md"
     index.write_text("\n".join(lines))
     write_gallery(out_dir, state, git_sha=sha, versions=versions, generated=utc_now())

@@ -3,7 +3,9 @@
 - ``setup_notebook``: the first call of every notebook, before its other imports (warnings off,
   transformers quiet, the figure style);
 - ``save_figure``: the PNG/SVG of a figure and a JSON record (caption, numbers, claims, run ids,
-  params file, git SHA, package versions, time) under ``outputs/<profile>/figures/``;
+  parameter values and whether they are the profile's, params file, git SHA, package versions, time)
+  under ``outputs/<profile>/figures/``, or ``outputs/<profile>/scratch/figures/`` for parameters that
+  are not the profile's (``placement``);
 - ``claim``: print one checked number of a figure (rounded, as nbval compares it) and keep it, so that
   the next ``save_figure`` stores it with the figure (``"claims"``: name, value, bounds, holds); the
   pipeline fails an execution whose figure records a claim that does not hold (``claim_failure``);
@@ -19,6 +21,7 @@ from __future__ import annotations
 import json
 import math
 import os
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from .. import paths
@@ -68,29 +71,53 @@ def jsonable(value):
     return str(value)
 
 
-def save_figure(fig, name: str, caption: str, numbers: dict | None = None, run_ids: list[str] | None = None) -> None:
-    """Write ``outputs/<profile>/figures/<name>.png`` and ``.svg`` and append a JSON record to ``<name>.json``.
+class ClaimNotHeld(AssertionError):
+    """A figure drawn with its profile's parameters records a claim that does not hold."""
 
+
+def save_figure(fig, name: str, caption: str, numbers: dict | None = None, run_ids: list[str] | None = None,
+                params=None) -> None:
+    """Write ``<name>.png`` and ``.svg`` and append a JSON record to ``<name>.json`` (returns nothing: a
+    notebook cell that ends with it shows no output).
+
+    Where: ``outputs/<profile>/figures/`` when the notebook's parameters are its profile's, else
+    ``outputs/<profile>/scratch/figures/`` (``placement``: the profile and the parameters are those of
+    ``params``, default the ``P = notebook_params(...)`` of the calling notebook).
     ``numbers``: the few values the figure claims (also print them: nbval ignores images).
     ``run_ids``: the store runs the figure was drawn from. The record's ``claims`` are those made with
-    ``claim`` since the previous ``save_figure`` (then forgotten). The profile comes from ``$AEP_PROFILE``
-    (default "cpu"); the pipeline also sets the notebook name, params file and execution id.
+    ``claim`` since the previous ``save_figure`` (then forgotten); it also keeps the parameter values
+    (``parameters``), whether they are the profile's (``matches_profile``, ``differs_from_profile``) and
+    the notebook name, params file and execution id that ``aep figures`` sets.
+
+    Outside ``aep figures`` (which reports every execution itself) one line says where the figure and the
+    store went (``placement.tell``), and a claim that does not hold raises ``ClaimNotHeld`` (after the
+    figure is written) when the parameters are the profile's, or prints a ``FAIL`` line otherwise.
     """
-    profile = os.environ.get("AEP_PROFILE", "cpu")
-    folder = paths.output_dir(profile) / "figures"
+    from .placement import caller_namespace, find_params, place, tell, under_pipeline
+
+    where = place(params if params is not None else find_params(2), caller_namespace(2))
+    folder = where.figures_dir()
     folder.mkdir(parents=True, exist_ok=True)
-    fig.savefig(folder / f"{name}.png", dpi=150, bbox_inches="tight")
+    png = folder / f"{name}.png"
+    fig.savefig(png, dpi=150, bbox_inches="tight")
     fig.savefig(folder / f"{name}.svg", bbox_inches="tight", metadata={"Date": None})
+    claims = pending_claims()
     record = {
         "name": name,
         "caption": caption,
         "numbers": numbers or {},
         "run_ids": list(run_ids or []),
-        "claims": pending_claims(),
-        "notebook": os.environ.get("AEP_NOTEBOOK", "interactive"),
+        "claims": claims,
+        "notebook": os.environ.get("AEP_NOTEBOOK") or where.notebook or "interactive",
         "params_file": os.environ.get("AEP_PARAMS_FILE"),
         "execution": os.environ.get("AEP_EXECUTION"),
-        "profile": profile,
+        "profile": where.profile,
+        "folder": where.folder,
+        "parameters": where.params,
+        "matches_profile": where.matches_profile,
+        "profile_params_file": where.params_file,
+        "differs_from_profile": where.differences,
+        "not_profile_reason": where.reason or None,
         "git_sha": git_sha(),
         "versions": package_versions(),
         "time": utc_now(),
@@ -102,6 +129,22 @@ def save_figure(fig, name: str, caption: str, numbers: dict | None = None, run_i
     tmp.write_text(json.dumps(records, indent=1, default=jsonable))
     os.replace(tmp, log)
     _PENDING.clear()
+    if under_pipeline():
+        return
+    tell(f"{name}: figure {_shown(png)} ({where.describe()}); store {_shown(where.store_dir())}")
+    failures = [msg for c in claims if (msg := claim_failure(c))]
+    if failures and where.matches_profile:
+        raise ClaimNotHeld(f"{name}: " + "; ".join(failures))
+    for msg in failures:
+        tell(f"FAIL {name}: {msg} (not the profile's parameters: recorded in {_shown(log)}, not raised)")
+
+
+def _shown(path: Path) -> str:
+    """``path`` relative to the project root when inside it, else as it is."""
+    try:
+        return str(Path(path).resolve().relative_to(paths.project_root()))
+    except ValueError:
+        return str(path)
 
 
 # ---------------------------------------------------------------------------------------------------

@@ -2,11 +2,12 @@
 
 ``figure_index.render_index`` calls ``write_gallery`` with the same state it renders as ``index.md``
 (execution name -> result with its ``figures`` records, ``report.save_figure``). Each card shows the
-figure (``figures/<name>.png``, a relative link), its caption, its claims (a claim that does not hold is
-red and counted in the card's title), its numbers, params file, run ids, git SHA, package versions and
-time, and links to the executed notebook and the token views of its execution. Above the cards, a table
-of the executions (status, seconds, the error and the cell it came from) and a list of links to every
-card.
+figure (``figures/<name>.png``), its caption, its claims (a claim that does not hold is red and counted
+in the card's title), its numbers, parameter values, params file, run ids, git SHA, package versions and
+time, and links to the executed notebook and the token views of its execution. A figure whose parameters
+are not its profile's (``placement``: kept under ``scratch/``) is marked so. Above the cards, a table of
+the executions (status, seconds, the error and the cell it came from) and a list of links to every card.
+Every link of the page is a relative path (``relative_href``).
 
 The page is one file with its CSS inline: no script, no font or stylesheet from the network; it opens
 from the disk in any browser and reads on a laptop screen (cards in one or two columns).
@@ -15,7 +16,9 @@ from the disk in any browser and reads on a laptop screen (cards in one or two c
 from __future__ import annotations
 
 import html
+import re
 from pathlib import Path
+from urllib.parse import quote
 
 MAX_OPEN_NUMBERS = 12  # a card lists up to this many numbers open; more sit in a closed <details>
 SHOWN_RUN_IDS = 5
@@ -49,6 +52,9 @@ tr.failed td { background: var(--fail-bg); }
          margin-left: .4rem; vertical-align: middle; }
 .badge.ok { background: #ecfdf3; }
 .badge.fail { background: var(--fail-bg); }
+.badge.scratch { background: #fef0c7; color: #93370d; }
+.card.scratch { border: 2px dashed #dc6803; }
+.scratch-note { background: #fffaeb; color: #93370d; padding: .3rem .5rem; border-radius: 4px; font-size: .9rem; }
 table.claims tr.claim-fail td { background: var(--fail-bg); color: var(--fail); font-weight: 600; }
 details { margin: .4rem 0; }
 summary { cursor: pointer; color: var(--muted); }
@@ -57,6 +63,32 @@ dl.meta { display: grid; grid-template-columns: max-content 1fr; gap: .1rem .7re
 dl.meta dt { font-weight: 600; }
 dl.meta dd { margin: 0; overflow-wrap: anywhere; }
 """
+
+
+SCRATCH = "scratch"  # placement.SCRATCH: the folder of the executions that are not the profile's
+
+
+def relative_href(rel: str) -> str | None:
+    """``rel`` as the ``href`` of a link: a relative path, percent-encoded (so never a ``javascript:`` or
+    other URL, nor an absolute path), or ``None`` when it is not one."""
+    rel = str(rel or "")
+    if not rel or rel.startswith(("/", "~")) or "\\" in rel or re.search(r"[\x00-\x1f\x7f]", rel):
+        return None
+    return quote(rel, safe="/=,+-._~@")
+
+
+def figure_path(out_dir: Path, fig: dict) -> str:
+    """The PNG of a figure record relative to ``out_dir``: ``figures/<name>.png``, or under ``scratch/``
+    for a record of parameters that are not the profile's (its ``folder``)."""
+    folder = str(fig.get("folder") or "figures")
+    if Path(out_dir).name == SCRATCH:
+        folder = folder[len(SCRATCH) + 1:] if folder.startswith(SCRATCH + "/") else f"../{folder}"
+    return f"{folder}/{fig.get('name', '?')}.png"
+
+
+def not_profile(fig: dict) -> bool:
+    """Whether a figure record says its parameters are not its profile's."""
+    return fig.get("matches_profile") is False
 
 
 def _e(value) -> str:
@@ -114,9 +146,11 @@ def _numbers(numbers: dict) -> str:
 
 
 def _link_if(out_dir: Path, rel: str, text: str) -> str:
-    """A link to ``rel`` (relative to ``out_dir``) when that file exists, else the plain text."""
-    if (out_dir / rel).is_file():
-        return f'<a href="{_e(rel)}">{_e(text)}</a>'
+    """A link to ``rel`` (relative to ``out_dir``) when it is a relative path to a file that exists, else
+    the plain text."""
+    href = relative_href(rel)
+    if href and (out_dir / rel).is_file():
+        return f'<a href="{_e(href)}">{_e(text)}</a>'
     return f'<span class="muted">{_e(text)} (not written)</span>'
 
 
@@ -142,16 +176,24 @@ def _card(fig: dict, result: dict, out_dir: Path, card_id: str) -> str:
                  + ", ".join(f"<code>{_e(r)}</code>" for r in run_ids[SHOWN_RUN_IDS:]) + "</details>")
     versions = ", ".join(f"{_e(k)} {_e(v)}" for k, v in (fig.get("versions") or {}).items()) or "-"
     output = Path(result.get("output") or f"{result.get('name')}.ipynb").name
-    png = f"figures/{name}.png"
-    return f"""<article class="card{' failing' if failing else ''}" id="{_e(card_id)}" data-figure="{_e(name)}">
+    png = relative_href(figure_path(out_dir, fig))
+    image = (f'<a href="{_e(png)}"><img src="{_e(png)}" alt="figure {_e(name)}"></a>' if png
+             else f'<p class="muted">figure {_e(name)} (no relative path)</p>')
+    scratch = not_profile(fig)
+    if scratch:
+        badge += '<span class="badge scratch">not the profile\'s parameters</span>'
+    classes = "card" + (" failing" if failing else "") + (" scratch" if scratch else "")
+    marked = ' data-scratch="1"' if scratch else ""
+    return f"""<article class="{classes}" id="{_e(card_id)}" data-figure="{_e(name)}"{marked}>
 <h2>{_e(name)}{badge}</h2>
-<a href="{_e(png)}"><img src="{_e(png)}" alt="figure {_e(name)}"></a>
+{_scratch_note(fig) if scratch else ''}{image}
 <p class="caption">{_e(fig.get("caption"))}</p>
 {_claims_table(claims)}
 {_numbers(fig.get("numbers") or {})}
 <dl class="meta">
 <dt>notebook</dt><dd>{_link_if(out_dir, output, output)}</dd>
-<dt>params</dt><dd><code>{_e(fig.get("params_file") or "-")}</code></dd>
+<dt>params</dt><dd><code>{_e(fig.get("params_file") or fig.get("profile_params_file") or "-")}</code></dd>
+{_parameters_row(fig)}
 <dt>runs</dt><dd>{runs}</dd>
 <dt>token views</dt><dd>{_token_view_links(out_dir, list(result.get("token_views") or []))}</dd>
 <dt>git</dt><dd><code>{_e(fig.get("git_sha"))}</code></dd>
@@ -159,6 +201,20 @@ def _card(fig: dict, result: dict, out_dir: Path, card_id: str) -> str:
 <dt>time</dt><dd>{_e(fig.get("time"))}</dd>
 </dl>
 </article>"""
+
+
+def _scratch_note(fig: dict) -> str:
+    return (f'<p class="scratch-note">Not drawn with the parameters of profile <code>{_e(fig.get("profile"))}</code>'
+            f' ({_e(fig.get("not_profile_reason") or "-")}): kept under <code>scratch/</code>, apart from the '
+            "profile's figures.</p>\n")
+
+
+def _parameters_row(fig: dict) -> str:
+    values = fig.get("parameters")
+    if not values:
+        return ""
+    text = ", ".join(f"{_e(k)} = <code>{_e(v)}</code>" for k, v in values.items())
+    return f"<dt>parameters</dt><dd>{text}</dd>"
 
 
 def _runs_table(state: dict[str, dict], out_dir: Path) -> str:
@@ -190,7 +246,7 @@ def render_gallery(state: dict[str, dict], out_dir: Path, git_sha: str = "unknow
     """
     out_dir = Path(out_dir)
     cards, nav, ids = [], [], set()
-    n_bounded = n_fail = 0
+    n_bounded = n_fail = n_scratch = 0
     for name in sorted(state):
         result = state[name]
         for fig in result.get("figures") or []:
@@ -199,6 +255,7 @@ def render_gallery(state: dict[str, dict], out_dir: Path, git_sha: str = "unknow
                 card_id += "-"
             ids.add(card_id)
             verdicts = [claim_verdict(c) for c in fig.get("claims") or []]
+            n_scratch += not_profile(fig)
             n_bounded += sum(v != "observed" for v in verdicts)
             n_fail += verdicts.count("FAIL")
             cls = ' class="fail"' if "FAIL" in verdicts else ""
@@ -211,7 +268,9 @@ def render_gallery(state: dict[str, dict], out_dir: Path, git_sha: str = "unknow
     summary = (f'{_count(len(state), "execution")}: <span class="ok">{len(state) - len(failed_runs)} ok</span>, '
                f'<span class="{"fail" if failed_runs else "ok"}">{len(failed_runs)} failed</span> · '
                f'{_count(len(cards), "figure")} · {claims}'
-               + (f', <span class="fail">{n_fail} FAIL</span>' if n_fail else ""))
+               + (f', <span class="fail">{n_fail} FAIL</span>' if n_fail else "")
+               + (f' · <span class="scratch">{n_scratch} not drawn with the profile\'s parameters</span>'
+                  if n_scratch else ""))
     return f"""<!DOCTYPE html>
 <html lang="en">
 <head>

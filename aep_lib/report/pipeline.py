@@ -21,7 +21,12 @@ package versions), and ``index.html`` renders the same as a gallery (``aep_lib.r
 
 While it runs, a progress bar over the executions (name, elapsed time, ok/failed so far) and papermill's
 cell bar when stderr is a terminal; one line per finished execution otherwise. The kernels talk over IPC
-sockets (POSIX), so ipykernel has no reason to warn "Kernel is running over TCP without encryption".
+sockets (POSIX), so ipykernel has no reason to warn "Kernel is running over TCP without encryption"
+(``kernels``). Ctrl-C stops the running notebook, which the index then marks ``interrupted``.
+
+Where each figure goes is the notebook's own decision (``placement``): values given with ``params``
+(``aep figures -p KEY=VALUE``) are not the profile's, so those executions, their index and their figures
+go to ``outputs/<profile>/scratch/``.
 
     results = run_figures("cpu")                  # or: python -m aep_lib.report.pipeline --profile cpu
 """
@@ -30,7 +35,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import functools
 import json
 import os
 import re
@@ -48,6 +52,8 @@ from ..params import NOTEBOOK_SCHEMAS, RUNS_KEY, DType, ParamsError, read_params
 from ..store.provenance import utc_now
 from .figure_index import write_index
 from .figures import claim_failure
+from .kernels import kernel_manager_class, run_interruptibly, tracked
+from .placement import OVERRIDES_VAR, SCRATCH
 
 
 def _rel(path: Path) -> str:
@@ -98,9 +104,12 @@ def plan(
     params_root: Path | None = None,
     schemas: Mapping[str, type] | None = None,
     overrides: Mapping[str, object] | None = None,
+    params: Mapping[str, object] | None = None,
 ) -> list[Execution]:
     """Every execution that ``params/<profile>/*.yaml`` asks for, all validated (or ``ParamsError``).
-    ``overrides``: values that replace the files' for every notebook whose schema has that parameter."""
+    ``overrides``: values that replace the files' for every notebook whose schema has that parameter.
+    ``params``: the same, asked for by the user (``aep figures -p KEY=VALUE``): ``ParamsError`` for a key
+    that none of the selected notebooks has, and for ``profile``."""
     notebooks_dir = Path(notebooks_dir or paths.notebooks_dir())
     folder = Path(params_root or paths.params_dir()) / profile
     schemas = NOTEBOOK_SCHEMAS if schemas is None else schemas
@@ -111,6 +120,11 @@ def plan(
         files = [f for f in files if any(f.stem.startswith(o) for o in only)]
         if not files:
             raise ParamsError(f"{folder}: no params file matches {only}")
+    if params and "profile" in params:
+        raise ParamsError("-p profile=...: choose the profile with --profile")
+    unused = set(params or {}) - {k for f in files if f.stem in schemas for k in schemas[f.stem].model_fields}
+    if unused:
+        raise ParamsError(f"parameter(s) {sorted(unused)}: no selected notebook of {folder} has them")
     executions = []
     for path in files:
         notebook = path.stem
@@ -125,7 +139,8 @@ def plan(
                 values.setdefault("profile", profile)
                 if values["profile"] != profile:
                     raise ParamsError(f"{path}: key 'profile' is {values['profile']!r} but the file is under {profile!r}")
-            values.update({k: v for k, v in (overrides or {}).items() if k in schema.model_fields})
+            given = {**(overrides or {}), **(params or {})}
+            values.update({k: v for k, v in given.items() if k in schema.model_fields})
             validate(schema, values, where=str(path) + (f" ({name})" if name != notebook else ""))
             executions.append(Execution(name, notebook, nb_path, path, values))
     return executions
@@ -149,56 +164,6 @@ def _environ(**values: str):
                 os.environ[k] = v
 
 
-# The kernel's warning "Kernel is running over TCP without encryption" (ipykernel's kernelapp, printed
-# once per kernel on the stderr it inherits) is there because jupyter_client's default transport is TCP.
-# Over IPC (Unix sockets in Jupyter's runtime folder) the kernel has nothing to warn about. A socket path
-# longer than the OS allows (about 107 bytes) or Windows keeps TCP.
-_MAX_IPC_PATH = 100
-
-
-def kernel_manager_class():
-    """The jupyter_client kernel manager papermill's kernels start with: IPC transport where it can be."""
-    from jupyter_client.manager import AsyncKernelManager
-    from jupyter_core.paths import jupyter_runtime_dir
-
-    longest = Path(jupyter_runtime_dir()) / f"kernel-{uuid.uuid4()}-ipc-1"  # jupyter_client's socket names
-    if os.name == "nt" or len(str(longest)) > _MAX_IPC_PATH:
-        return AsyncKernelManager
-    return _ipc_kernel_manager()
-
-
-def ipc_socket_prefix() -> str:
-    """A path prefix of one kernel's sockets (``<prefix>-1`` ...): unique, in Jupyter's runtime folder."""
-    from jupyter_core.paths import jupyter_runtime_dir
-
-    folder = Path(jupyter_runtime_dir())
-    folder.mkdir(parents=True, exist_ok=True)
-    return str(folder / f"kernel-{uuid.uuid4()}-ipc")
-
-
-@functools.cache
-def _ipc_kernel_manager():
-    from jupyter_client.manager import AsyncKernelManager
-    from traitlets import default
-
-    class IPCKernelManager(AsyncKernelManager):
-        """``AsyncKernelManager`` whose kernels listen on Unix sockets instead of TCP ports, each kernel's
-        sockets under a name of its own in Jupyter's runtime folder. (jupyter_client's default names them
-        ``kernel-ipc-1`` ... in the current folder when, as under papermill, the connection file is not
-        named yet: two processes that start a kernel at once then took the same sockets, and one kernel got
-        the other's messages: "Invalid Signature", "Kernel didn't respond in 60 seconds".)"""
-
-        @default("transport")
-        def _default_transport(self):
-            return "ipc"
-
-        @default("ip")
-        def _default_ip(self):
-            return ipc_socket_prefix()
-
-    return IPCKernelManager
-
-
 def _failed_cell(err) -> str:
     """``cell 3 (In [4]) `raise ValueError(message)``` from a ``PapermillExecutionError``: where it failed."""
     first = next((line.strip() for line in (err.source or "").splitlines() if line.strip()), "")
@@ -207,7 +172,7 @@ def _failed_cell(err) -> str:
 
 
 def _execute(ex: Execution, profile: str, out_dir: Path, output_root: Path, kernel_name: str,
-             cell_progress: bool = False) -> dict:
+             cell_progress: bool = False, variant: Mapping[str, object] | None = None) -> dict:
     import papermill
 
     output = out_dir / f"{ex.name}.ipynb"
@@ -216,25 +181,54 @@ def _execute(ex: Execution, profile: str, out_dir: Path, output_root: Path, kern
               "execution": execution_id, "status": "ok", "error": None, "cell": None, "time": utc_now()}
     start, wall_start = time.perf_counter(), time.time()
     env = dict(AEP_PROFILE=profile, AEP_OUTPUT_DIR=str(output_root), AEP_NOTEBOOK=ex.name,
-               AEP_PARAMS_FILE=_rel(ex.params_file), AEP_EXECUTION=execution_id)
+               AEP_PARAMS_FILE=_rel(ex.params_file), AEP_EXECUTION=execution_id,
+               **{OVERRIDES_VAR: json.dumps(dict(variant or {}))})
     bar = {"desc": ex.name, "leave": False, "unit": "cell"} if cell_progress else False
     try:
+        managers: list = []
         with _environ(**env):
-            papermill.execute_notebook(str(ex.notebook_path), str(output), parameters=ex.values,
-                                       kernel_name=kernel_name, cwd=str(ex.notebook_path.parent),
-                                       progress_bar=bar, log_output=False,
-                                       kernel_manager_class=kernel_manager_class())
+            run_interruptibly(lambda: papermill.execute_notebook(
+                str(ex.notebook_path), str(output), parameters=ex.values, kernel_name=kernel_name,
+                cwd=str(ex.notebook_path.parent), progress_bar=bar, log_output=False,
+                kernel_manager_class=tracked(kernel_manager_class(), managers)), managers)
     except papermill.PapermillExecutionError as err:
+        if err.ename == "KeyboardInterrupt":  # the kernel got the terminal's Ctrl-C first
+            result.update(status=INTERRUPTED, error=INTERRUPTED_ERROR, cell=_failed_cell(err))
+            _finish(result, start, output_root / profile, execution_id, wall_start)
+            raise Interrupted(result) from None
         result.update(status="failed", error=f"{err.ename}: {err.evalue}", cell=_failed_cell(err))
+    except KeyboardInterrupt:
+        result.update(status=INTERRUPTED, error=INTERRUPTED_ERROR)
+        _finish(result, start, output_root / profile, execution_id, wall_start)
+        raise Interrupted(result) from None
     except Exception as err:  # the kernel died, the notebook is unreadable, ...
         result.update(status="failed", error=f"{type(err).__name__}: {err}")
+    _finish(result, start, output_root / profile, execution_id, wall_start)
+    return result
+
+
+INTERRUPTED = "interrupted"
+INTERRUPTED_ERROR = "interrupted (Ctrl-C): the executed notebook is the part that ran"
+
+
+class Interrupted(KeyboardInterrupt):
+    """Ctrl-C during an execution; ``result`` is that execution's, marked ``interrupted``."""
+
+    def __init__(self, result: dict):
+        super().__init__(result["name"])
+        self.result = result
+
+
+def _finish(result: dict, start: float, profile_dir: Path, execution_id: str, wall_start: float) -> None:
+    """Time, figures (in the profile's ``figures/`` or ``scratch/figures/``), token views and claims of a
+    finished or interrupted execution."""
     result["seconds"] = round(time.perf_counter() - start, 1)
-    result["figures"] = _figures_of(out_dir / "figures", execution_id)
-    result["token_views"] = _token_views_since(out_dir / "figures", wall_start)
+    folders = [profile_dir / "figures", profile_dir / SCRATCH / "figures"]
+    result["figures"] = [f for folder in folders for f in _figures_of(folder, execution_id)]
+    result["token_views"] = sorted({v for folder in folders for v in _token_views_since(folder, wall_start)})
     failed = failed_claims(result["figures"])
     if failed and result["status"] == "ok":
         result.update(status="failed", error="; ".join(failed))
-    return result
 
 
 def _token_views_since(folder: Path, since: float) -> list[str]:
@@ -269,6 +263,7 @@ def run_figures(
     progress: bool = False,
     stream=None,
     dtype: str | None = None,
+    params: Mapping[str, object] | None = None,
 ) -> list[dict]:
     """Execute the notebooks of one profile into ``<output_root>/<profile>/``; write ``index.md`` and ``index.html``.
 
@@ -276,27 +271,38 @@ def run_figures(
     ``dtype``: every notebook with a ``dtype`` parameter runs its models in that dtype, into
     ``<output_root>/dtype-<dtype>/<profile>/`` (its own store and figures): whether the claims hold in
     another dtype (``aep figures --dtype bfloat16``).
+    ``params``: values that replace the params files' (``aep figures -p KEY=VALUE``): the executions are
+    not the profile's, so they and their index go to ``<output_root>/<profile>/scratch/`` and their figures
+    to ``scratch/figures/`` (``placement``), never over the profile's.
     ``notebooks_dir``, ``params_root`` and ``schemas`` default to the project's (tests inject their own).
     ``progress``: report on ``stream`` (default stderr) as it goes (``Progress``): a bar and papermill's
     cell bar on a terminal, one line per execution otherwise.
     All params are validated first; a failing notebook is recorded as failed and the rest still run.
+    On Ctrl-C the execution that was running is recorded as ``interrupted`` in the index (the others keep
+    their entries) and ``Interrupted`` is raised with it.
     Returns one dict per execution: name, notebook, params_file, output, status, error, cell (where a
     notebook raised), seconds, figures, token_views.
     """
     output_root = dtype_output_root(Path(output_root or paths.output_dir()).resolve(), dtype)
-    executions = plan(profile, only, notebooks_dir, params_root, schemas, {"dtype": dtype} if dtype else None)
-    out_dir = output_root / profile
+    variant = {"dtype": dtype} if dtype else None
+    executions = plan(profile, only, notebooks_dir, params_root, schemas, variant, params)
+    out_dir = output_root / profile / (SCRATCH if params else "")
     out_dir.mkdir(parents=True, exist_ok=True)
     report = Progress(len(executions), stream=stream, enabled=progress)
     results = []
     try:
         for ex in executions:
             report.start(ex.name)
-            results.append(_execute(ex, profile, out_dir, output_root, kernel_name, cell_progress=report.tty))
+            results.append(_execute(ex, profile, out_dir, output_root, kernel_name, cell_progress=report.tty,
+                                    variant=variant))
             report.done(results[-1])
+    except KeyboardInterrupt as stop:  # Interrupted, or Ctrl-C between two executions
+        report.close()
+        write_index(out_dir, results + ([stop.result] if isinstance(stop, Interrupted) else []), partial=True)
+        raise
     finally:
         report.close()
-    write_index(out_dir, results, partial=bool(only))
+    write_index(out_dir, results, partial=bool(only) or bool(params))
     return results
 
 
@@ -315,6 +321,13 @@ def result_line(r: dict) -> str:
     where = f" in {r['cell']}" if r.get("cell") else ""
     error = f"{where}: {r['error']}" if r.get("error") else ""
     return f"{'ok' if r['status'] == 'ok' else 'FAILED':6} {r['name']} ({r.get('seconds', '?')} s){error}"
+
+
+def interrupted_line(stop: KeyboardInterrupt, profile: str) -> str:
+    """The one line a run stopped by Ctrl-C prints."""
+    name = stop.result["name"] if isinstance(stop, Interrupted) else None
+    return (f"interrupted: {name} stopped part-way; the index of profile {profile} marks it interrupted"
+            if name else f"interrupted between two executions; the index of profile {profile} keeps what finished")
 
 
 def summary_lines(results: list[dict], index: Path | None) -> list[str]:
@@ -410,6 +423,9 @@ def main(argv: list[str] | None = None) -> int:
     except ParamsError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt as stop:
+        print(interrupted_line(stop, args.profile), file=sys.stderr)
+        return 130
     out_dir = Path(results[0]["output"]).parent if results else None
     for line in summary_lines(results, out_dir / "index.md" if out_dir else None):
         print(line)

@@ -295,12 +295,13 @@ def test_claims_land_in_the_next_figure_record_only(tmp_path, monkeypatch, no_pe
     figures.save_figure(fig, "f1", caption="c")
     figures.save_figure(fig, "f2", caption="c")
     plt.close(fig)
-    (f1,) = json.loads((tmp_path / "cpu" / "figures" / "f1.json").read_text())
+    # called from a test, not a notebook: no notebook parameters, so not the profile's (placement)
+    (f1,) = json.loads((tmp_path / "cpu" / "scratch" / "figures" / "f1.json").read_text())
     assert f1["claims"] == [
         {"name": "share", "value": 0.9375, "shown": "0.94", "at_least": 0.8, "at_most": None, "holds": True},
         {"name": "z", "value": None, "shown": "nan", "at_least": None, "at_most": 2, "holds": False},
         {"name": "observed", "value": 1.234, "shown": "1.23", "at_least": None, "at_most": None, "holds": True}]
-    (f2,) = json.loads((tmp_path / "cpu" / "figures" / "f2.json").read_text())
+    (f2,) = json.loads((tmp_path / "cpu" / "scratch" / "figures" / "f2.json").read_text())
     assert f2["claims"] == []  # recorded once, then forgotten
     assert [figures.claim_failure(c) for c in f1["claims"]] == [None, "claim 'z' = nan does not hold (<= 2)", None]
 
