@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import html as _html
 import math
-import os
 from pathlib import Path
 
 import numpy as np
@@ -76,11 +75,17 @@ def token_view(tokens: pd.DataFrame, title: str = "", clip: float = 3.0, dist: s
 
 
 def save_token_view(html: str, name: str, profile: str | None = None) -> Path:
-    """Write ``html`` as a standalone page ``outputs/<profile>/figures/<name>.html`` (profile from
-    ``$AEP_PROFILE``, default cpu); returns the path."""
+    """Write ``html`` as a standalone page ``<name>.html`` beside the calling notebook's figures (the same
+    rule as ``figures.save_figure``: ``outputs/<profile>/figures/`` for the profile's parameters,
+    ``outputs/<profile>/scratch/figures/`` otherwise; ``profile`` given: that profile's figures folder);
+    returns the path."""
     from ..paths import output_dir
+    from .placement import caller_namespace, find_params, place
 
-    folder = output_dir(profile or os.environ.get("AEP_PROFILE", "cpu")) / "figures"
+    if profile is not None:
+        folder = output_dir(profile) / "figures"
+    else:
+        folder = place(find_params(2), caller_namespace(2)).figures_dir()
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / f"{name}.html"
     page = ("<!DOCTYPE html><html><head><meta charset='utf-8'><title>" + _html.escape(name) + "</title></head><body>"

@@ -125,6 +125,26 @@ def test_an_interactive_run_with_small_parameters_leaves_the_profile_figure_alon
     assert "n_seeds 1 (profile 4)" in record["not_profile_reason"]
 
 
+def test_a_token_view_follows_the_same_rule_as_the_figures(out):
+    """app_detection_benchmark's token view: the profile's parameters write beside the profile's figures,
+    a small interactive run beside the scratch figures, never over the profile's page."""
+    from aep_lib.report import tokenview
+
+    name = "app_detection_benchmark"
+    profile_page = out / "cpu" / "figures" / "tv.html"
+    profile_page.parent.mkdir(parents=True)
+    profile_page.write_text("the profile's page")
+    small = notebook_params(name, {"profile": "cpu", "n_texts": 2})
+    namespace = {"P": small, "save_token_view": tokenview.save_token_view}
+    exec("path = save_token_view('<p>x</p>', 'tv')", namespace)  # a notebook cell
+    assert namespace["path"] == out / "cpu" / "scratch" / "figures" / "tv.html"
+    assert profile_page.read_text() == "the profile's page"
+    namespace = {"P": load_params_file(paths.params_dir() / "cpu" / f"{name}.yaml"),
+                 "save_token_view": tokenview.save_token_view}
+    exec("path = save_token_view('<p>y</p>', 'tv')", namespace)
+    assert namespace["path"] == profile_page and "<p>y</p>" in profile_page.read_text()
+
+
 def test_the_profiles_parameters_write_the_profiles_figure_and_a_failing_claim_raises(out, no_pending_claims,
                                                                                        capsys):
     p = load_params_file(paths.params_dir() / "cpu" / "fig01_self_convergence.yaml")
