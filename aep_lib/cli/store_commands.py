@@ -81,7 +81,7 @@ def run(
     options = dict(num_cpus=num_cpus, max_retries=max_retries, gpus_per_task=gpus_per_task) if executor == "ray" else {}
     try:
         runs = ensure_grid(run_store, grid, executor=executor, address=address, **options)
-    except (ImportError, RuntimeError) as err:  # ray missing; Ray tasks that failed for good
+    except (ImportError, RuntimeError, StoreError) as err:  # ray missing; Ray tasks failed for good; disk full
         fail(str(err))
     counts = runs["status"].value_counts().to_dict() if len(runs) else {}
     expected = len(grid.models) * len(grid.prompts) * len(grid.seeds) * len(grid.samplings) * len(grid.all_lengths)

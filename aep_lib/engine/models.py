@@ -183,7 +183,7 @@ def _load_model(name_or_path, device, dtype, trust_remote_code, revision, placem
     elif is_existing_path(name):
         folder = Path(name).expanduser()
         source, rev = "local", str(folder.resolve())
-        model, tokenizer = _from_folder(folder, kwargs)
+        model, tokenizer = local_model(folder, kwargs)
     elif _looks_like_hub_id(name):
         source = "hub"
         try:
@@ -258,6 +258,29 @@ def _own_aligned_weights(model) -> None:
         for param in model.parameters():
             if param.device.type == "cpu" and param.data_ptr() % 64:
                 param.data = param.data.clone()
+
+
+def local_model(folder: Path, kwargs: dict):
+    """``(model, tokenizer)`` from a local model folder; every way the folder can be wrong (a file, not a
+    folder; truncated or unreadable weights; an architecture this transformers does not know; too little
+    memory) is a one-line ``ModelLoadError`` naming the folder."""
+    if not folder.is_dir():
+        raise ModelLoadError(f"{folder} is a file, not a model folder (give the folder holding config.json "
+                             "and the weights)")
+    try:
+        return _from_folder(folder, kwargs)
+    except ModelLoadError:
+        raise
+    except Exception as err:  # transformers and safetensors raise many types; all mean "cannot load this"
+        if out_of_memory(err):
+            raise ModelLoadError(f"{folder}: not enough memory to load the model ({excerpt(str(err), 200)})") from None
+        what = type(err).__name__
+        detail = " ".join(str(err).split())
+        if isinstance(err, (KeyError, ValueError)) and "model_type" in detail or "does not recognize" in detail:
+            raise ModelLoadError(f"{folder}: its config.json names a model architecture this transformers does "
+                                 f"not know ({excerpt(detail, 200)})") from None
+        raise ModelLoadError(f"{folder}: cannot load the model: {what}: {excerpt(detail, 300)} "
+                             "(truncated or damaged weights, or not a causal language model)") from None
 
 
 def _from_folder(folder: Path, kwargs: dict, direct: bool = False):

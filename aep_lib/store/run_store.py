@@ -243,8 +243,8 @@ class RunStore:
 
         dest = self.root / self.run_relpath(run)
         tmp = self.root / TMP_DIR / f"{run_id}-{uuid.uuid4().hex}"
-        tmp.mkdir(parents=True)
         try:
+            tmp.mkdir(parents=True)
             if table is not None:
                 row[TOKENS_SHA256] = write_parquet_verified(table, tmp / TOKENS_FILE, compression="zstd")
             # One row: no compression or dictionary (a 1-row zstd file reads ~3x slower, for nothing).
@@ -253,6 +253,10 @@ class RunStore:
             if dest.exists():  # same folder: move the old one aside first (a rename cannot overwrite a folder)
                 self._trash(dest)
             os.replace(tmp, dest)
+        except OSError as err:  # a full disk, a read-only store: nothing of the run is left behind
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise StoreError(f"cannot write run {run_id} into the store {self.root}: "
+                             f"{err.strerror or err}") from None
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
             raise

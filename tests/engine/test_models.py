@@ -4,6 +4,7 @@ import importlib.util
 import json
 import os
 import shutil
+from pathlib import Path
 
 import pytest
 from filelock import FileLock, Timeout
@@ -462,3 +463,29 @@ def test_running_out_of_memory_while_loading_is_one_line_and_keeps_the_cache(mon
         load_model("smollm2-135m", dtype="float16")  # another dtype: not the pool's cached model
     assert rebuilt == [] and "\n" not in str(err.value)
     assert models.out_of_memory(OSError(12, "Cannot allocate memory")) and not models.out_of_memory(ValueError("x"))
+
+
+def test_a_local_model_folder_that_cannot_be_loaded_is_one_line(tmp_path):
+    """A file given as the folder, truncated weights, an architecture transformers does not know."""
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    from _tiny import build_tiny_model
+
+    a_file = tmp_path / "weights.txt"
+    a_file.write_text("not a model")
+    with pytest.raises(ModelLoadError, match="is a file, not a model folder"):
+        load_model(str(a_file))
+    truncated = build_tiny_model(tmp_path / "truncated")
+    weights = next(truncated.glob("*.safetensors"))
+    with open(weights, "r+b") as f:
+        f.truncate(weights.stat().st_size // 2)
+    with pytest.raises(ModelLoadError, match="cannot load the model: .*truncated or damaged weights") as err:
+        load_model(str(truncated))
+    assert "\n" not in str(err.value)
+    unknown = build_tiny_model(tmp_path / "unknown")
+    config = json.loads((unknown / "config.json").read_text())
+    (unknown / "config.json").write_text(json.dumps(config | {"model_type": "nosucharch",
+                                                              "architectures": ["NoSuchForCausalLM"]}))
+    with pytest.raises(ModelLoadError, match="names a model architecture this transformers does not know"):
+        load_model(str(unknown))

@@ -464,3 +464,21 @@ def test_an_unreadable_scored_text_cache_starts_empty_and_is_rewritten(tmp_path)
     broken.flush()
     assert ScoredTextCache(path).tokens[key]["surprisal_raw"].tolist() == [0.0, 1.0]
     assert not list(path.parent.glob("*.tmp"))
+
+
+def test_a_full_disk_while_writing_a_run_is_a_store_error_and_leaves_nothing(tmp_path, monkeypatch):
+    import errno
+
+    from aep_lib.store import run_store
+
+    st = RunStore(tmp_path)
+    st.write_run(make_run(1), make_tokens())
+
+    def full(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(run_store, "write_parquet_verified", full)
+    with pytest.raises(StoreError, match="cannot write run .* into the store .*: No space left on device"):
+        st.write_run(make_run(2), make_tokens())
+    assert not list((tmp_path / ".tmp").iterdir())  # no half-written run left behind
+    assert len(RunStore(tmp_path).runs()) == 1  # the run stored before is intact
