@@ -136,11 +136,18 @@ def run_child(*args: str, timeout: float = 3600, env: dict | None = None) -> dic
 # --- the compute roofline --------------------------------------------------------------------------------
 
 
-def matmul_flops(size: int = 2048, repeats: int = 5, dtype=None) -> float:
+EMULATED_MATMUL_SIZE = 512  # bfloat16 products on a CPU without native bfloat16 run far slower
+
+
+def matmul_flops(size: int | None = None, repeats: int = 5, dtype=None) -> float:
     """This machine's matrix-multiply rate in ``dtype`` (default float32), FLOP/s (median of ``repeats``
-    ``size``³ products)."""
+    ``size``³ products; ``size`` 2048, or ``EMULATED_MATMUL_SIZE`` for bfloat16 on a CPU that emulates it)."""
     import torch
 
+    if size is None:
+        from ..engine.models import cpu_features
+
+        size = EMULATED_MATMUL_SIZE if dtype == torch.bfloat16 and not cpu_features()["bf16"] else 2048
     a, b = torch.randn(size, size, dtype=dtype), torch.randn(size, size, dtype=dtype)
     torch.mm(a, b)
     times = []

@@ -62,7 +62,7 @@ def forward_seconds(model, ids: list[int], repeats: int, chunk: int = 256) -> li
 
 
 def bench_scoring(repeats: int, quick: bool) -> Result:
-    n, model = (512, "smollm2-135m") if quick else (4096, "gemma-3-270m")  # quick: a smoke test
+    n, model = (128, "smollm2-135m") if quick else (4096, "gemma-3-270m")  # quick: a smoke test
     runs = {dtype: run_child("scoring", model, str(n), str(repeats), dtype) for dtype in ("float32", "bfloat16")}
     scored = n - 1
     details, rate = {}, {}
