@@ -34,9 +34,10 @@ def heldout_by_dataset(rows: pd.DataFrame, edges, detector: str, fpr: float) -> 
     """Per data set, the FPR at target ``fpr`` measured on its held-out human texts, each text once at
     the longest bin it reaches (about its whole length), with its Clopper-Pearson interval."""
     table = bin_thresholds(rows, edges, detector, fpr).set_index("bin")["threshold"]
-    held = rows[rows["split"] == "heldout"].sort_values("bin").groupby(["dataset", "pair"], sort=False).tail(1)
+    held = (rows[rows["split"] == "heldout"].sort_values("bin", kind="stable")
+            .groupby(["dataset", "pair"], sort=False).tail(1))
     out = []
-    for name, g in held.groupby("dataset", sort=False):
+    for name, g in held.groupby("dataset", sort=True):  # by name: the same order with every pandas version
         s = g[detector].to_numpy(dtype=float)
         ok = ~np.isnan(s)
         fp = int((s[ok] > table.reindex(g["bin"]).to_numpy(dtype=float)[ok]).sum())
