@@ -218,7 +218,7 @@ def claim_and_report(root, start, hold, results, name):
 
 @pytest.mark.parametrize("round_", range(5))
 def test_two_processes_claiming_the_same_runs_get_each_run_once(tmp_path, round_):
-    ctx = multiprocessing.get_context("fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn")
+    ctx = multiprocessing.get_context("spawn")  # fresh interpreters: a forked pytest worker (torch, threads) can crash at exit
     start, hold, results = ctx.Barrier(2), ctx.Barrier(2), ctx.Queue()
     procs = [ctx.Process(target=claim_and_report, args=(tmp_path, start, hold, results, n)) for n in "AB"]
     for p in procs:
