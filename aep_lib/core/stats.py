@@ -167,16 +167,25 @@ def summarize(surprisal, entropy, varentropy, burn_in: int = 0) -> dict:
     return out
 
 
-def comparison_summary(df: pd.DataFrame) -> dict:
-    """Final statistics of one comparison: B's view (``_samp`` = ``q_B``, ``_raw`` = ``p_B``) and, on a
-    shared vocabulary, the cross view (``h_cross = h^(A,B)``, ``z_cross = z^(A,B)``)."""
+def distribution_summaries(df: pd.DataFrame, reasons: bool = False) -> dict:
+    """Final ``l, h, D, sigma, z`` (bits; ``z`` in standard errors) under each of ``DISTRIBUTIONS`` whose
+    columns ``df`` has, as ``l_samp, ..., z_raw`` in that order (the column order of stored run rows); with
+    ``reasons``, each distribution's ``z_reason_<dist>`` after its ``z``."""
     out = {}
     for dist in DISTRIBUTIONS:
         cols = typicality_columns(dist)
         if all(c in df for c in cols):
             s = summarize(*(df[c].to_numpy() for c in cols))
             out |= {f"{k}_{dist}": s[k] for k in ("l", "h", "D", "sigma", "z")}
-            out[f"z_reason_{dist}"] = s["z_reason"]
+            if reasons:
+                out[f"z_reason_{dist}"] = s["z_reason"]
+    return out
+
+
+def comparison_summary(df: pd.DataFrame) -> dict:
+    """Final statistics of one comparison: B's view (``_samp`` = ``q_B``, ``_raw`` = ``p_B``) and, on a
+    shared vocabulary, the cross view (``h_cross = h^(A,B)``, ``z_cross = z^(A,B)``)."""
+    out = distribution_summaries(df, reasons=True)
     cross = typicality_columns(SAMP, cross=True)
     if cross[1] in df:
         s = summarize(*(df[c].to_numpy() for c in cross))

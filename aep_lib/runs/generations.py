@@ -25,9 +25,9 @@ import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
-from ..core.columns import DISTRIBUTIONS, RAW, SAMP, bits_columns, column, finite_columns, typicality_columns
+from ..core.columns import RAW, SAMP, bits_columns, column, finite_columns
 from ..core.sampling import Sampling
-from ..core.stats import summarize
+from ..core.stats import distribution_summaries
 from ..corpora import prompt_text
 from ..engine.memory import MemoryEstimateError, check_generation_fits
 from ..engine.models import cached_model, resolve_device, resolved_dtype
@@ -55,13 +55,7 @@ def generation_spec(model: str, prompt_id: str, seed: int, sampling: Sampling, m
 def summary_columns(tokens: pd.DataFrame) -> dict:
     """The summary a generation run's row carries: ``l, h, D, sigma, z`` (bits; ``z`` in standard errors)
     under each of ``core.columns.DISTRIBUTIONS`` whose columns ``tokens`` has, as ``l_samp, ..., z_raw``."""
-    out = {}
-    for dist in DISTRIBUTIONS:
-        cols = typicality_columns(dist)
-        if all(c in tokens for c in cols):
-            s = summarize(*(tokens[c].to_numpy() for c in cols))
-            out |= {f"{k}_{dist}": s[k] for k in ("l", "h", "D", "sigma", "z")}
-    return out
+    return distribution_summaries(tokens)
 
 
 @dataclass(frozen=True)
