@@ -40,7 +40,10 @@ from ..core.inference import binomial_ci
 from ..core.sampling import Sampling, SamplingWarp, Variant, eos_ids, parse_variants
 from ..core.stats import token_stats, z_at_cuts
 from ..engine.models import ModelPool, load_tokenizer
-from ..engine.score import ScoringError, context_window, forward_spans, stats_row_block, tokenize_span
+from ..engine.batch_score import check_batch_size, logit_blocks, plan_batches, run_batch
+from ..engine.score import context_window, forward_spans
+from ..engine.score_rows import head_matches, stats_row_block
+from ..engine.spans import ScoringError, tokenize_span
 from ..store.text_cache import ScoredTextCache, text_key
 
 METHODS = ("min_abs_z", "max_likelihood")
@@ -52,39 +55,84 @@ def _variants(candidates):
     return [c if isinstance(c, Variant) else Variant.parse(str(c)) for c in candidates]
 
 
-def score_variants(model, tokenizer, text: str, prompt: str, samplings: list[Sampling], chunk_size: int = 256,
+def score_variants(model, tokenizer, text: str, prompt: str, samplings: list[Sampling], chunk_size: int | None = None,
                    row_block: int | None = None) -> dict[Sampling, pd.DataFrame]:
     """Per-token ``surprisal``, ``entropy``, ``varentropy`` (bits) of ``text`` under each sampling
     distribution ``q = warp(p)`` of one model, from ONE forward pass; plus ``char_end`` (end of the
-    token's span in ``text``) and ``n_bytes_to`` (UTF-8 bytes of ``text`` up to it)."""
-    try:
-        span = tokenize_span(tokenizer, text, prompt)
-    except ScoringError:  # nothing to score
-        span = None
-    if span is None:
-        return {s: pd.DataFrame(columns=["char_end", *TYPICALITY]) for s in samplings}
+    token's span in ``text``) and ``n_bytes_to`` (UTF-8 bytes of the scored span up to it, ``spans.span_bytes``)."""
+    return score_variants_many(model, tokenizer, [(text, prompt)], samplings, batch_size=1, chunk_size=chunk_size,
+                               row_block=row_block)[0]
+
+
+def variant_frames(span, blocks: dict) -> dict[Sampling, pd.DataFrame]:
+    """The tables of ``score_variants`` from each sampling's list of per-block statistics."""
+    out = {}
+    for s, parts in blocks.items():
+        df = pd.DataFrame({k: np.concatenate([b[k] for b in parts]) if parts else np.zeros(0) for k in TYPICALITY})
+        df.insert(0, "char_end", span.char_end)
+        df.insert(1, "n_bytes_to", span.byte_end)
+        out[s] = df
+    return out
+
+
+def warped_stats(warps: dict, logits, targets, row_block: int) -> dict[Sampling, list[dict]]:
+    """``token_stats`` (no rank) of ``[rows, vocab]`` logits under each warp, per block of ``row_block`` rows."""
+    out = {s: [] for s in warps}
+    for a in range(0, logits.shape[0], row_block):
+        block, tb = logits[a : a + row_block].float(), targets[a : a + row_block]
+        for s, warp in warps.items():
+            st = token_stats(warp(block), tb, with_rank=False)
+            out[s].append({k: v.cpu().numpy() for k, v in st.items()})
+    return out
+
+
+def score_variants_many(model, tokenizer, texts: list[tuple[str, str]], samplings: list[Sampling],
+                        batch_size: int | None = None, chunk_size: int | None = None,
+                        row_block: int | None = None) -> list[dict[Sampling, pd.DataFrame]]:
+    """``score_variants`` of every ``(text, prompt)`` of ``texts``, in order: texts within the context window
+    in batches of at most ``batch_size`` (``engine.batch_score``; None: as many as memory allows, 1: one at a
+    time), longer ones alone in sliding windows of half the context."""
+    check_batch_size(batch_size)
     eos = eos_ids(tokenizer, model)
     warps = {s: SamplingWarp(s, eos) for s in dict.fromkeys(samplings)}
-    parts = {s: [] for s in warps}
-    ids_t = torch.as_tensor(span.ids, dtype=torch.long)
-    n_ctx = context_window(model)
     row_block = row_block or stats_row_block(int(model.config.vocab_size))
+    n_ctx = context_window(model)
+    spans = []
+    for text, prompt in texts:
+        try:
+            spans.append(tokenize_span(tokenizer, text, prompt))
+        except ScoringError:  # nothing to score
+            spans.append(None)
+    blocks: list[dict | None] = [None] * len(texts)
+    together = []
     with torch.no_grad():
-        for targets, logits, _ in forward_spans(model, ids_t, span.first, chunk_size, n_ctx, n_ctx // 2):
-            tgt = ids_t[targets].to(logits.device)
-            for a in range(0, logits.shape[0], row_block):
-                block, tb = logits[a : a + row_block].float(), tgt[a : a + row_block]
-                for s, warp in warps.items():
-                    st = token_stats(warp(block), tb, with_rank=False)
-                    parts[s].append({k: v.cpu().numpy() for k, v in st.items()})
-    byte_len = np.cumsum([len(ch.encode("utf-8")) for ch in text]) if text else np.zeros(0)
-    n_bytes_to = np.array([byte_len[c - 1] if c > 0 else 0 for c in span.char_end], dtype=np.int64)
-    out = {}
-    for s, blocks in parts.items():
-        df = pd.DataFrame({k: np.concatenate([b[k] for b in blocks]) for k in TYPICALITY})
-        df.insert(0, "char_end", span.char_end)
-        df.insert(1, "n_bytes_to", n_bytes_to)
-        out[s] = df
+        for i, span in enumerate(spans):
+            if span is None:
+                continue
+            if batch_size != 1 and len(span.ids) <= n_ctx and head_matches(model):
+                together.append(i)
+                continue
+            ids_t = torch.as_tensor(span.ids, dtype=torch.long)
+            blocks[i] = {s: [] for s in warps}
+            for targets, logits, _ in forward_spans(model, ids_t, span.first, chunk_size, n_ctx, n_ctx // 2):
+                for s, part in warped_stats(warps, logits, ids_t[targets].to(logits.device), row_block).items():
+                    blocks[i][s] += part
+        for plan in plan_batches([len(spans[i].ids) for i in together], batch_size, model):
+            batch = [(torch.as_tensor(spans[together[j]].ids), spans[together[j]].first) for j in plan]
+            for j, parts in zip(plan, run_batch(lambda part: variant_batch(model, part, warps, row_block), batch)):
+                blocks[together[j]] = parts
+    empty = {s: pd.DataFrame(columns=["char_end", *TYPICALITY]) for s in samplings}
+    return [empty if span is None else variant_frames(span, blocks[i]) for i, span in enumerate(spans)]
+
+
+def variant_batch(model, batch, warps: dict, row_block: int) -> list[dict[Sampling, list[dict]]]:
+    """Per text of ``batch``, each warp's per-block statistics, from one batched pass."""
+    out = [{s: [] for s in warps} for _ in batch]
+    for owner, _targets, tgt, logits, _ in logit_blocks(model, batch):
+        for b in owner.unique().tolist():
+            sel = (owner == b).to(logits.device)
+            for s, part in warped_stats(warps, logits[sel], tgt.to(logits.device)[sel], row_block).items():
+                out[b][s] += part
     return out
 
 
@@ -114,17 +162,25 @@ def rank_candidates(z_by_candidate: dict[str, float], bpb_by_candidate: dict[str
 
 def attribute(text: str, candidates, prompt: str = "", pool=None) -> pd.DataFrame:
     """Rank ``candidates`` (variant specs or ``cross.Variant``) as the author of ``text`` (after ``prompt``)."""
+    return attribute_many([(text, prompt)], candidates, pool)[0]
+
+
+def attribute_many(texts: list[tuple[str, str]], candidates, pool=None, batch_size: int | None = None
+                   ) -> list[pd.DataFrame]:
+    """``attribute`` of every ``(text, prompt)`` of ``texts``: each candidate model scores all the texts in
+    batches of at most ``batch_size`` (``score_variants_many``)."""
     pool = pool or ModelPool()
     variants = _variants(candidates)
-    zs, bpbs = {}, {}
+    zs, bpbs = [{} for _ in texts], [{} for _ in texts]
     for model_name in dict.fromkeys(v.model for v in variants):
         group = [v for v in variants if v.model == model_name]
         model, tokenizer = pool.model(model_name)
-        scored = score_variants(model, tokenizer, text, prompt, [v.sampling for v in group])
-        for v in group:
-            r = z_at_cuts(scored[v.sampling], [len(text)]).iloc[0]
-            zs[v.label], bpbs[v.label] = float(r["z"]), float(r["bpb"])
-    return rank_candidates(zs, bpbs)
+        scored = score_variants_many(model, tokenizer, texts, [v.sampling for v in group], batch_size=batch_size)
+        for i, ((text, _), by_sampling) in enumerate(zip(texts, scored)):
+            for v in group:
+                r = z_at_cuts(by_sampling[v.sampling], [len(text)]).iloc[0]
+                zs[i][v.label], bpbs[i][v.label] = float(r["z"]), float(r["bpb"])
+    return [rank_candidates(z, b) for z, b in zip(zs, bpbs)]
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -147,47 +203,53 @@ def cut_positions(tokenizer, token_ids, text: str, lengths) -> dict[int, int]:
 
 
 def attribution_table(store, runs: pd.DataFrame, candidates, lengths, pool=None, cache=None,
-                      progress: bool = False) -> pd.DataFrame:
+                      progress: bool = False, batch_size: int | None = None) -> pd.DataFrame:
     """z of every candidate on every stored generation in ``runs`` (rows of ``store.runs()``; their
     ``variant`` column, or model and warps, name the true source), cut at each length in ``lengths``.
 
     One row per (run, length, candidate): ``source``, ``candidate``, ``length``, ``n_tokens`` (the
     candidate's tokens in the cut), ``z``, ``bpb``. ``cache``: a ``text_cache.ScoredTextCache`` (or path) keeping
-    the per-token scores of each (run, candidate).
+    the per-token scores of each (run, candidate). ``batch_size``: texts scored together at most
+    (``score_variants_many``).
     """
     pool = pool or ModelPool()
     cache = cache if isinstance(cache, ScoredTextCache) else ScoredTextCache(cache)
     variants = _variants(candidates)
     models = list(dict.fromkeys(v.model for v in variants))
     ok = runs[runs["status"] == "ok"]
-    rows, since_flush = [], 0
-    for _, run in tqdm(list(ok.iterrows()), disable=not progress, desc="attribution", unit="text", mininterval=5):
+    todo = []  # (run, source, text, prompt, cuts)
+    for _, run in tqdm(list(ok.iterrows()), disable=not progress, desc="attribution cuts", unit="text", mininterval=5):
         source = run["variant"] if "variant" in run and isinstance(run["variant"], str) else Variant.of_run(run).label
         text, prompt = str(run["text"]), str(run["prompt_text"])
         src_ids = store.tokens(run["run_id"], columns=["position", "token_id"]).sort_values("position")["token_id"]
         cuts = cut_positions(load_tokenizer(str(run["model"])), src_ids.tolist(), text, lengths)
-        if not cuts:
-            continue
-        max_cut = max(cuts.values())
-        for model_name in models:
-            group = [v for v in variants if v.model == model_name]
-            keys = {v.label: text_key("attr", run["run_id"], v.label, max_cut) for v in group}
-            if not all(k in cache for k in keys.values()):
-                model, tokenizer = pool.model(model_name)
-                scored = score_variants(model, tokenizer, text[:max_cut], prompt, [v.sampling for v in group])
+        if cuts:
+            todo.append((run, source, text, prompt, cuts))
+    for model_name in models:  # the missing scorings of each model, in batches of texts
+        group = [v for v in variants if v.model == model_name]
+        missing = [(run, text[: max(cuts.values())], prompt) for run, _, text, prompt, cuts in todo
+                   if not all(text_key("attr", run["run_id"], v.label, max(cuts.values())) in cache for v in group)]
+        for a in range(0, len(missing), 64):  # flushed after every 64 texts
+            part = missing[a : a + 64]
+            model, tokenizer = pool.model(model_name)
+            scored = score_variants_many(model, tokenizer, [(t, p) for _, t, p in part], [v.sampling for v in group],
+                                         batch_size=batch_size)
+            for (run, text, _), by_sampling in zip(part, scored):
                 for v in group:
-                    cache.put(keys[v.label], scored[v.sampling], {"run_id": run["run_id"], "candidate": v.label})
-                since_flush += 1
-                if since_flush >= 20:
-                    cache.flush()
-                    since_flush = 0
-            for v in group:
-                zc = z_at_cuts(cache.tokens[keys[v.label]], list(cuts.values()))
-                for (n, _), (_, r) in zip(cuts.items(), zc.iterrows()):
-                    rows.append({"run_id": run["run_id"], "source": source, "source_model": str(run["model"]),
-                                 "prompt_id": run.get("prompt_id"), "seed": int(run["seed"]), "length": n,
-                                 "candidate": v.label, "candidate_model": v.model, "n_tokens": int(r["n_tokens"]),
-                                 "z": float(r["z"]), "bpb": float(r["bpb"]), "n_bytes": int(r["n_bytes"])})
+                    cache.put(text_key("attr", run["run_id"], v.label, len(text)), by_sampling[v.sampling],
+                              {"run_id": run["run_id"], "candidate": v.label})
+            cache.flush()
+    rows = []
+    in_order = [v for m in models for v in variants if v.model == m]
+    for run, source, _, _, cuts in todo:
+        for v in in_order:
+            zc = z_at_cuts(cache.tokens[text_key("attr", run["run_id"], v.label, max(cuts.values()))],
+                           list(cuts.values()))
+            for (n, _), (_, r) in zip(cuts.items(), zc.iterrows()):
+                rows.append({"run_id": run["run_id"], "source": source, "source_model": str(run["model"]),
+                             "prompt_id": run.get("prompt_id"), "seed": int(run["seed"]), "length": n,
+                             "candidate": v.label, "candidate_model": v.model, "n_tokens": int(r["n_tokens"]),
+                             "z": float(r["z"]), "bpb": float(r["bpb"]), "n_bytes": int(r["n_bytes"])})
     cache.flush()
     return pd.DataFrame(rows)
 

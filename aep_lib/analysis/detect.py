@@ -59,7 +59,9 @@ from ..core.sampling import eos_ids
 from ..core.stats import standardise
 from ..corpora import load_benchmark
 from ..engine.models import cached_model, load_tokenizer
-from ..engine.score import TokenSpan, check_same_vocabulary, score_ids, tokenize_span
+from ..engine.batch_score import DEFAULT_TEXTS, check_batch_size, score_many
+from ..engine.score import check_same_vocabulary
+from ..engine.spans import TokenSpan, tokenize_span
 from ..store.text_cache import ScoredTextCache, text_key
 
 
@@ -165,7 +167,7 @@ def detector_scores(tokens: pd.DataFrame, text: str | None = None, k: float = 0.
 
 def prefix_scores(tokens: pd.DataFrame, span: TokenSpan, n: int, k: float = 0.2) -> dict:
     """``detector_scores`` of the first ``n`` scored tokens of a text (``tokens``: its per-token table,
-    ``span``: its ``score.tokenize_span``, one row per scored token): what scoring the text cut to ``n``
+    ``span``: its ``spans.tokenize_span``, one row per scored token): what scoring the text cut to ``n``
     tokens gives, since a causal model's statistics at a position do not depend on later tokens. The
     zlib ratio uses the characters of those ``n`` tokens."""
     total = len(tokens)
@@ -191,16 +193,24 @@ def machine_scores(scores: pd.DataFrame, detectors=None) -> pd.DataFrame:
 
 def score_prepared(model, tokenizer, prep: TokenSpan, reference=None, chunk_size: int | None = None,
                    stride: int | None = None) -> pd.DataFrame:
-    """The per-token table of a tokenized text (``score.tokenize_span``) (``TOKEN_COLUMNS``; ``CROSS_COLUMNS`` with a distinct
+    """The per-token table of a tokenized text (``spans.tokenize_span``) (``TOKEN_COLUMNS``; ``CROSS_COLUMNS`` with a distinct
     reference model on the same vocabulary). A reference that is the scorer itself (or "self") adds
     nothing: its cross statistics equal the scorer's own entropy and varentropy. ``stride``: the
     sliding-window step (tokens) for a text longer than the model's context window."""
+    return score_prepared_many(model, tokenizer, [prep], reference, stride, batch_size=1, chunk_size=chunk_size)[0]
+
+
+def score_prepared_many(model, tokenizer, preps: list[TokenSpan], reference=None, stride: int | None = None,
+                        batch_size: int | None = None, chunk_size: int | None = None) -> list[pd.DataFrame]:
+    """``score_prepared`` of every tokenized text of ``preps``, in order, scored in batches of at most
+    ``batch_size`` texts (``engine.batch_score``; None: as many as memory allows, 1: one at a time)."""
     if reference is not None and (reference is model or reference == "self"):
         reference = None
-    df = score_ids(model, prep.ids, prep.first, eos_token_ids=eos_ids(tokenizer, model), chunk_size=chunk_size,
-                   reference=reference, stride=stride)
+    frames = score_many(model, [(p.ids, p.first) for p in preps], batch_size=batch_size,
+                        eos_token_ids=eos_ids(tokenizer, model), reference=reference, stride=stride,
+                        chunk_size=chunk_size)
     keep = TOKEN_COLUMNS + (CROSS_COLUMNS if reference is not None else [])
-    return df[[c for c in keep if c in df]]
+    return [df[[c for c in keep if c in df]] for df in frames]
 
 
 def score_texts(
@@ -216,16 +226,20 @@ def score_texts(
     progress: bool = False,
     return_tokens: bool = False,
     stride: int | None = None,
+    batch_size: int | None = None,
 ):
     """One row of detector scores per row of ``texts`` (columns ``text`` and optional ``prompt``; every
     other column is kept), scored by ``model`` (a name for ``models.cached_model``) with an optional
     ``reference`` model name on the same vocabulary. The model is loaded only when a text is missing
     from ``cache``. With ``return_tokens`` also ``{row index: per-token table}``. ``stride``: the
     sliding-window step for texts longer than the context window (part of the cache key when set).
+    ``batch_size``: texts scored together at most (``engine.batch_score``; None: as many as memory allows,
+    1: one at a time); the tables are those of one at a time within float rounding (1e-4 bits).
     """
+    check_batch_size(batch_size)
     cache = cache if isinstance(cache, ScoredTextCache) else ScoredTextCache(cache)
     ref_name = None if reference in (None, "", "self", model) else reference
-    rows, token_tables, since_flush = [], {}, 0
+    rows, token_tables = [], {}
 
     def get(name):
         return cached_model(name, device, dtype)
@@ -233,20 +247,28 @@ def score_texts(
     if ref_name is not None:  # fail early on a vocabulary mismatch
         check_same_vocabulary(get(model)[0], get(ref_name)[0], get(model)[1], get(ref_name)[1])
     items = list(texts.iterrows())
-    for idx, row in tqdm(items, disable=not progress, desc=f"score {model}", unit="text", mininterval=5):
+    keys = {}
+    for idx, row in items:
         prompt = str(row.get("prompt", "") or "")
-        key = text_key(model, ref_name, max_tokens, prompt, str(row["text"]), *([stride] if stride else []))
-        if key not in cache:
+        keys[idx] = text_key(model, ref_name, max_tokens, prompt, str(row["text"]), *([stride] if stride else []))
+    missing = [(idx, row) for idx, row in items if keys[idx] not in cache]
+    missing = list({keys[idx]: (idx, row) for idx, row in missing}.values())  # a text twice is scored once
+    step = max(1, flush_every, batch_size or DEFAULT_TEXTS)  # texts scored (in batches) between two flushes
+    with tqdm(total=len(missing), disable=not progress, desc=f"score {model}", unit="text", mininterval=5) as bar:
+        for a in range(0, len(missing), step):  # the cache is flushed after every step
             mdl, tok = get(model)
-            prep = tokenize_span(tok, str(row["text"]), prompt, max_tokens)
+            part = missing[a : a + step]
+            preps = [tokenize_span(tok, str(row["text"]), str(row.get("prompt", "") or ""), max_tokens)
+                     for _, row in part]
             ref = get(ref_name)[0] if ref_name else None
-            df = score_prepared(mdl, tok, prep, reference=ref, stride=stride)
-            cache.put(key, df, {"scored_text": prep.scored_text, "n_tokens_available": prep.n_tokens_available})
-            since_flush += 1
-            if since_flush >= flush_every:
-                cache.flush()
-                since_flush = 0
-        df, meta = cache.tokens[key], cache.texts[key]
+            frames = score_prepared_many(mdl, tok, preps, reference=ref, stride=stride, batch_size=batch_size)
+            for (idx, _), prep, df in zip(part, preps, frames):
+                meta = {"scored_text": prep.scored_text, "n_tokens_available": prep.n_tokens_available}
+                cache.put(keys[idx], df, meta)
+            cache.flush()
+            bar.update(len(part))
+    for idx, row in items:
+        df, meta = cache.tokens[keys[idx]], cache.texts[keys[idx]]
         out = {c: v for c, v in row.items() if c not in ("text", "prompt")}
         out |= {"model": model, "reference": ref_name or model}
         out |= detector_scores(df, meta["scored_text"], k=k)

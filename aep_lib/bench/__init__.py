@@ -25,6 +25,10 @@ Targets (2 CPU cores, float32 unless said), one module each:
 - ``store`` (``store_scale.py``): 10 million synthetic token rows written in the store's layout (10,000
   runs × 1,000 tokens); the per-run summary query in DuckDB (``store.connect()`` included), against the
   same rows compacted into one file. Goal: at most 2× (thousands of run files cost no more than that).
+- ``loglik`` and ``texts`` (``loglik.py``): a ~10,000-token SmolLM2 text in 8,192-token windows with every
+  statistic against the plain log-likelihood pass (forward, log_softmax, gather: lm-evaluation-harness) over
+  the same windows (goal ≥ 1.0×, peak ≤ model + 1 GiB); 64 texts of 100-300 tokens (SmolLM2, Gemma) scored in
+  batches against one at a time (≥ 3×) and against the plain pass batched (≥ 1.0×).
 - ``gpu`` (``gpu.py``): only where CUDA is present: a Llama-3.1-8B-shaped model with random bf16
   weights; generation at batch 1 and 32 against the memory-bandwidth roofline, scoring against the
   bf16 compute roofline.
@@ -44,6 +48,7 @@ import time
 from .common import Result, fmt, summary_table
 from .generation import bench_batch, bench_bf16, bench_generation
 from .gpu import bench_gpu
+from .loglik import bench_loglik, bench_texts
 from .long_text import bench_long
 from .pair import bench_pair
 from .peak_memory import bench_memory
@@ -55,7 +60,7 @@ __all__ = ["BENCHES", "TARGETS", "Result", "run_bench", "summary_table"]
 
 BENCHES = {"generation": bench_generation, "batch": bench_batch, "bf16": bench_bf16, "memory": bench_memory,
            "scoring": bench_scoring, "long": bench_long, "pair": bench_pair, "startup": bench_startup,
-           "store": bench_store, "gpu": bench_gpu}
+           "store": bench_store, "gpu": bench_gpu, "loglik": bench_loglik, "texts": bench_texts}
 TARGETS = tuple(BENCHES)
 
 

@@ -142,25 +142,40 @@ def check_detect_options(fpr, alpha, k, detector, tokens_out, max_tokens, encodi
     check_encoding(encoding)
 
 
-def score_for_decision(label, text, prompt, model_name, mdl, tok, ref, budget, stride):
-    """``(prepared span, per-token table)`` of one text; a text too long without a stride, or with fewer
-    scored tokens than a decision needs, is a one-line error."""
+def score_for_decision(texts, model_name, mdl, tok, ref, budget, stride, batch_size):
+    """``[(prepared span, per-token table)]`` of ``texts`` (``(label, prompt, text)``), scored in batches of at
+    most ``batch_size`` texts; a text too long without a stride, or with fewer scored tokens than a decision
+    needs, is a one-line error naming it."""
     from ..analysis.calibration import MIN_SCORED_TOKENS
-    from ..analysis.detect import score_prepared
-    from ..engine.score import ScoringError, tokenize_span
+    from ..analysis.detect import score_prepared_many
+    from ..engine.spans import ScoringError, tokenize_span
 
-    prep = None
+    preps = []
+    for label, prompt, text in texts:
+        try:
+            preps.append(tokenize_span(tok, text, prompt, budget))
+        except ScoringError as err:
+            if "nothing to score" not in str(err):
+                fail(f"{label}: {err}")
+            fail(f"{label}: 0 scored token(s) under {model_name}; a decision needs at least {MIN_SCORED_TOKENS}: "
+                 "give a longer text")
+    for (label, _, _), prep in zip(texts, preps):
+        if len(prep.ids) - prep.first < MIN_SCORED_TOKENS:
+            fail(f"{label}: {len(prep.ids) - prep.first} scored token(s) under {model_name}; a decision needs at "
+                 f"least {MIN_SCORED_TOKENS}: give a longer text")
     try:
-        prep = tokenize_span(tok, text, prompt, budget)
-        t = score_prepared(mdl, tok, prep, reference=ref, stride=stride)
+        tables = score_prepared_many(mdl, tok, preps, reference=ref, stride=stride, batch_size=batch_size)
     except ScoringError as err:
-        if "nothing to score" not in str(err):
-            fail(f"{label}: {err}")
-        t = []
-    if len(t) < MIN_SCORED_TOKENS:
-        fail(f"{label}: {len(t)} scored token(s) under {model_name}; a decision needs at least {MIN_SCORED_TOKENS} "
-             "(the first token of a text has no context and is never scored): give a longer text")
-    return prep, t
+        fail(f"{texts[0][0] if len(texts) == 1 else 'scoring'}: {err}")
+    return list(zip(preps, tables))
+
+
+def check_batch_size(batch_size) -> None:
+    if batch_size is not None and batch_size < 1:
+        fail(f"--batch-size must be at least 1 (texts scored together), got {batch_size}")
+
+
+BATCH_HELP = "texts scored together at most (default: as many as fit in memory; 1: one at a time)"
 
 
 @app.command()
@@ -186,6 +201,7 @@ def detect(
     as_json: bool = typer.Option(False, "--json", help="print everything as JSON (one list, one object per text)"),
     encoding: str = typer.Option("utf-8", help="the texts' encoding (e.g. latin-1, cp1252, utf-16)"),
     tokens_out: Optional[Path] = typer.Option(None, "--tokens-out", help="write the per-token table (.csv or .parquet)"),
+    batch_size: Optional[int] = typer.Option(None, help=BATCH_HELP),
 ) -> None:
     """Is a text machine-generated? A verdict at a target false-positive rate, with the rate measured on
     held-out human texts of its length, the detector scores and the typicality z-test."""
@@ -196,6 +212,7 @@ def detect(
     from ..engine.models import resolved_dtype
 
     check_detect_options(fpr, alpha, k, detector, tokens_out, max_tokens, encoding)
+    check_batch_size(batch_size)
     texts = [(label, *split_prompt(label, text, prompt_chars)) for label, text in read_texts(inputs, encoding)]
     # a given calibration file is validated (and its digest checked) before any model loads
     cal = open_calibration(calibration, model) if calibration is not None else None
@@ -211,8 +228,8 @@ def detect(
     budget = int(cal["settings"]["max_tokens"]) if max_tokens is None else (max_tokens or None)
     rows = rows_frame(cal)
     results, tables = [], []
-    for i, (label, prompt, text) in enumerate(texts):
-        prep, t = score_for_decision(label, text, prompt, model, mdl, tok, ref, budget, stride)
+    scored = score_for_decision(texts, model, mdl, tok, ref, budget, stride, batch_size)
+    for i, ((label, _prompt, _text), (prep, t)) in enumerate(zip(texts, scored)):
         s = detector_scores(t, prep.scored_text, k=k)
         given = None if threshold is None else DETECTORS[detector].direction * threshold
         results.append({
@@ -253,6 +270,7 @@ def calibrate(
     seed: int = typer.Option(0, help="seed of the held-out split and of the lengths drawn within each bin"),
     stride: Optional[int] = typer.Option(None, help="sliding-window stride for texts beyond the context window"),
     encoding: str = typer.Option("utf-8", help="the texts' encoding"),
+    batch_size: Optional[int] = typer.Option(None, help=BATCH_HELP),
 ) -> None:
     """Calibrate machine-text decisions on human texts: per length bin, each detector's score distribution
     on one part of the texts and the false-positive rate measured on the rest, written as a file for
@@ -272,10 +290,10 @@ def calibrate(
         save_calibration,
         split_texts,
     )
-    from ..analysis.detect import score_prepared
+    from ..analysis.detect import score_prepared_many
     from ..analysis.length_bins import length_edges
     from ..engine.models import resolved_dtype
-    from ..engine.score import ScoringError, tokenize_span
+    from ..engine.spans import ScoringError, tokenize_span
 
     if out.suffix != ".json":
         fail(f"--out {out}: the calibration file name must end in .json")
@@ -284,6 +302,7 @@ def calibrate(
         fail(f"--k must be in (0, 1], got {k}")
     if not 0 < heldout_frac < 1:
         fail(f"--heldout-frac must be in (0, 1), got {heldout_frac}")
+    check_batch_size(batch_size)
     try:
         edges = length_edges(max_tokens)
     except ValueError as err:
@@ -297,16 +316,21 @@ def calibrate(
     mdl, tok, ref, ref_tok = load_scorer(model, ref_name)
     corpus = name or "user corpus"
     frame = pd.DataFrame({"dataset": corpus, "pair": range(len(texts)), "prompt": "", "text": [t for _, t in texts]})
-    tables, spans, short = {}, {}, []
+    spans = {}
     for i, (label, text) in enumerate(texts):
         try:
             spans[i] = tokenize_span(tok, text, "", max_tokens)
-            tables[i] = score_prepared(mdl, tok, spans[i], reference=ref, stride=stride)
         except ScoringError as err:
             if "nothing to score" not in str(err):
                 fail(f"{label}: {err}")
-        if len(tables.get(i, ())) < MIN_SCORED_TOKENS:
-            short.append(i)
+    order = sorted(spans)
+    try:
+        scored = score_prepared_many(mdl, tok, [spans[i] for i in order], reference=ref, stride=stride,
+                                     batch_size=batch_size)
+    except ScoringError as err:
+        fail(f"scoring: {err}")
+    tables = dict(zip(order, scored))
+    short = [i for i in range(len(texts)) if len(tables.get(i, ())) < MIN_SCORED_TOKENS]
     if short:
         typer.secho(f"warning: {len(short)} text(s) with fewer than {MIN_SCORED_TOKENS} scored tokens left out: "
                     + ", ".join(texts[i][0] for i in short[:5]), fg=typer.colors.YELLOW, err=True)
@@ -340,9 +364,10 @@ def attribute(
     candidates: str = typer.Option("smollm2-135m,gemma-3-270m", help="comma-separated candidate models with "
                                    "their decoding warps: <model>[@t<T>][k<K>][p<P>]"),
     prompt_chars: int = typer.Option(0, help="the first N characters of each text are context, not scored"),
+    batch_size: Optional[int] = typer.Option(None, help=BATCH_HELP),
 ) -> None:
     """Which candidate model (and decoding setting) wrote a text? Ranked by |z|, with confidences."""
-    from ..analysis.attribution import attribute as rank
+    from ..analysis.attribution import attribute_many
     from ..engine.embedded import ModelLoadError
     from ..engine.score import ScoringError
 
@@ -355,11 +380,13 @@ def attribute(
         fail(str(err))
     if len(variants) < 2:
         fail("--candidates needs at least two candidates")
-    for label, text in texts:
-        try:
-            ranked = rank(text[prompt_chars:], variants, prompt=text[:prompt_chars])
-        except (ModelLoadError, ScoringError) as err:
-            fail(f"{label}: {err}")
+    check_batch_size(batch_size)
+    try:
+        ranks = attribute_many([(text[prompt_chars:], text[:prompt_chars]) for _, text in texts], variants,
+                               batch_size=batch_size)
+    except (ModelLoadError, ScoringError) as err:
+        fail(f"{texts[0][0] if len(texts) == 1 else 'scoring'}: {err}")
+    for (label, _), ranked in zip(texts, ranks):
         best = ranked.iloc[0]
         typer.echo(f"{label}: most likely {best['candidate']} (confidence {best['confidence']:.2f}, z {best['z']:+.2f})")
         for r in ranked.itertuples():

@@ -13,23 +13,18 @@ and scores exactly the tokens whose character span starts at or after the end of
 from __future__ import annotations
 
 import hashlib
-import re
 import weakref
 from dataclasses import dataclass
 
-import numpy as np
 import pandas as pd
 import torch
 
-from ..core.columns import CROSS, RAW, SAMP, from_stats, needs_rank, scorer_columns
+from ..core.columns import scorer_columns
 from ..core.sampling import Sampling, SamplingWarp, eos_ids
-from ..core.stats import cross_stats, stats_precision, token_stats
 from .memory import MemoryEstimateError, check_scoring_fits, model_device, release_free_memory, weight_bytes
 from .models import cache_kwargs, input_device, new_cache
-
-
-class ScoringError(ValueError):
-    """The text cannot be scored as asked; the message says why and what to change."""
+from .score_rows import head_logits, head_matches, logit_rows, stats_row_block, stats_rows
+from .spans import ScoringError, tokenize_with_prompt
 
 
 class ScoringMemoryError(ScoringError, MemoryEstimateError):
@@ -47,52 +42,6 @@ class ScoredText:
 
 def context_window(model) -> int:
     return int(getattr(model.config, "max_position_embeddings", 0) or 2048)
-
-
-STATS_BLOCK_ELEMENTS = 1 << 19  # 512k: each float64 temporary of the statistics is 4 MiB
-
-
-def stats_row_block(vocab_size: int) -> int:
-    """Rows per block of the statistics: ``[rows, vocab]`` float64 temporaries of about 4 MiB each
-    (2 rows for Gemma's 262k vocabulary, 10 for SmolLM2's 49k): small blocks stay in cache and on
-    the heap (``models.keep_freed_blocks``); 1-2 Gemma rows took 1.2 ms each, 64 rows 6 ms."""
-    return max(1, STATS_BLOCK_ELEMENTS // max(1, vocab_size))
-
-
-def _stats_rows(logits, targets, warp, record_samp, row_block, ref_logits=None, ref_warp=None, cross_warp=None):
-    """Statistics of ``[rows, vocab]`` logits in row blocks (bounded temporaries): the ``core.columns``
-    statistic columns under ``raw``, with ``record_samp`` those under ``samp`` (this model's ``warp``).
-
-    With ``ref_logits`` (``[rows, vocab]``, the reference's raw logits at the same positions; the
-    scorer's own ``logits`` for a self-reference) also the cross statistics of ``ref_warp(ref_logits)``
-    against this model's raw ``p`` (``cross_warp`` None) or its warped ``q`` (``cross_warp``).
-    """
-    rows = logits.shape[0]
-    out: dict[str, torch.Tensor] = {}
-    # a 16-bit model's statistics in float32 (stats.token_stats: 1e-6 bits from float64; Gemma's 4,096-token
-    # scoring in bfloat16 spent 41% of its time in float64 statistics on an AMD EPYC)
-    precision = stats_precision(logits.dtype)
-    for a in range(0, rows, row_block):
-        block, tgt = logits[a : a + row_block].float(), targets[a : a + row_block]
-        raw = token_stats(block, tgt, with_rank=needs_rank(RAW), precision=precision)
-        row = from_stats(raw, RAW)
-        warped = warp(block) if record_samp or cross_warp is not None else None
-        if record_samp:
-            row |= from_stats(token_stats(warped, tgt, with_rank=needs_rank(SAMP), precision=precision), SAMP)
-        if ref_logits is not None:
-            ref_block = ref_logits[a : a + row_block].float()
-            row |= from_stats(cross_stats(ref_warp(ref_block), warped if cross_warp is not None else block), CROSS)
-        row = {k: v.cpu() for k, v in row.items()}
-        del raw, block, warped
-        if not out:
-            # the outputs of the whole span, allocated once. Small result tensors kept per block
-            # pinned the heap between the blocks' 4 MiB temporaries, which then could not merge back:
-            # in about one run in seven the heap crept over 0.7-1 GiB of fresh pages, and scoring
-            # 4,096 tokens with Gemma peaked 1.5 GiB above the model instead of 0.3 (bench scoring)
-            out = {k: torch.empty((rows,) + v.shape[1:], dtype=v.dtype) for k, v in row.items()}
-        for k, v in row.items():
-            out[k][a : a + len(v)] = v
-    return out
 
 
 def sliding_windows(n: int, first_scored: int, max_context: int, stride: int) -> list[tuple[int, int, int]]:
@@ -117,16 +66,68 @@ def sliding_windows(n: int, first_scored: int, max_context: int, stride: int) ->
     return windows
 
 
-def forward_spans(model, ids: torch.Tensor, first_scored: int, chunk_size: int, max_context: int, stride):
+CPU_PASS_TOKENS = 8192  # tokens fed per forward pass on a CPU (one pass per window of SmolLM2 or Gemma's 8,192)
+GPU_PASS_TOKENS = 2048
+LOGITS_PASS_TOKENS = 256  # the same for a model scored through its own logits (``score_rows.head_matches`` false)
+
+
+def pass_tokens(model) -> int:
+    """Default tokens per forward pass (``chunk_size``). A pass that computes logits only for its scored rows
+    (``score_rows``) holds ``[tokens, hidden]`` activations, not ``[tokens, vocab]`` logits: on a CPU a whole
+    8,192-token window in one pass was 1.3x faster than 256-token chunks with the cache carried (attention
+    over the cache, the cache's copies) and held less; a model scored through its own logits keeps 256."""
+    if input_device(model).type == "cuda":
+        return GPU_PASS_TOKENS
+    return CPU_PASS_TOKENS if head_matches(model) else LOGITS_PASS_TOKENS
+
+
+def forward_spans(model, ids: torch.Tensor, first_scored: int, chunk_size: int | None, max_context: int, stride):
     """Yield ``(targets_index [k], logits [k, vocab], ctx_len [k])`` for every scored position, in order,
     each exactly once.
 
-    Within ``max_context``: one pass in chunks with the cache carried. Beyond: ``sliding_windows`` of
-    ``max_context`` tokens, a fresh cache each (memory bounded by one window's cache and one chunk's
-    logits), ``ctx_len`` counting the window's tokens before the target. A window whose cache and logits
-    do not fit in memory raises ``ScoringMemoryError`` before the first forward pass.
+    Within ``max_context``: one pass in chunks of ``chunk_size`` tokens (default ``pass_tokens``) with the
+    cache carried. Beyond: ``sliding_windows`` of ``max_context`` tokens, a fresh cache each (memory
+    bounded by one window's cache and one chunk's activations), ``ctx_len`` counting the window's tokens
+    before the target. The logits of a chunk come in blocks of ``score_rows.logit_rows`` scored rows,
+    computed from the base model's hidden states where ``score_rows.head_matches``. A window whose cache
+    and logits do not fit in memory raises ``ScoringMemoryError`` before the first forward pass.
     """
     n = ids.shape[0]
+    check_window(model, n, max_context, stride)
+    chunk_size = chunk_size or pass_tokens(model)
+    hidden_path = head_matches(model)  # else the model's own logits, in the same blocks
+    rows = logit_rows(int(model.config.vocab_size))
+    check_scoring_fits([(model.config, weight_bytes(model))], n, min(n, max_context), held_rows(model, chunk_size),
+                       model_device(model), error=ScoringMemoryError)
+    device = input_device(model)
+    for begin, first_target, end in sliding_windows(n, first_scored, max_context, stride or max_context):
+        one_pass = end - 1 - begin <= chunk_size
+        ckw = {"use_cache": False} if one_pass else {"use_cache": True, **cache_kwargs(model, new_cache(model))}
+        for a in range(begin, end - 1, chunk_size):
+            b = min(a + chunk_size, end - 1)  # feed ids[a:b]; outputs predict targets a+1..b
+            keep = b - max(a + 1, first_target) + 1  # targets from first_target on come from the last `keep`
+            chunk = ids[a:b].unsqueeze(0).to(device)
+            pos = torch.arange(a - begin, b - begin, device=device).unsqueeze(0)
+            if hidden_path:
+                out = model.base_model(input_ids=chunk, position_ids=pos, **ckw).last_hidden_state[0]
+            else:  # the model's own logits of the scored rows
+                out = model(input_ids=chunk, position_ids=pos, logits_to_keep=max(keep, 1), **ckw).logits[0]
+            for r in range(0, keep, rows):
+                block = out[out.shape[0] - keep + r : out.shape[0] - keep + min(r + rows, keep)]
+                targets = torch.arange(b + 1 - keep + r, b + 1 - keep + r + block.shape[0])
+                yield targets, head_logits(model, block) if hidden_path else block, targets - begin
+            del out  # not alive beside the next chunk's (logits: 256 MiB each for Gemma on CPU)
+        del ckw  # the window's cache, freed before the next window's
+
+
+def held_rows(model, chunk_size: int) -> int:
+    """Rows of ``[rows, vocab]`` logits a pass of ``chunk_size`` tokens holds at once (``memory.scoring_bytes``)."""
+    return min(chunk_size, logit_rows(int(model.config.vocab_size))) if head_matches(model) else chunk_size
+
+
+def check_window(model, n: int, max_context: int, stride) -> None:
+    """``ScoringError`` for a text of ``n`` tokens beyond ``max_context`` without a stride, a stride outside
+    ``1..max_context``, or a context window too short to condition on anything."""
     if n > max_context and not stride:
         raise ScoringError(
             f"text of {n} tokens is longer than the model's context window ({max_context}): pass --stride <tokens> "
@@ -137,23 +138,40 @@ def forward_spans(model, ids: torch.Tensor, first_scored: int, chunk_size: int, 
         raise ScoringError(f"stride must be between 1 and the context window ({max_context}), got {stride}")
     if max_context < 2:
         raise ScoringError(f"a context window of {max_context} token(s) leaves no token to condition on")
-    check_scoring_fits([(model.config, weight_bytes(model))], n, min(n, max_context), chunk_size, model_device(model),
-                       error=ScoringMemoryError)
-    device = input_device(model)
-    for begin, first_target, end in sliding_windows(n, first_scored, max_context, stride or max_context):
-        ckw = cache_kwargs(model, new_cache(model))
-        for a in range(begin, end - 1, chunk_size):
-            b = min(a + chunk_size, end - 1)  # feed ids[a:b]; outputs predict targets a+1..b
-            keep = b - max(a + 1, first_target) + 1  # targets from first_target on come from the last `keep`
-            chunk = ids[a:b].unsqueeze(0).to(device)
-            pos = torch.arange(a - begin, b - begin, device=device).unsqueeze(0)
-            out = model(input_ids=chunk, position_ids=pos, use_cache=True, logits_to_keep=max(keep, 1), **ckw)
-            if keep <= 0:
-                continue
-            targets = torch.arange(b + 1 - keep, b + 1)
-            yield targets, out.logits[0, -keep:, :], targets - begin
-            del out  # not alive beside the next chunk's logits (256 MiB each for Gemma on CPU)
-        del ckw  # the window's cache, freed before the next window's
+
+
+@dataclass
+class Warps:
+    """What a scoring pass applies to the logits: this model's ``warp`` (its ``q``; None without a sampling),
+    the reference's ``ref_warp``, the ``cross_warp`` the cross statistics compare against (None: the raw
+    ``p``), whether the reference is the scorer itself, and a distinct reference's context window."""
+
+    warp: SamplingWarp | None
+    ref_warp: SamplingWarp
+    cross_warp: SamplingWarp | None
+    self_reference: bool
+    reference_context: int | None
+
+    @classmethod
+    def of(cls, model, sampling, eos_token_ids, reference, reference_sampling, cross_with, reference_eos_token_ids,
+           tokenizer, reference_tokenizer) -> Warps:
+        """The warps of ``score_ids``'s arguments, checked (``ScoringError``); a distinct reference must share the
+        model's vocabulary (``check_same_vocabulary``)."""
+        warp = SamplingWarp(sampling, eos_token_ids) if sampling is not None else None
+        ref_eos = eos_token_ids if reference_eos_token_ids is None else reference_eos_token_ids
+        ref_warp = SamplingWarp(reference_sampling or Sampling(on_eos="continue"), ref_eos)
+        if cross_with not in ("raw", "samp"):
+            raise ScoringError(f"cross_with must be 'raw' or 'samp', got {cross_with!r}")
+        if cross_with == "samp" and warp is None:
+            raise ScoringError("cross_with='samp' compares against this model's sampling distribution: pass sampling=")
+        if isinstance(reference, str) and reference != "self":
+            raise ScoringError(f"reference must be a model or 'self', got {reference!r}")
+        self_reference = reference is model or (isinstance(reference, str) and reference == "self")
+        reference_context = None
+        if reference is not None and not self_reference:
+            check_same_vocabulary(model, reference, tokenizer, reference_tokenizer)
+            reference_context = context_window(reference)
+        return cls(warp, ref_warp, warp if cross_with == "samp" else None, self_reference, reference_context)
 
 
 @torch.no_grad()
@@ -197,35 +215,24 @@ def score_ids(
     """
     ids = torch.as_tensor(list(input_ids), dtype=torch.long)
     on_gpu = input_device(model).type == "cuda"
-    # CPU: 256-token chunks and ~32 MiB temporaries keep memory low at full speed; a GPU wants big
-    # launches (chunk 256 gave 7% of the bf16 roofline on an H100, 2,048 several times more)
-    chunk_size = chunk_size or (2048 if on_gpu else 256)
+    # a GPU wants big launches (chunk 256 gave 7% of the bf16 roofline on an H100, 2,048 several times more)
+    chunk_size = chunk_size or pass_tokens(model)
     row_block = row_block or stats_row_block(int(model.config.vocab_size)) * (16 if on_gpu else 1)
     if not 0 <= first_scored <= len(ids):
         raise ScoringError(f"first_scored={first_scored} outside the text of {len(ids)} tokens")
-    max_context = max_context or context_window(model)
-    warp = SamplingWarp(sampling, eos_token_ids) if sampling is not None else None
-    ref_eos = eos_token_ids if reference_eos_token_ids is None else reference_eos_token_ids
-    ref_warp = SamplingWarp(reference_sampling or Sampling(on_eos="continue"), ref_eos)
-    if cross_with not in ("raw", "samp"):
-        raise ScoringError(f"cross_with must be 'raw' or 'samp', got {cross_with!r}")
-    if cross_with == "samp" and warp is None:
-        raise ScoringError("cross_with='samp' compares against this model's sampling distribution: pass sampling=")
-    if isinstance(reference, str) and reference != "self":
-        raise ScoringError(f"reference must be a model or 'self', got {reference!r}")
-    self_reference = reference is model or (isinstance(reference, str) and reference == "self")
-    if reference is not None and not self_reference:
-        check_same_vocabulary(model, reference, tokenizer, reference_tokenizer)
-        max_context = min(max_context, context_window(reference))
+    warps = Warps.of(model, sampling, eos_token_ids, reference, reference_sampling, cross_with,
+                     reference_eos_token_ids, tokenizer, reference_tokenizer)
+    warp, ref_warp, cross_warp, self_reference = warps.warp, warps.ref_warp, warps.cross_warp, warps.self_reference
+    max_context = min(max_context or context_window(model), warps.reference_context or 1 << 62)
     ref_spans = (
         forward_spans(reference, ids, first_scored, chunk_size, max_context, stride)
         if reference is not None and not self_reference else None
     )
-    cross_warp = warp if cross_with == "samp" else None
     if len(ids) <= max_context or stride:
         scorers = [model] + ([reference] if reference is not None and not self_reference else [])
         check_scoring_fits([(m.config, weight_bytes(m)) for m in scorers], len(ids), min(len(ids), max_context),
-                           chunk_size, model_device(model), error=ScoringMemoryError)
+                           max(held_rows(m, chunk_size) for m in scorers), model_device(model),
+                           error=ScoringMemoryError)
     parts = []
     for targets, logits, ctx in forward_spans(model, ids, first_scored, chunk_size, max_context, stride):
         tgt_ids = ids[targets].to(logits.device)
@@ -234,7 +241,7 @@ def score_ids(
             ref_logits = logits
         elif ref_spans is not None:
             _, ref_logits, _ = next(ref_spans)
-        part = _stats_rows(logits, tgt_ids, warp, warp is not None, row_block, ref_logits, ref_warp, cross_warp)
+        part = stats_rows(logits, tgt_ids, warp, warp is not None, row_block, ref_logits, ref_warp, cross_warp)
         part |= {"target_index": targets, "token_id": ids[targets], "ctx_len": ctx}
         parts.append(part)
         del logits, ref_logits  # freed before the next chunk's forward pass, not after it
@@ -243,11 +250,17 @@ def score_ids(
             # could not reuse them for the next, larger ones: 8,191 SmolLM2 tokens in one window peaked
             # 1.39 GiB above the model, 0.43 with this (the cache itself is 0.35), at the same speed
             release_free_memory()
+    return scored_frame(parts, first_scored, samp=warp is not None, cross=reference is not None)
+
+
+def scored_frame(parts: list[dict], first_scored: int, samp: bool, cross: bool) -> pd.DataFrame:
+    """The per-token table of ``score_ids`` from its parts (``stats_rows`` columns with ``target_index``,
+    ``token_id`` and ``ctx_len``, in order)."""
     if not parts:
         return pd.DataFrame(columns=["position", "token_id", "ctx_len", "surprisal_raw"])
     frame = {k: torch.cat([p[k] for p in parts]).numpy() for k in parts[0]}
     frame["position"] = frame.pop("target_index") - max(first_scored, 1)
-    return pd.DataFrame({c: frame[c] for c in scorer_columns(samp=warp is not None, cross=reference is not None)})
+    return pd.DataFrame({c: frame[c] for c in scorer_columns(samp=samp, cross=cross)})
 
 
 VOCABULARY_DIGESTS: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
@@ -303,103 +316,6 @@ def first_difference(tokenizer_a, tokenizer_b) -> str:
     return "the same ids and tokens, but other special tokens"
 
 
-@dataclass
-class TokenSpan:
-    """A text tokenized for scoring with source masking: ``ids[:first]`` is context (prompt, BOS),
-    ``ids[first:]`` is scored. ``char_end[i]``: where scored token ``i``'s span ends, in characters of the
-    text (the prompt not counted)."""
-
-    ids: list[int]
-    first: int
-    scored_text: str  # the characters of the scored tokens
-    n_tokens_available: int  # scored tokens before the max_tokens cut
-    char_end: np.ndarray
-
-
-def _masked_encoding(tokenizer, prompt: str, text: str):
-    """``(ids, offsets, special, first)`` of ``prompt + text``: the source-masking rule in one place.
-
-    A token is scored iff its character span starts at or after ``len(prompt)`` (special tokens, such
-    as BOS, never are); ``first`` is the index of the first such token (``len(ids)`` when none is).
-    """
-    try:
-        enc = tokenizer(prompt + text, add_special_tokens=True, return_offsets_mapping=True,
-                        return_special_tokens_mask=True)
-    except NotImplementedError:
-        raise ScoringError("this tokenizer gives no character offsets (a 'fast' tokenizer is needed)") from None
-    ids, offsets, special = enc["input_ids"], enc["offset_mapping"], enc["special_tokens_mask"]
-    first = next((i for i, ((a, _), sp) in enumerate(zip(offsets, special)) if not sp and a >= len(prompt)), len(ids))
-    return list(ids), offsets, special, first
-
-
-def tokenize_with_prompt(tokenizer, prompt: str, continuation: str) -> tuple[list[int], int, int]:
-    """``(ids, first_scored, n_bytes)`` for ``prompt + continuation`` under ``tokenizer`` (every token,
-    trailing special tokens included; ``n_bytes``: UTF-8 bytes from the first scored token's span on)."""
-    ids, offsets, _special, first = _masked_encoding(tokenizer, prompt, continuation)
-    text = prompt + continuation
-    span_start = offsets[first][0] if first < len(ids) else len(text)
-    return ids, first, len(text[span_start:].encode("utf-8"))
-
-
-PREFIX_CHARS_PER_TOKEN = 32  # characters of text read per token asked for (English runs 4-5 per token)
-PREFIX_MARGIN_TOKENS = 32  # tokens a prefix must hold beyond those kept (the cut changes only the last ones)
-COUNT_PIECE_CHARS = 1 << 16  # characters per piece when the tokens of the rest of a long text are counted
-WHITESPACE_AFTER_TEXT = re.compile(r"(?<=\S)\s")
-
-
-def whitespace_cut(text: str, at: int) -> int:
-    """The first index ``>= at`` where whitespace follows a non-space character (a word boundary that the
-    byte-level and space-splitting tokenizers never merge across), or ``len(text)``."""
-    if at >= len(text):
-        return len(text)
-    match = WHITESPACE_AFTER_TEXT.search(text, max(int(at), 1))
-    return match.start() if match else len(text)
-
-
-def count_tokens(tokenizer, text: str) -> int:
-    """Tokens of ``text`` (no special tokens added) counted in pieces of about ``COUNT_PIECE_CHARS``
-    characters cut at ``whitespace_cut``, so that memory stays bounded by one piece's encoding."""
-    backend = getattr(tokenizer, "backend_tokenizer", None)
-    total, a = 0, 0
-    while a < len(text):
-        b = whitespace_cut(text, a + COUNT_PIECE_CHARS)
-        piece = text[a:b]
-        total += (len(backend.encode(piece, add_special_tokens=False)) if backend is not None
-                  else len(tokenizer(piece, add_special_tokens=False)["input_ids"]))
-        a = b
-    return total
-
-
-def tokenize_span(tokenizer, text: str, prompt: str = "", max_tokens: int | None = None) -> TokenSpan:
-    """Tokenize ``prompt + text`` for scoring an external text: source masking as in
-    ``tokenize_with_prompt``, the very first token never scored (it has no context), a trailing
-    end-of-text token dropped, and at most ``max_tokens`` scored tokens kept. Raises ``ScoringError``
-    when nothing is left to score.
-
-    With ``max_tokens``, a text longer than ``PREFIX_CHARS_PER_TOKEN`` characters per token is encoded
-    only up to a word boundary past that budget (twice as far again until the prefix holds
-    ``PREFIX_MARGIN_TOKENS`` tokens beyond the kept ones), and the tokens of the rest are counted
-    piecewise (``count_tokens``) for ``n_tokens_available``: memory bounded by the prefix, not the text.
-    """
-    chars = PREFIX_CHARS_PER_TOKEN * (int(max_tokens) + PREFIX_MARGIN_TOKENS) if max_tokens else len(text)
-    while True:
-        cut = whitespace_cut(text, chars)
-        ids, offsets, special, first = _masked_encoding(tokenizer, prompt, text[:cut])
-        first = max(first, 1)
-        if cut == len(text) or len(ids) >= first + int(max_tokens) + PREFIX_MARGIN_TOKENS:
-            break
-        chars *= 2
-    n_total = len(ids) + (count_tokens(tokenizer, text[cut:]) if cut < len(text) else 0)
-    end = len(ids) if not max_tokens else min(len(ids), first + max_tokens)
-    while end > first and special[end - 1]:  # a trailing EOS is not text
-        end -= 1
-    if end <= first:
-        raise ScoringError("nothing to score: the text is empty after tokenization")
-    full = prompt + text[:cut]
-    char_end = np.array([offsets[i][1] - len(prompt) for i in range(first, end)], dtype=np.int64)
-    return TokenSpan(ids[:end], first, full[offsets[first][0] : offsets[end - 1][1]], n_total - first, char_end)
-
-
 def score_text(
     model,
     tokenizer,
@@ -429,6 +345,11 @@ def score_text(
         stride=stride, max_context=max_context, reference=reference, reference_sampling=reference_sampling,
         cross_with=cross_with, tokenizer=tokenizer, reference_tokenizer=reference_tokenizer,
     )
+    return scored_text(tokenizer, df, ids, first, n_bytes)
+
+
+def scored_text(tokenizer, df: pd.DataFrame, ids: list[int], first: int, n_bytes: int) -> ScoredText:
+    """``score_text``'s result from its ``score_ids`` table: ``token_text`` added, bits per byte."""
     df.insert(scorer_columns(text=True).index("token_text"), "token_text",
               [tokenizer.decode([t]) for t in df["token_id"].tolist()])
     bpb = float(df["surprisal_raw"].sum() / n_bytes) if n_bytes else float("nan")

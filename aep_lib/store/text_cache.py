@@ -27,9 +27,14 @@ class CacheWarning(UserWarning):
     """The scored-text cache files cannot be read: the cache starts empty (texts are scored again)."""
 
 
+# Part of every key: 2 since every text token is scored, the first after the start-of-document token
+# (engine.spans); tables cached under the earlier rule (first token of a text without BOS unscored) are not reused.
+KEY_VERSION = 2
+
+
 def text_key(*parts) -> str:
     """A short stable hash of the parts that identify one scored text (scorer, reference, budget, text...)."""
-    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode("utf-8")).hexdigest()[:20]
+    return hashlib.sha256(json.dumps([KEY_VERSION, *parts], sort_keys=True, default=str).encode("utf-8")).hexdigest()[:20]
 
 
 class ScoredTextCache:

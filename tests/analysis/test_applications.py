@@ -18,7 +18,7 @@ from sklearn.metrics import roc_auc_score, roc_curve
 from aep_lib import corpora
 from aep_lib.analysis import attribution, detect, membership
 from aep_lib.core import inference, stats
-from aep_lib.engine import score
+from aep_lib.engine import score, spans
 from aep_lib.report import tokenview
 
 # --- inference --------------------------------------------------------------------------------------
@@ -204,10 +204,10 @@ def test_prefix_scores_equal_scoring_the_cut_text(tmp_path):
 
     model, tok = load_model(str(build_tiny_model(tmp_path / "tiny")), device="cpu", dtype="float32")
     text, prompt = " a young doctor arrived in the small mountain village and the robot learns to paint", "In spring"
-    long = score.tokenize_span(tok, text, prompt, max_tokens=14)
+    long = spans.tokenize_span(tok, text, prompt, max_tokens=14)
     table = detect.score_prepared(model, tok, long)
     for n in (3, 9, 14):
-        cut = score.tokenize_span(tok, text, prompt, max_tokens=n)
+        cut = spans.tokenize_span(tok, text, prompt, max_tokens=n)
         direct = detect.detector_scores(detect.score_prepared(model, tok, cut), cut.scored_text)
         prefix = detect.prefix_scores(table, long, n)
         for d in detect.DETECTORS:
@@ -218,8 +218,8 @@ def test_prefix_scores_equal_scoring_the_cut_text(tmp_path):
 def test_matched_length_scores_cut_both_texts_of_a_pair_to_the_shorter():
     t = hand_table()  # 4 tokens
     longer = pd.concat([t, t], ignore_index=True)  # 8 tokens
-    span4 = score.TokenSpan([0] * 5, 1, "abcd", 4, np.array([1, 2, 3, 4]))
-    span8 = score.TokenSpan([0] * 9, 1, "abcdefgh", 8, np.arange(1, 9))
+    span4 = spans.TokenSpan([0] * 5, 1, "abcd", 4, np.array([1, 2, 3, 4]))
+    span8 = spans.TokenSpan([0] * 9, 1, "abcdefgh", 8, np.arange(1, 9))
     scores = pd.DataFrame({"model": "m", "dataset": "d", "pair": [0, 0], "label": ["human", "machine"],
                            "is_machine": [0, 1], "n_tokens": [4, 8]})
     out = detect.matched_length_scores(scores, {0: t, 1: longer}, {0: span4, 1: span8}, k=0.5)
@@ -317,7 +317,7 @@ def test_attribute_with_a_tiny_model_scores_variants_in_one_pass(tmp_path):
     assert plain["char_end"].iloc[-1] == len(text)
     # a reference on the same vocabulary: the cross columns, and the criteria computed from them
     other, other_tok = load_model(str(build_tiny_model(tmp_path / "tiny2", seed=1)), device="cpu", dtype="float32")
-    prep = score.tokenize_span(tok, text, "In the spring", max_tokens=8)
+    prep = spans.tokenize_span(tok, text, "In the spring", max_tokens=8)
     assert prep.scored_text.strip().startswith("a young") and prep.n_tokens_available > 8
     cross_t = detect.score_prepared(model, tok, prep, reference=other)
     assert len(cross_t) == 8 and {"cross_entropy", "cross_varentropy"} <= set(cross_t.columns)
@@ -411,8 +411,7 @@ def test_aep_detect_cli(tmp_path):
         ([str(text), "--tokens-out", str(tmp_path / "t.xlsx")], ".csv or .parquet"),
         ([str(text), "--fpr", "0.6"], "(0, 0.5]"),
         ([str(text), "--fpr", "0"], "(0, 0.5]"),
-        (["Hello"], "0 scored token(s) under smollm2-135m; a decision needs at least 2"),
-        (["Hello world"], "1 scored token(s) under smollm2-135m; a decision needs at least 2"),
+        (["Hello"], "1 scored token(s) under smollm2-135m; a decision needs at least 2"),  # conditioned on <|im_start|>
         ([str(text), "--calibration", str(tmp_path / "none.json")], "no such calibration file"),
     ]:
         bad = runner.invoke(app, ["detect", *args])

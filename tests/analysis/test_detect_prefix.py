@@ -15,7 +15,7 @@ import pytest
 from _tiny import TEXT, build_tiny_model
 
 from aep_lib.analysis import detect
-from aep_lib.engine import score
+from aep_lib.engine import score, spans
 from aep_lib.engine.models import load_model
 
 MAX_TOKENS = 32
@@ -79,18 +79,19 @@ def long_text():
 @pytest.mark.parametrize("prompt", ["", "In the spring"])
 def test_a_long_text_is_tokenized_up_to_a_prefix_with_the_whole_texts_tokens(loaded, long_text, prompt):
     _, tok = loaded
-    whole = score.tokenize_span(tok, long_text, prompt)  # every token of the whole text
+    whole = spans.tokenize_span(tok, long_text, prompt)  # every token of the whole text
     recording = RecordingTokenizer(tok)
-    span = score.tokenize_span(recording, long_text, prompt, MAX_TOKENS)
+    span = spans.tokenize_span(recording, long_text, prompt, MAX_TOKENS)
     assert recording.longest < len(long_text) // 4  # never the whole text in one call
     assert span.first == whole.first and span.ids == whole.ids[: whole.first + MAX_TOKENS]
     assert span.n_tokens_available == whole.n_tokens_available
     np.testing.assert_array_equal(span.char_end, whole.char_end[:MAX_TOKENS])
     assert whole.scored_text.startswith(span.scored_text) and len(span.char_end) == MAX_TOKENS
     ordinary = RecordingTokenizer(tok)  # a text within the character budget: tokenized whole, as always
-    short = score.tokenize_span(ordinary, TEXT, prompt, MAX_TOKENS)
+    short = spans.tokenize_span(ordinary, TEXT, prompt, MAX_TOKENS)
     assert ordinary.longest == len(prompt + TEXT)
-    assert short.n_tokens_available == len(tok(prompt + TEXT)["input_ids"]) - short.first
+    prefixed = 0 if prompt else 1  # with no prompt the start-of-document token comes first (spans.masked_encoding)
+    assert short.n_tokens_available == len(tok(prompt + TEXT)["input_ids"]) + prefixed - short.first
 
 
 def test_detector_scores_of_a_long_text_equal_those_of_its_whole_tokenization(tiny, loaded, long_text, monkeypatch):
@@ -99,10 +100,10 @@ def test_detector_scores_of_a_long_text_equal_those_of_its_whole_tokenization(ti
     monkeypatch.setattr(detect, "cached_model", lambda name, device="auto", dtype="auto": (model, recording))
     scores = detect.score_texts(tiny, pd.DataFrame({"text": [long_text]}), max_tokens=MAX_TOKENS)
     assert recording.longest < len(long_text) // 4
-    whole = score.tokenize_span(tok, long_text, "")
-    cut = score.TokenSpan(whole.ids[: whole.first + MAX_TOKENS], whole.first, "", whole.n_tokens_available,
+    whole = spans.tokenize_span(tok, long_text, "")
+    cut = spans.TokenSpan(whole.ids[: whole.first + MAX_TOKENS], whole.first, "", whole.n_tokens_available,
                           whole.char_end[:MAX_TOKENS])
-    offsets = tok(long_text, return_offsets_mapping=True)["offset_mapping"]
+    offsets = [(0, 0), *tok(long_text, return_offsets_mapping=True)["offset_mapping"]]  # the start-of-document token first
     text = long_text[offsets[whole.first][0] : offsets[whole.first + MAX_TOKENS - 1][1]]
     expected = detect.detector_scores(detect.score_prepared(model, tok, cut), text, k=0.2)
     row = scores.iloc[0]

@@ -73,6 +73,8 @@ TARGET_FIELDS = {
     "scoring": ("FLOP per token", "bfloat16: matmul", "float32: matmul"),
     "memory": ("growth 16->64 tok",),
     "long": ("stride 256: tok/s", "every token scored once (rows = tokens, positions continuous): True"),
+    "loglik": ("float32: ours tok/s", "float32: plain baseline tok/s", "peak above load"),
+    "texts": ("batched / one at a time / plain batched tok/s", "max |batched - one at a time| (bits)"),
 }
 
 

@@ -123,11 +123,11 @@ def test_prompt_chars_must_leave_something_to_score(tmp_path):
 
 def test_too_few_scorable_tokens_is_an_error_that_says_how_many(tmp_path, tiny):
     path = tmp_path / "one.txt"
-    path.write_text("a")  # one token: the first token of a text has no context and is never scored
-    one_line_error(invoke("score", path, "--model", tiny), "0 scorable token(s)", "fewer than --min-tokens 2")
-    path.write_text("Hello")  # 4 tokens of the tiny tokenizer: 3 scored
-    one_line_error(invoke("score", path, "--model", tiny, "--min-tokens", "5"), "3 scorable token(s)")
-    assert invoke("score", path, "--model", tiny, "--min-tokens", "3").exit_code == 0
+    path.write_text("a")  # one token, scored after the start-of-document token
+    one_line_error(invoke("score", path, "--model", tiny), "1 scorable token(s)", "fewer than --min-tokens 2")
+    path.write_text("Hello")  # 4 tokens of the tiny tokenizer, every one scored
+    one_line_error(invoke("score", path, "--model", tiny, "--min-tokens", "5"), "4 scorable token(s)")
+    assert invoke("score", path, "--model", tiny, "--min-tokens", "4").exit_code == 0
     one_line_error(invoke("score", path, "--min-tokens", "0"), "--min-tokens must be at least 1")
 
 

@@ -131,7 +131,7 @@ def test_the_scorer_writes_the_schemas_columns(tiny):
 
 def test_the_detectors_read_schema_columns_and_the_store_keeps_the_generated_layout(tiny, tmp_path):
     from aep_lib.analysis import detect
-    from aep_lib.engine.score import tokenize_span
+    from aep_lib.engine.spans import tokenize_span
     from aep_lib.runs.generations import ensure_generations, summary_columns
     from aep_lib.store.run_store import RunStore
 

@@ -14,7 +14,8 @@ from transformers import GenerationConfig
 from aep_lib.core.sampling import Sampling, eos_ids
 from aep_lib.core.stats import token_stats
 from aep_lib.engine.generate import generate
-from aep_lib.engine.score import ScoringError, score_ids, score_text, tokenize_with_prompt
+from aep_lib.engine.score import ScoringError, score_ids, score_text
+from aep_lib.engine.spans import tokenize_with_prompt
 
 STAT_COLUMNS = ["surprisal_raw", "entropy_raw", "varentropy_raw", "surprisal_samp", "entropy_samp", "varentropy_samp"]
 PROMPT = "The history of the lighthouse begins"
