@@ -1,7 +1,7 @@
 # aep_lib: install, regenerate the figures, test. GNU make.
 #
 #   make figures              executes the notebooks of params/$(PROFILE)/ into outputs/$(PROFILE)/
-#   make test                 unit tests, then nbval over the committed notebooks
+#   make test                 unit tests, nbval over the committed notebooks, then the paper-smoke profile
 #   make install              the environment in .venv (reused: reinstalls only when pyproject.toml
 #                             or requirements-embedded.txt is newer than .venv/.installed)
 #   make lab                  JupyterLab on the repository (ARGS="--no-browser --port 8899" passes options)
@@ -57,6 +57,11 @@ test: export TOKENIZERS_PARALLELISM := false
 test: export OMP_NUM_THREADS := 1
 # After nbval, tests/report/test_claims.py reads the figure records that run wrote (AEP_CLAIMS_DIR) and fails on
 # any claim that does not hold; in the plain `pytest tests` step it skips (no AEP_CLAIMS_DIR).
+# Last, every notebook of the paper profile runs on the stand-ins (params/paper-smoke, docs/paper.md): the GPU
+# profile's code paths proven on the CPU (the stand-ins are written into the model cache on first use). It fails
+# on any error; the stand-ins' claims are recorded, not enforced (params/paper-smoke/_profile.yaml). Two halves of
+# the notebooks run side by side, each with its own store (one kernel at a time is single-threaded Python most of
+# the time: on 2 cores the halves take about half the wall time of one run).
 test: install
 	$(BIN)/pytest $(XDIST) --dist worksteal tests
 	tmp=$$(mktemp -d) && status=0 && \
@@ -64,6 +69,12 @@ test: install
 	    --nbval-sanitize-with tests/nbval_sanitize.cfg -p no:cacheprovider notebooks/*.ipynb \
 	    || status=$$?; \
 	AEP_CLAIMS_DIR=$$tmp $(BIN)/pytest -p no:cacheprovider tests/report/test_claims.py || status=$$?; \
+	ps=$$(cd params/paper-smoke && ls [!_]*.yaml | sed 's/\.yaml$$//'); \
+	for half in 1 0; do \
+	    AEP_OUTPUT_DIR=$$tmp/ps$$half $(BIN)/aep figures --profile paper-smoke \
+	        $$(echo "$$ps" | awk -v h=$$half 'NR % 2 == h {printf "--only %s ", $$0}') >$$tmp/ps$$half.log 2>&1 & \
+	done; \
+	for half in 1 0; do wait -n || status=1; done; cat $$tmp/ps1.log $$tmp/ps0.log; \
 	rm -rf "$$tmp"; exit $$status
 
 # Re-executes the committed notebooks in place, each with its default parameters and its own empty

@@ -3,9 +3,11 @@
 ``load_model(name_or_path)`` returns ``(model, tokenizer)`` in eval mode. The model carries an
 ``aep_identity`` dict (short name, source, revision, device, dtype) that runs record.
 
-Embedded models come from their cache (``embedded``). ``ModelPool`` / ``cached_model`` keep one
-``(model, tokenizer)`` per name, device and dtype for the whole process; ``load_tokenizer`` reads a
-tokenizer without the weights.
+A name the model map points elsewhere (``model_map``: ``$AEP_MODEL_MAP``) loads from its folder or
+stand-in, with the map's placement when the caller gives none; the identity then records both the name and
+what it resolved to (``model_resolved``). Embedded models come from their cache (``embedded``).
+``ModelPool`` / ``cached_model`` keep one ``(model, tokenizer)`` per name (and what it resolves to),
+device, dtype and placement for the whole process; ``load_tokenizer`` reads a tokenizer without the weights.
 
 Safety: weights load only from safetensors or GGUF (never pickle), ``trust_remote_code`` is off
 unless asked for, and the network is touched only when a hub id is given.
@@ -31,6 +33,7 @@ from .embedded import (
 )
 from .embedded_files import import_name
 from .memory import gc_paused, keep_freed_blocks, mapped_weights_faulted_in
+from .model_map import lookup
 
 
 def resolve_device(device: str = "auto") -> str:
@@ -151,6 +154,9 @@ def load_model(
     False loads it as transformers does.
     """
     placement = {"device_map": device_map, "max_memory": max_memory, "offload_folder": offload_folder}
+    entry = lookup(str(name_or_path))
+    if device_map is None and entry is not None and entry.placement is not None:
+        placement = entry.placement.kwargs()  # the map's placement, when the caller gives none
     with gc_paused():
         return _load_model(name_or_path, device, dtype, trust_remote_code, revision, placement, bf16_kernels)
 
@@ -169,7 +175,12 @@ def _load_model(name_or_path, device, dtype, trust_remote_code, revision, placem
     if device_map is not None:
         kwargs |= {k: v for k, v in placement.items() if v is not None}
 
-    if name in EMBEDDED_MODELS:
+    entry = lookup(name)
+    if entry is not None:  # the model map points the name at a folder or a stand-in
+        folder = entry.folder()
+        source, rev = ("standin" if entry.standin else "local"), str(folder.resolve())
+        model, tokenizer = local_model(folder, kwargs, direct=entry.standin is not None)
+    elif name in EMBEDDED_MODELS:
         spec = EMBEDDED_MODELS[name]
         folder = embedded_cache(name)
         source, rev = "embedded", spec.revision
@@ -223,6 +234,8 @@ def _load_model(name_or_path, device, dtype, trust_remote_code, revision, placem
         "dtype": str(torch_dtype).replace("torch.", ""),
         "vocab_size": int(model.config.vocab_size),
     }
+    if entry is not None:
+        model.aep_identity["model_resolved"] = entry.target
     return model, tokenizer
 
 
@@ -260,7 +273,7 @@ def _own_aligned_weights(model) -> None:
                 param.data = param.data.clone()
 
 
-def local_model(folder: Path, kwargs: dict):
+def local_model(folder: Path, kwargs: dict, direct: bool = False):
     """``(model, tokenizer)`` from a local model folder; every way the folder can be wrong (a file, not a
     folder; truncated or unreadable weights; an architecture this transformers does not know; too little
     memory) is a one-line ``ModelLoadError`` naming the folder."""
@@ -268,7 +281,7 @@ def local_model(folder: Path, kwargs: dict):
         raise ModelLoadError(f"{folder} is a file, not a model folder (give the folder holding config.json "
                              "and the weights)")
     try:
-        return _from_folder(folder, kwargs)
+        return _from_folder(folder, kwargs, direct=direct)
     except ModelLoadError:
         raise
     except Exception as err:  # transformers and safetensors raise many types; all mean "cannot load this"
@@ -343,21 +356,40 @@ def timed_load(name: str, **kwargs) -> tuple[float, object, object]:
     return time.perf_counter() - start, model, tokenizer
 
 
+def cached_model(name: str, device: str = "auto", dtype: str = "auto", placement=None):
+    """``load_model`` once per process per (name, what the model map resolves it to, device, dtype, placement).
+
+    ``placement``: a ``model_map.Placement`` (a grid's ``device_map`` and ``max_memory``), else the map's."""
+    entry = lookup(name)
+    return _cached_model(name, entry.target if entry else None, device, dtype, placement)
+
+
 @functools.lru_cache(maxsize=4)
-def cached_model(name: str, device: str = "auto", dtype: str = "auto"):
-    """``load_model`` once per process per (name, device, dtype)."""
-    return load_model(name, device=device, dtype=dtype)
+def _cached_model(name: str, target, device: str, dtype: str, placement):
+    return load_model(name, device=device, dtype=dtype, **(placement.kwargs() if placement is not None else {}))
 
 
 def resolved_dtype(device: str = "auto", dtype: str = "auto") -> str:
     return str(resolve_dtype(dtype, resolve_device(device))).replace("torch.", "")
 
 
-@functools.lru_cache(maxsize=8)
 def load_tokenizer(name: str):
-    """The tokenizer of a model without loading its weights (embedded short name, folder or hub id)."""
+    """The tokenizer of a model without loading its weights (embedded short name, folder or hub id; a name
+    the model map points elsewhere: the tokenizer of its folder or stand-in)."""
+    entry = lookup(name)
+    return _load_tokenizer(name, entry.target if entry else None)
+
+
+@functools.lru_cache(maxsize=8)
+def _load_tokenizer(name: str, target):
     from transformers import AutoTokenizer
 
+    entry = lookup(name) if target is not None else None
+    if entry is not None:
+        folder = entry.folder()
+        if entry.standin is not None:
+            return direct_tokenizer(folder)
+        return AutoTokenizer.from_pretrained(folder, local_files_only=True)
     if name in EMBEDDED_MODELS:
         return AutoTokenizer.from_pretrained(embedded_cache(name), local_files_only=True)
     return AutoTokenizer.from_pretrained(name)

@@ -91,7 +91,10 @@ def disjoint_prompts(p):
 
 
 def one_way_to_say_it(g):
-    """A grid gives either ``warps`` or the scalar sampling keys, either ``lengths`` or ``max_new_tokens``."""
+    """A grid gives either ``warps`` or the scalar sampling keys, either ``lengths`` or ``max_new_tokens``;
+    ``max_memory`` only with a ``device_map``."""
+    if g.max_memory and not g.device_map:
+        raise ValueError("max_memory needs a device_map (auto)")
     clash = g.model_fields_set & {"temperature", "top_k", "top_p", "on_eos"} if g.warps else set()
     if clash:
         raise ValueError(f"give either warps or {sorted(clash)}, not both")
@@ -163,7 +166,8 @@ GRID_RULES = Rules((one_way_to_say_it,))
 # ``aep run`` grid files: their names and defaults (``...``: required).
 GRID_DEFAULTS = {"models": ..., "prompts": ..., "n_seeds": 1, "seed_offset": 0, "max_new_tokens": 256,
                  "temperature": 1.0, "top_k": 0, "top_p": 1.0, "on_eos": "suppress", "batch_size": 8,
-                 "device": "auto", "dtype": "auto", "warps": None, "lengths": None}
+                 "device": "auto", "dtype": "auto", "warps": None, "lengths": None, "device_map": "",
+                 "max_memory": None}
 
 
 # --- shared grids ----------------------------------------------------------------------------------------

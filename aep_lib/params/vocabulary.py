@@ -9,6 +9,7 @@ name with a default of its own (its ``parameters`` cell) and a narrower limit of
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Annotated, Any, Literal
 
@@ -86,6 +87,39 @@ def temperature_sweep(v) -> list[float]:
     return values
 
 
+MEMORY_SIZE = re.compile(r"\d+(\.\d+)?\s*([KMGT]i?B|B)?", re.IGNORECASE)
+
+
+def memory_map(value: Any) -> dict:
+    """``{0: "70GiB", "cpu": "200GiB"}`` or ``"0=70GiB,cpu=200GiB"`` -> ``{"0": "70GiB", "cpu": "200GiB"}``:
+    accelerate's ``max_memory`` (devices 0, 1, ..., cuda:N, cpu, disk; sizes in bytes or with a unit)."""
+    if isinstance(value, str):
+        items = [v.partition("=") for v in split_commas(value)]
+        if any(not sep for _, sep, _ in items):
+            raise ValueError(f"give DEVICE=SIZE pairs (0=70GiB,cpu=200GiB), got {excerpt(value)}")
+        value = {k.strip(): v.strip() for k, _, v in items}
+    if not isinstance(value, dict) or not value:
+        raise ValueError(f"give a mapping of device to size ({{0: 70GiB, cpu: 200GiB}}), got {excerpt(value)}")
+    out = {}
+    for device, size in value.items():
+        name = str(device).strip()
+        if not (name.isdigit() or re.fullmatch(r"cuda(:\d+)?|cpu|disk|mps", name)):
+            raise ValueError(f"unknown device {excerpt(device)} (use 0, 1, ..., cuda:1, cpu, disk)")
+        if isinstance(size, bool) or not MEMORY_SIZE.fullmatch(str(size).strip()):
+            raise ValueError(f"size {excerpt(size)} of device {name} is not a size (70GiB, 500MB, bytes)")
+        out[name] = str(size).strip()
+    return out
+
+
+DEVICE_MAPS = ("", "auto", "balanced", "balanced_low_0", "sequential")
+
+
+def device_map_strategy(value: str) -> str:
+    if value not in DEVICE_MAPS:
+        raise ValueError(f"use one of {', '.join(repr(v) for v in DEVICE_MAPS)}, got {excerpt(value)}")
+    return value
+
+
 # The types several names share. Lists come as comma-separated strings (papermill injects scalars).
 Names = Annotated[list[str], BeforeValidator(split_commas)]
 CommaList = Annotated[Names, Field(min_length=1)]
@@ -152,10 +186,15 @@ def _number(x) -> str:
 T = Term
 VOCABULARY: dict[str, Term] = {
     # where and how
-    "profile": T("str", str, "the params profile this execution belongs to (cpu, paper, cpu-full)"),
+    "profile": T("str", str, "the params profile this execution belongs to (cpu, paper, paper-smoke, cpu-full)"),
     "device": T("str", str, "torch device: auto (CUDA if present), cpu, cuda, cuda:1, ..."),
     "dtype": T("str", DType, "model dtype: auto (float32 on CPU, bfloat16 on CUDA), float32, bfloat16, float16"),
     "batch_size": T("int", BatchSize, "sequences generated together"),
+    "device_map": T("str", Annotated[str, AfterValidator(device_map_strategy)],
+                    "spread each model across devices through accelerate: auto, balanced, balanced_low_0, "
+                    "sequential (empty: one device)"),
+    "max_memory": T("mapping of device to size", Annotated[dict[str, str], BeforeValidator(memory_map)],
+                    "with device_map: memory per device, 0=70GiB,1=70GiB,cpu=200GiB (the rest offloaded to disk)"),
     # models, prompts, seeds
     "models": T("comma list", CommaList, "model names: embedded short names, hub ids or folders"),
     "model": T("str", str, "the model shown, one of models (empty: the first)"),

@@ -30,6 +30,7 @@ from ..core.sampling import Sampling
 from ..core.stats import distribution_summaries
 from ..corpora import prompt_text
 from ..engine.memory import MemoryEstimateError, check_generation_fits
+from ..engine.model_map import Placement, identity_fields, lookup, placement_of
 from ..engine.models import cached_model, resolve_device, resolved_dtype
 from ..store.provenance import run_provenance, utc_now
 from ..store.run_store import RunStore, canonical_run_id
@@ -40,11 +41,16 @@ ENGINE_VERSION = 1  # bump when a change alters what a stored run contains
 
 def generation_spec(model: str, prompt_id: str, seed: int, sampling: Sampling, max_new_tokens: int,
                     dtype: str = "float32", prompt: str | None = None) -> dict:
-    """The canonical parameters of one generation run, its ``run_id`` and folder label."""
+    """The canonical parameters of one generation run, its ``run_id`` and folder label.
+
+    A model the model map points elsewhere adds what it resolved to (``model_resolved``: a folder, a
+    stand-in), so that its runs are not taken for the hub model's; an unmapped model's run id is unchanged.
+    Where the model is placed (a device map) is not part of the identity: split or whole, it is the same run.
+    """
     prompt = prompt if prompt is not None else prompt_text(prompt_id)
     params = {"kind": "generate", "engine": ENGINE_VERSION, "model": model, "prompt_id": prompt_id,
               "prompt_text": prompt, "seed": int(seed), **sampling.as_dict(),
-              "max_new_tokens": int(max_new_tokens), "dtype": dtype}
+              "max_new_tokens": int(max_new_tokens), "dtype": dtype} | identity_fields(model)
     return params | {
         "run_id": canonical_run_id(params),
         "label": f"s{seed}_{sampling.label}_n{max_new_tokens}",
@@ -63,13 +69,15 @@ class GenerationBatch:
     """One model-batch: up to ``batch_size`` runs sharing a model, a sampling setting and a length.
 
     The unit of execution: one process loads ``model`` once and generates ``specs`` in one batch
-    (``aep run --executor ray`` makes one Ray task of each).
+    (``aep run --executor ray`` makes one Ray task of each). ``placement``: where the model's layers go
+    (a grid's ``device_map``/``max_memory``, else the model map's; None: one device).
     """
 
     model: str
     sampling: Sampling
     max_new_tokens: int
     specs: tuple[dict, ...]
+    placement: Placement | None = None
 
     @property
     def run_ids(self) -> list[str]:
@@ -108,11 +116,13 @@ def plan_generations(
     batch_size: int = 8,
     device: str = "auto",
     dtype: str = "auto",
+    placement: Placement | None = None,
 ) -> GenerationPlan:
     """Expand models × prompts × seeds × warps × lengths into run specs; batch the missing ones.
 
     Batches never mix models, warps or lengths; within one, runs are sorted by prompt length then
-    seed (similar prompts pad less) and cut into ``batch_size`` sequences.
+    seed (similar prompts pad less) and cut into ``batch_size`` sequences. ``placement`` (a grid's) places
+    every model across devices; without it a model takes the model map's placement, if any.
     """
     if batch_size < 1:
         raise ValueError(f"batch_size must be at least 1, got {batch_size}")
@@ -130,22 +140,26 @@ def plan_generations(
                         and all(s[k] == v for k, v in sampling.as_dict().items())]
                 seen.update(s["run_id"] for s in todo)
                 todo.sort(key=lambda s: (len(s["prompt_text"]), s["seed"]))
+                where = placement or placement_of(model)
                 for a in range(0, len(todo), batch_size):
-                    batches.append(GenerationBatch(model, sampling, int(n), tuple(todo[a : a + batch_size])))
+                    batches.append(GenerationBatch(model, sampling, int(n), tuple(todo[a : a + batch_size]), where))
     check_plan_fits(batches, device, dtype_name)
     return GenerationPlan(specs=specs, batches=batches)
 
 
 def model_config(name: str):
     """A model's config (a transformers ``PretrainedConfig``, its text part) read without its weights: from an
-    embedded model's built cache, a local folder or the hub's local cache; None when not at hand without
-    building, downloading or loading anything."""
+    embedded model's built cache, a mapped model's folder (``model_map``), a local folder or the hub's local
+    cache; None when not at hand without building, downloading or loading anything."""
     from ..engine.embedded import EMBEDDED_MODELS, cache_is_complete, model_cache_dir
 
     try:
         from transformers import AutoConfig
 
-        if name in EMBEDDED_MODELS:
+        entry = lookup(name)
+        if entry is not None:
+            config = AutoConfig.from_pretrained(entry.folder(), local_files_only=True)
+        elif name in EMBEDDED_MODELS:
             folder = model_cache_dir(name)
             if not cache_is_complete(folder):
                 return None
@@ -234,7 +248,7 @@ def _generate_claimed(store, batch, specs, device, dtype, progress, on_written) 
 
     if not specs:
         return []
-    model, tokenizer = cached_model(batch.model, device, dtype)
+    model, tokenizer = cached_model(batch.model, device, dtype, batch.placement)
     # the planned batch is an upper bound: split it so that its KV caches and step temporaries fit in
     # the memory free now (a GPU shared with other work, a long paper-profile length)
     longest_prompt = max(len(encode_prompt(tokenizer, s["prompt_text"])) for s in specs)
@@ -339,7 +353,7 @@ def _generate_and_store(store, batch, specs, model, tokenizer, progress, on_writ
     for spec, res in zip(specs, results):
         row = spec | model.aep_identity | run_provenance() | {
             "model": batch.model, "started_at": started, "elapsed_s": elapsed, "batch_size": len(specs),
-        }
+        } | ({"placement": batch.placement.as_dict()} if batch.placement is not None else {})
         row_failed = failed
         if res is not None:
             try:

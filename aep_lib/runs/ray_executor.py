@@ -8,7 +8,10 @@ network file system on a real cluster; any local folder for a local Ray instance
 Exactly once: a task first skips the runs of its batch already stored ok and a run becomes visible
 only when its folder is renamed into place, so a task that a killed worker leaves half done is simply
 retried by Ray (``max_retries``) and writes the rest. Tasks ask for one GPU each when the cluster
-has GPUs (``num_gpus=gpus_per_task``, 1 by default), else ``cpus_per_task`` CPUs.
+has GPUs (``num_gpus=gpus_per_task``, 1 by default), else ``cpus_per_task`` CPUs; a batch whose model is
+placed across several GPUs (its ``placement``: a grid's ``device_map``/``max_memory`` or the model map's)
+asks for as many as the placement names (``task_resources``), and loads the model across them. The model
+map (``$AEP_MODEL_MAP``) travels to the workers in the tasks' environment.
 
     ray start --head                       # on the head node; `ray start --address HEAD:6379` on the others
     aep run params/paper/grid.yaml --executor ray --address HEAD:6379 --store /shared/aep/store
@@ -129,6 +132,26 @@ def _crash_once(marker: str):
     return hook
 
 
+def task_resources(batch: GenerationBatch, cluster_gpus: float, cpus_per_task: float = 1,
+                   gpus_per_task: float = 1) -> dict:
+    """The Ray resources of one batch's task: ``num_cpus``, and where the cluster has GPUs ``num_gpus``: the
+    GPUs the batch's placement names when it names more than ``gpus_per_task``, else ``gpus_per_task``."""
+    if cluster_gpus < 1:
+        return {"num_cpus": cpus_per_task}
+    wanted = batch.placement.gpus if batch.placement is not None else 0
+    if wanted > cluster_gpus:
+        raise RuntimeError(f"{batch.model}: its placement names {wanted} GPUs, the cluster has {cluster_gpus:g}")
+    return {"num_cpus": cpus_per_task, "num_gpus": max(gpus_per_task, wanted)}
+
+
+def task_environment() -> dict:
+    """The Ray ``runtime_env`` of the tasks: the model map (``$AEP_MODEL_MAP``, absolute paths), if one is set."""
+    from ..engine.model_map import MODEL_MAP_VAR, check_map_files
+
+    value = os.environ.get(MODEL_MAP_VAR, "")
+    return {"env_vars": {MODEL_MAP_VAR: check_map_files(value)}} if value.strip() else {}
+
+
 def _run_batch(store_root: str, batch: GenerationBatch, device: str, dtype: str, crash_marker: str | None):
     """The body of one Ray task (module-level so that workers import it from aep_lib)."""
     hook = _crash_once(crash_marker) if crash_marker else None
@@ -151,8 +174,8 @@ def execute_ray(
     """Execute ``plan`` with one Ray task per model-batch; ``[(run_id, status)]`` of the executed runs.
 
     ``address``: the cluster (None: a local instance with ``num_cpus`` CPUs, all by default).
-    ``gpus_per_task``: GPUs each task asks for when the cluster has any (a model that needs several
-    must also be loaded across them; ``load_model`` puts a model on one device today).
+    ``gpus_per_task``: GPUs each task asks for when the cluster has any; a batch placed across more GPUs
+    asks for those (``task_resources``).
     ``max_retries``: how often Ray re-runs a task whose worker died. ``crash_once``: a marker file
     path for tests (the first task to write a run kills its worker once). Raises ``RuntimeError``
     after all tasks have ended if some task failed for good (the other runs are stored).
@@ -162,11 +185,14 @@ def execute_ray(
     ray = connect(address, num_cpus=num_cpus)
     gpus = ray.cluster_resources().get("GPU", 0)
     options = {"max_retries": max_retries, "retry_exceptions": False}
-    options |= {"num_gpus": gpus_per_task, "num_cpus": cpus_per_task} if gpus >= 1 else {"num_cpus": cpus_per_task}
-    task = ray.remote(_run_batch).options(**options)
+    env = task_environment()
+    if env:
+        options["runtime_env"] = env
+    task = ray.remote(_run_batch)
     root = str(Path(store.root).resolve())
     marker = str(crash_once) if crash_once else None
-    pending = {task.remote(root, batch, device, dtype, marker): batch for batch in plan.batches}
+    pending = {task.options(**options, **task_resources(batch, gpus, cpus_per_task, gpus_per_task))
+               .remote(root, batch, device, dtype, marker): batch for batch in plan.batches}
     results, failures = [], []
     bar = tqdm(total=len(plan.specs), initial=len(plan.specs) - plan.n_missing, unit="run",
                desc=f"grid (ray, {len(pending)} tasks)", disable=not progress)

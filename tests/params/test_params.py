@@ -63,3 +63,33 @@ def test_sampling_labels_and_degenerate_cases():
 def test_prompts_file_has_the_ids_the_profiles_use():
     prompts = load_prompts()
     assert {"p01", "p02", "p03", "p04"} <= set(prompts) and all(prompts.values())
+
+
+def test_a_grid_may_place_its_models_across_devices(tmp_path):
+    from aep_lib.runs.grids import grid_placement
+
+    path = tmp_path / "g.yaml"
+    path.write_text("models: a/b\nprompts: p01\ndevice_map: auto\nmax_memory: '0=70GiB, 1=70GiB, cpu=200GiB'\n")
+    g = load_grid(path)
+    assert g.device_map == "auto" and g.max_memory == {"0": "70GiB", "1": "70GiB", "cpu": "200GiB"}
+    placement = grid_placement(g)
+    assert placement.gpus == 2 and placement.kwargs()["max_memory"] == {0: "70GiB", 1: "70GiB", "cpu": "200GiB"}
+    path.write_text("models: a/b\nprompts: p01\ndevice_map: auto\nmax_memory: {cpu: 51MB, disk: 1TB}\n")
+    assert grid_placement(load_grid(path)).gpus == 0
+    path.write_text("models: a/b\nprompts: p01\n")
+    assert grid_placement(load_grid(path)) is None
+
+
+@pytest.mark.parametrize("lines, message", [
+    ("device_map: everywhere\n", "key 'device_map'"),
+    ("device_map: auto\nmax_memory: 'gpu0=1GiB'\n", "unknown device 'gpu0'"),
+    ("device_map: auto\nmax_memory: {cpu: lots}\n", "size 'lots' of device cpu"),
+    ("device_map: auto\nmax_memory: 'cpu'\n", "DEVICE=SIZE"),
+    ("max_memory: {cpu: 1GiB}\n", "max_memory needs a device_map"),
+])
+def test_a_bad_placement_in_a_grid_is_a_one_line_error(tmp_path, lines, message):
+    path = tmp_path / "g.yaml"
+    path.write_text("models: a/b\nprompts: p01\n" + lines)
+    with pytest.raises(ParamsError) as err:
+        load_grid(path)
+    assert message in str(err.value) and str(path) in str(err.value) and "\n" not in str(err.value)

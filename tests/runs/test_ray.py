@@ -242,3 +242,102 @@ def test_a_batch_larger_than_free_memory_runs_split_with_the_same_tokens(grid, l
     for rid in whole:  # each sequence samples with its own noise: its batch-mates do not change it
         assert split[rid]["token_id"].tolist() == whole[rid]["token_id"].tolist()
         np.testing.assert_allclose(split[rid]["entropy_raw"], whole[rid]["entropy_raw"], rtol=1e-4, atol=1e-5)
+
+
+# --- a model larger than one device: the 70B stand-in split across the CPU and the disk ---------------------
+
+
+def split_memory() -> dict:
+    """A ``max_memory`` under which accelerate cannot keep the 70B stand-in on the CPU: its input embedding
+    stays there, its layers and output layer are offloaded to the disk (accelerate keeps room for the largest
+    module, the 25 MB output layer, so the CPU budget must hold two of them and less than the whole model)."""
+    return {"cpu": "51MB"}
+
+
+@pytest.fixture(scope="module")
+def split_grid():
+    base = {"models": ["meta-llama/Llama-3.1-70B"], "prompts": ["p01", "p02"], "n_seeds": 1, "max_new_tokens": 5,
+            "batch_size": 4, "device": "cpu", "dtype": "float32"}
+    return Grid(**base), Grid(**base, device_map="auto", max_memory=split_memory())
+
+
+@pytest.fixture
+def mapped_70b(tmp_path, monkeypatch):
+    from aep_lib.engine.model_map import MODEL_MAP_VAR
+
+    path = tmp_path / "map.yaml"
+    path.write_text("models:\n  meta-llama/Llama-3.1-70B: {standin: llama-3.1-70b}\n")
+    monkeypatch.setenv(MODEL_MAP_VAR, str(path))
+    return path
+
+
+@pytest.fixture(scope="module")
+def whole_store(split_grid, tmp_path_factory):
+    """The 70B stand-in's runs, unsplit (one device): what every split run must equal."""
+    from aep_lib.engine.model_map import MODEL_MAP_VAR
+
+    root = tmp_path_factory.mktemp("whole")
+    (root / "map.yaml").write_text("models:\n  meta-llama/Llama-3.1-70B: {standin: llama-3.1-70b}\n")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv(MODEL_MAP_VAR, str(root / "map.yaml"))
+        store = RunStore(root / "store")
+        ensure_grid(store, split_grid[0], progress=False)
+    assert set(store.runs()["device"]) == {"cpu"} and len(store.runs()) == 2
+    return store
+
+
+def _same_runs(split: RunStore, whole: RunStore) -> None:
+    a, b = _tokens(split), _tokens(whole)
+    assert a.keys() == b.keys() and len(a) == 2  # split or whole: the same run ids
+    for rid in a:
+        np.testing.assert_array_equal(a[rid]["token_id"], b[rid]["token_id"])
+        np.testing.assert_allclose(a[rid].drop(columns=["token_id"]).to_numpy(float),
+                                   b[rid].drop(columns=["token_id"]).to_numpy(float), rtol=1e-5, atol=1e-6)
+    rows_a, rows_b = split.runs().set_index("run_id"), whole.runs().set_index("run_id")
+    for col in ("l_samp", "h_samp", "z_samp", "l_raw", "h_raw", "z_raw"):
+        np.testing.assert_allclose(rows_a[col].sort_index(), rows_b[col].sort_index(), rtol=1e-5)
+
+
+def test_a_grid_with_a_device_map_splits_the_70b_stand_in_with_the_same_statistics(split_grid, whole_store,
+                                                                                     mapped_70b, tmp_path):
+    _, split = split_grid
+    whole = whole_store
+    store = RunStore(tmp_path / "split")
+    runs = ensure_grid(store, split, progress=False)
+    assert set(runs["status"]) == {"ok"} and set(runs["device"]) == {"map:cpu,disk"}
+    assert set(runs["model_resolved"]) == {"standin:llama-3.1-70b/v1"}
+    assert set(runs["placement"]) == {'{"device_map": "auto", "max_memory": {"cpu": "51MB"}}'}
+    _same_runs(store, whole)
+
+
+def test_a_model_maps_placement_applies_when_the_grid_gives_none(split_grid, mapped_70b, tmp_path):
+    whole_grid, _ = split_grid
+    mapped_70b.write_text("models:\n  meta-llama/Llama-3.1-70B: {standin: llama-3.1-70b, device_map: auto, "
+                          "max_memory: {cpu: 51MB}}\n")
+    plan = plan_generations(RunStore(tmp_path / "s"), whole_grid.models, whole_grid.prompts, whole_grid.seeds,
+                            whole_grid.samplings, whole_grid.all_lengths, 4, "cpu", "float32")
+    assert {b.placement.kwargs()["max_memory"]["cpu"] for b in plan.batches} == {"51MB"}
+
+
+def test_a_ray_task_asks_for_the_gpus_its_placement_names():
+    from aep_lib.engine.model_map import placement_from
+    from aep_lib.runs.generations import GenerationBatch
+    from aep_lib.runs.ray_executor import task_resources
+
+    two = GenerationBatch("m", Sampling(), 8, (), placement_from("auto", {0: "70GiB", 1: "70GiB", "cpu": "1TiB"}))
+    one = GenerationBatch("m", Sampling(), 8, ())
+    assert task_resources(two, cluster_gpus=8) == {"num_cpus": 1, "num_gpus": 2}
+    assert task_resources(one, cluster_gpus=8) == {"num_cpus": 1, "num_gpus": 1}
+    assert task_resources(two, cluster_gpus=0) == {"num_cpus": 1}  # a CPU cluster: CPUs only
+    with pytest.raises(RuntimeError, match="names 2 GPUs, the cluster has 1"):
+        task_resources(two, cluster_gpus=1)
+
+
+def test_ray_runs_the_split_70b_stand_in_with_the_same_statistics(ray_local, split_grid, whole_store, mapped_70b,
+                                                                 tmp_path):
+    _, split = split_grid
+    whole = whole_store
+    store = RunStore(tmp_path / "ray")
+    runs = ensure_grid(store, split, executor="ray", progress=False)  # the map reaches the workers
+    assert set(runs["status"]) == {"ok"} and set(runs["device"]) == {"map:cpu,disk"}
+    _same_runs(store, whole)
