@@ -2,11 +2,11 @@
 # jupyter:
 #   jupytext:
 #     cell_metadata_filter: tags,-all
+#     notebook_metadata_filter: -jupytext.text_representation.jupytext_version
 #     text_representation:
 #       extension: .py
 #       format_name: percent
 #       format_version: '1.3'
-#       jupytext_version: 1.19.7
 #   kernelspec:
 #     display_name: Python 3 (ipykernel)
 #     language: python
@@ -76,7 +76,7 @@ for ax, r, row, title in [(axes[0], r_other, other, f"B = {B} on A = {A}'s text"
                        title=f"{title}\n{P.prompt}, seed {P.seed}: final z = {figures.signed(row['z_samp'], 1)}")
 axes[0].legend(loc="upper right")
 fig.tight_layout()
-save_figure(fig, "fig02_single_sequence_divergence",
+save_figure(fig, figures.per_execution("fig02_single_sequence_divergence"),
             f"Running log-perplexity and entropy of {B} on one text of {A} (left) and on its own text (right), "
             f"prompt {P.prompt}, seed {P.seed}, with ±1σ/±2σ bands of the entropy.",
             numbers={"z_other": round(float(other["z_samp"]), 2), "z_own": round(float(own["z_samp"]), 2)},

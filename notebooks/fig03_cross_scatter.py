@@ -2,11 +2,11 @@
 # jupyter:
 #   jupytext:
 #     cell_metadata_filter: tags,-all
+#     notebook_metadata_filter: -jupytext.text_representation.jupytext_version
 #     text_representation:
 #       extension: .py
 #       format_name: percent
 #       format_version: '1.3'
-#       jupytext_version: 1.19.7
 #   kernelspec:
 #     display_name: Python 3 (ipykernel)
 #     language: python
@@ -80,7 +80,7 @@ axes[1].set_title(f"final z under B ({P.max_new_tokens} tokens per text)")
 axes[1].legend(loc="upper left")
 fig.tight_layout()
 numbers = {"mean_z_other": round(float(other["z"].mean()), 2), "mean_z_own": round(float(own["z"].mean()), 2)}
-save_figure(fig, "fig03_cross_scatter",
+save_figure(fig, figures.per_execution("fig03_cross_scatter"),
             f"Final entropy vs final log-perplexity of {B} on every text of {A} and on its own texts, "
             f"and the distribution of the final z.", numbers=numbers, run_ids=records["run_id"].tolist())
 

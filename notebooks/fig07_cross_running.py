@@ -2,11 +2,11 @@
 # jupyter:
 #   jupytext:
 #     cell_metadata_filter: tags,-all
+#     notebook_metadata_filter: -jupytext.text_representation.jupytext_version
 #     text_representation:
 #       extension: .py
 #       format_name: percent
 #       format_version: '1.3'
-#       jupytext_version: 1.19.7
 #   kernelspec:
 #     display_name: Python 3 (ipykernel)
 #     language: python
@@ -25,8 +25,9 @@
 # On the `cpu` profile A and B are decoding variants of one network (Gemma at temperature 0.7 /
 # top-p 0.9 against Gemma raw). There `log q_B = T log q_A + k_t` on A's support (`k_t` a constant per step), so
 # `s^B_t - c_t = T (s^A_t - H^A_t)` and `W_t = T² V^A_t`: `z^(A,B)` equals A's own `z^A` exactly,
-# and the cross-AEP holds by algebra while B's own `z^B` is far below zero. Two different networks
-# (the `paper` profile's Gemma 1B -> 12B) are the non-trivial case.
+# and the cross-AEP holds by algebra while B's own `z^B` is far below zero. Two different networks are the
+# non-trivial case: the `cpu-full` profile's Qwen2.5-Coder 0.5B and 1.5B in both directions (one execution per
+# pair, `_runs`; all their texts: `cross_aep_family`), the `paper` profile's Gemma 1B -> 12B.
 
 # %%
 from aep_lib.report import figures
@@ -82,7 +83,7 @@ ax.plot(r_b["n"], r_b["h_n"], color=plots.CROSS_COLOR, ls="--", lw=1.2, label="$
 ax.plot(r_b["n"], h_a, color=plots.OWN_COLOR, ls=":", lw=1.4, label="$h^A_n$ (A's entropy)")
 ax.legend(loc="center right")
 fig.tight_layout()
-save_figure(fig, "fig07_cross_running",
+save_figure(fig, figures.per_execution("fig07_cross_running"),
             f"Running h^(A,B) with ±1σ/±2σ bands and running l^B for the median-h^(A,B) text of {A} under {B}; "
             "B's own running entropy and A's entropy dashed and dotted.",
             numbers={"h_cross": round(float(mid["h_cross"]), 2), "l_B": round(float(mid["l"]), 2),

@@ -2,11 +2,11 @@
 # jupyter:
 #   jupytext:
 #     cell_metadata_filter: tags,-all
+#     notebook_metadata_filter: -jupytext.text_representation.jupytext_version
 #     text_representation:
 #       extension: .py
 #       format_name: percent
 #       format_version: '1.3'
-#       jupytext_version: 1.19.7
 #   kernelspec:
 #     display_name: Python 3 (ipykernel)
 #     language: python
@@ -80,7 +80,7 @@ ax.set_ylim(0, np.percentile(s, 99) + 1)
 ax.set_title(f"A = {A}, B = {B}: {low['prompt_id']}, seed {int(low['seed'])}, mean KL {low['kl']:.2f} bits/token")
 ax.legend(loc="upper right", ncol=2)
 fig.tight_layout()
-save_figure(fig, "fig08_cross_entropy_profile",
+save_figure(fig, figures.per_execution("fig08_cross_entropy_profile"),
             f"Per-step cross-entropy c_t of {A}'s lowest-KL text under {B}, its rolling and running means, and "
             "B's surprisal with its running mean.",
             numbers={"h_cross": round(float(low["h_cross"]), 2), "kl": round(float(low["kl"]), 2),

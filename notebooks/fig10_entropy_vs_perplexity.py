@@ -2,11 +2,11 @@
 # jupyter:
 #   jupytext:
 #     cell_metadata_filter: tags,-all
+#     notebook_metadata_filter: -jupytext.text_representation.jupytext_version
 #     text_representation:
 #       extension: .py
 #       format_name: percent
 #       format_version: '1.3'
-#       jupytext_version: 1.19.7
 #   kernelspec:
 #     display_name: Python 3 (ipykernel)
 #     language: python
@@ -75,7 +75,7 @@ for ax, name, title, color in [(axes[0], "other", f"B = {B} on A = {A}'s texts",
     ax.legend(loc="upper right")
 fig.tight_layout()
 gap = {k: float(frames[k]["surprisal"].mean() - frames[k]["entropy"].mean()) for k in frames}
-save_figure(fig, "fig10_entropy_vs_perplexity",
+save_figure(fig, figures.per_execution("fig10_entropy_vs_perplexity"),
             f"Per-position surprisal and entropy of {B} (rolling mean over {P.window} tokens, mean over texts) on "
             f"{A}'s texts and on its own texts.",
             numbers={"gap_other": round(gap["other"], 2), "gap_own": round(gap["own"], 2)},

@@ -66,6 +66,25 @@ def comparison_running(store: RunStore, run_id: str, view: str = "scorer") -> pd
     return pd.DataFrame(running(*(tokens[c].to_numpy() for c in cols)))
 
 
+def running_at(store: RunStore, records: pd.DataFrame, lengths) -> pd.DataFrame:
+    """The cross-AEP read at lengths ``n`` of joint-pass comparison ``records`` (``compare`` rows): one row per
+    (record, n <= its length): ``run_id, pair, source, scorer, n, l`` (``l^B_n``), ``h_cross``
+    (``h^(A,B)_n``), ``z_cross`` (``z^(A,B)_n``), ``h`` (B's own ``h^B_n``) and ``z`` (``z^B_n``, under ``q_B``)."""
+    rows = []
+    for _, rec in records.iterrows():
+        cross = comparison_running(store, rec["run_id"], "cross")
+        own = comparison_running(store, rec["run_id"], "scorer")
+        for n in lengths:
+            if n > len(cross):
+                continue
+            i = int(n) - 1
+            rows.append({"run_id": rec["run_id"], "pair": rec["pair"], "source": rec["source"], "scorer": rec["scorer"],
+                         "n": int(n), "l": float(cross["l_n"].iloc[i]), "h_cross": float(cross["h_n"].iloc[i]),
+                         "z_cross": float(cross["z_n"].iloc[i]), "h": float(own["h_n"].iloc[i]),
+                         "z": float(own["z_n"].iloc[i])})
+    return pd.DataFrame(rows, columns=["run_id", "pair", "source", "scorer", "n", "l", "h_cross", "z_cross", "h", "z"])
+
+
 _NEEDED = [*typicality_columns(SAMP), column("surprisal", RAW)]  # what every record must have
 _CROSS = statistic_columns(CROSS)  # and a joint pass's record
 
@@ -198,7 +217,8 @@ def _describe(values) -> dict:
 
 def summarize_comparisons(records: pd.DataFrame) -> pd.DataFrame:
     """Per pair and overall (``pair == "overall"``): counts of usable / skipped / failed records, the
-    reasons, and mean/median/min/max of ``h^(A,B)``, of ``D = l^B - h^B`` and the mean ``z^B``."""
+    reasons, and mean/median/min/max of ``h^(A,B)``, ``z^(A,B)``, ``D = l^B - h^B``, ``z^B`` and ``KL``, and
+    ``n_z_cross_within_2``: the usable records with ``|z^(A,B)| <= 2`` (the cross-AEP at the end)."""
     out = []
     groups = [(p, g) for p, g in records.groupby("pair", sort=True)] + [("overall", records)]
     for pair, g in groups:
@@ -210,6 +230,7 @@ def summarize_comparisons(records: pd.DataFrame) -> pd.DataFrame:
                "reasons": "; ".join(f"{n} {st}: {r}" for (st, r), n in reasons.items())}
         for name, col in (("h_cross", "h_cross"), ("D", "D"), ("z", "z"), ("z_cross", "z_cross"), ("kl", "kl")):
             row |= {f"{name}_{k}": v for k, v in _describe(usable[col].tolist()).items()}
+        row["n_z_cross_within_2"] = int((pd.to_numeric(usable["z_cross"]).abs() <= 2).sum())
         out.append(row)
     return pd.DataFrame(out)
 

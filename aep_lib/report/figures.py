@@ -75,6 +75,14 @@ class ClaimNotHeld(AssertionError):
     """A figure drawn with its profile's parameters records a claim that does not hold."""
 
 
+def per_execution(name: str) -> str:
+    """``name`` plus the ``_runs`` suffix of this execution (``__source=...__scorer=...``, as ``aep figures``
+    names it), so that the executions of one notebook over a ``_runs`` list keep one figure each; ``name``
+    itself outside such an execution (papermill, nbval, JupyterLab, a params file without ``_runs``)."""
+    execution = os.environ.get("AEP_NOTEBOOK") or ""
+    return name + execution[execution.index("__"):] if "__" in execution else name
+
+
 def save_figure(fig, name: str, caption: str, numbers: dict | None = None, run_ids: list[str] | None = None,
                 params=None) -> None:
     """Write ``<name>.png`` and ``.svg`` and append a JSON record to ``<name>.json`` (returns nothing: a
@@ -237,6 +245,8 @@ def format_report(records: pd.DataFrame) -> str:
         h = stats(r, "h_cross", " bits/token")
         if h:
             parts.append(f"h^(A,B) {h} (n={r['h_cross_n']})")
+            parts.append(f"mean z^(A,B) {signed(r['z_cross_mean'], 2)}, |z^(A,B)| <= 2 for {r['n_z_cross_within_2']} "
+                         f"of {r['z_cross_n']}")
         else:
             parts.append("h^(A,B) n/a (" + ("no usable record" if r["n_joint"] else "different tokenizers") + ")")
         d = stats(r, "D", " bits/token")

@@ -42,6 +42,8 @@ from ..corpora import ExternalText
 from ..engine.memory import MemoryEstimateError, check_scoring_fits
 from ..engine.models import ModelPool, resolve_device
 from ..engine.score import ScoringError, check_same_vocabulary, score_ids, score_text
+from ..engine.model_map import identity_fields
+from ..engine.spans import SPAN_RULE, masked_encoding
 from ..store.provenance import run_provenance, utc_now
 from ..store.run_store import RunStore, canonical_run_id
 from .generations import (
@@ -82,7 +84,8 @@ def comparison_spec(source_row, scorer: Variant, dtype: str) -> dict:
     source = Variant.of_run(source_row)
     params = {"kind": "score", "engine": ENGINE_VERSION, "cross": CROSS_VERSION,
               "source_run_id": str(source_row["run_id"]), "scorer": scorer.model,
-              "scorer_sampling": scorer.sampling.as_dict(), "dtype": dtype}
+              "scorer_sampling": scorer.sampling.as_dict(), "dtype": dtype,
+              **identity_fields(scorer.model)}  # a mapped scorer's folder (engine.model_map); nothing when unmapped
     return {
         "run_id": canonical_run_id(params), "kind": "score", "model": scorer.model,
         "prompt_id": source_row.get("prompt_id"), "seed": int(source_row["seed"]),
@@ -240,8 +243,8 @@ def check_comparisons_fit(pairs, max_new_tokens: int, pool: ModelPool) -> None:
 def text_spec(item: ExternalText, scorer: str, window_tokens: int, n_windows: int, dtype: str) -> dict:
     digest = hashlib.sha256(item.text.encode("utf-8")).hexdigest()[:16]
     params = {"kind": "score", "engine": ENGINE_VERSION, "cross": CROSS_VERSION, "source_kind": "text",
-              "text_sha256": digest, "scorer": scorer, "window_tokens": int(window_tokens),
-              "n_windows": int(n_windows), "dtype": dtype}
+              "spans": SPAN_RULE, "text_sha256": digest, "scorer": scorer, "window_tokens": int(window_tokens),
+              "n_windows": int(n_windows), "dtype": dtype, **identity_fields(scorer)}
     return {"run_id": canonical_run_id(params), "kind": "score", "model": scorer, "prompt_id": item.group,
             "label": f"{TEXT_LABEL}-{item.text_id}-w{window_tokens}x{n_windows}", "source_kind": "text",
             "text_id": item.text_id, "group": item.group, "text_source": item.source, "text_sha256": digest,
@@ -251,12 +254,9 @@ def text_spec(item: ExternalText, scorer: str, window_tokens: int, n_windows: in
 
 def score_windows(model, tokenizer, text: str, window_tokens: int, n_windows: int, chunk_size: int | None = None) -> pd.DataFrame:
     """Raw-``p`` statistics of the first ``n_windows`` windows of ``window_tokens`` tokens of ``text``
-    (the first text token is context only); a ``window`` column numbers them. Fewer windows when the
+    (every text token, the first conditioned on the start-of-document token: ``spans.masked_encoding``); a ``window`` column numbers them. Fewer windows when the
     text is shorter; none when it is shorter than one window."""
-    enc = tokenizer(text, add_special_tokens=True, return_special_tokens_mask=True)
-    ids, special = enc["input_ids"], enc["special_tokens_mask"]
-    lead = next((i for i, s in enumerate(special) if not s), len(ids))  # BOS and friends
-    first = max(lead, 1) if lead else 1  # with no BOS the first token has no context
+    ids, _offsets, _special, first = masked_encoding(tokenizer, "", text)  # the first-token rule of engine.spans
     n_fit = min(n_windows, (len(ids) - first) // window_tokens)
     if n_fit < 1:
         return pd.DataFrame(columns=["window", "position", "token_id", *typicality_columns(RAW)])

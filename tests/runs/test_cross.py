@@ -84,7 +84,12 @@ def test_decoding_variants_of_one_network_are_one_pass_with_positive_kl(smol, wa
     ids, first = warm_text
     eos = eos_ids(tokenizer, model)
     calls = []
-    hook = model.register_forward_hook(lambda *_: calls.append(1))
+    # the transformer body runs once (score.forward_spans calls it directly, or through the model's own forward);
+    # the once-per-model check that the body plus the output layer give the model's logits is made first
+    from aep_lib.engine.score_rows import head_matches
+
+    head_matches(model)
+    hook = model.base_model.register_forward_hook(lambda *_: calls.append(1))
     try:
         df = score_ids(model, ids, first, sampling=Sampling(), eos_token_ids=eos, reference="self",
                        reference_sampling=WARM, cross_with="samp", chunk_size=10_000)
@@ -211,3 +216,22 @@ def test_variant_specs_parse_and_fail_clearly():
     for bad in ("gemma@", "gemma@x1", "@t1", "a b"):
         with pytest.raises(ValueError, match="expected <model>"):
             sampling.Variant.parse(bad)
+
+
+def test_running_at_reads_the_cross_aep_at_given_lengths(tmp_path):
+    store = RunStore(tmp_path / "store")
+    a, b = sampling.parse_variants("smollm2-135m@t0.8p0.9,smollm2-135m")
+    runs = comparisons.ensure_comparisons(store, [a], ["p01"], [0, 1], 16, pairs=[(a, b)], device="cpu", dtype="float32")
+    records = comparison_tables.compare(store, run_ids=runs["run_id"])
+    at = comparison_tables.running_at(store, records, [4, 16, 99])  # 99 > the texts' 16 tokens: no row
+    assert sorted(at["n"].unique()) == [4, 16] and len(at) == 2 * len(records)
+    for _, rec in records.iterrows():
+        cross = comparison_tables.comparison_running(store, rec["run_id"], "cross")
+        own = comparison_tables.comparison_running(store, rec["run_id"], "scorer")
+        mine = at[at["run_id"] == rec["run_id"]].set_index("n")
+        assert mine.loc[4, "z_cross"] == pytest.approx(cross["z_n"].iloc[3])
+        assert mine.loc[4, "h_cross"] == pytest.approx(cross["h_n"].iloc[3])
+        assert mine.loc[4, "z"] == pytest.approx(own["z_n"].iloc[3])
+        # at the end: the record's own final values
+        assert mine.loc[16, "z_cross"] == pytest.approx(rec["z_cross"]) and mine.loc[16, "z"] == pytest.approx(rec["z"])
+        assert mine.loc[16, "l"] == pytest.approx(rec["l"]) and mine.loc[16, "h_cross"] == pytest.approx(rec["h_cross"])
