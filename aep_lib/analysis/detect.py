@@ -60,7 +60,7 @@ from ..core.stats import standardise
 from ..corpora import load_benchmark
 from ..engine.models import cached_model, load_tokenizer
 from ..engine.batch_score import DEFAULT_TEXTS, check_batch_size, score_many
-from ..engine.score import check_same_vocabulary
+from ..engine.score import check_same_vocabulary, vocabulary_digest
 from ..engine.spans import TokenSpan, tokenize_span
 from ..store.text_cache import ScoredTextCache, text_key
 
@@ -285,6 +285,16 @@ def score_texts(
 # benchmarks
 
 
+def reference_for(model: str, reference: str | None) -> str | None:
+    """The reference of ``model``'s cross criteria in a benchmark of several scorers: ``reference`` where it shares
+    ``model``'s vocabulary (the same token-to-id map), else ``None`` (the scorer itself: the white-box form), so
+    that one ``reference`` serves the scorer of its family and leaves the others as they were."""
+    if reference in (None, "", model):
+        return None
+    same = vocabulary_digest(load_tokenizer(model)) == vocabulary_digest(load_tokenizer(reference))
+    return reference if same else None
+
+
 def benchmark_tables(datasets, model: str, n_texts: int = 0, max_tokens: int = 256, k: float = 0.2,
                      reference: str | None = None, cache_dir: str | os.PathLike | None = None,
                      device: str = "auto", dtype: str = "auto", progress: bool = False,
@@ -294,7 +304,7 @@ def benchmark_tables(datasets, model: str, n_texts: int = 0, max_tokens: int = 2
     (for ``prefix_scores``; the spans come from the tokenizer alone, the tables from the cache), and a
     ``text_sha`` column (``text_sha``) to find a text that two sets share. ``labels``: the texts scored."""
     frames, tables = [], {}
-    ref = reference if reference not in (None, "", model) else None
+    ref = reference_for(model, reference)
     for name in datasets:
         texts = load_benchmark(name, n_texts)
         texts = texts[texts["label"].isin(labels)]

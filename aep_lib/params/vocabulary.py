@@ -199,8 +199,8 @@ VOCABULARY: dict[str, Term] = {
     "models": T("comma list", CommaList, "model names: embedded short names, hub ids or folders"),
     "model": T("str", str, "the model shown, one of models (empty: the first)"),
     "scorers": T("comma list", Annotated[Names, Field(min_length=2)], "raw models that score every text"),
-    "reference": T("str", str, "reference model on the scorers' vocabulary for Fast-DetectGPT/Binoculars "
-                               "(empty: the scorer itself)"),
+    "reference": T("str", str, "reference model of Fast-DetectGPT/Binoculars, for the scorers on its vocabulary "
+                               "(the others, and empty: the scorer itself)"),
     "shipped_models": T("comma list", Names, "models whose shipped calibration (data dir) is shown"),
     "variants": T("comma list of variant specs", VariantSpecs, "variants <model>[@t<T>][k<K>][p<P>]"),
     "source": T("variant spec", OneVariant, "A, the generator of a cross pair: <model>[@t<T>][k<K>][p<P>]"),
