@@ -2,11 +2,11 @@
 # jupyter:
 #   jupytext:
 #     cell_metadata_filter: tags,-all
+#     notebook_metadata_filter: -jupytext.text_representation.jupytext_version
 #     text_representation:
 #       extension: .py
 #       format_name: percent
 #       format_version: '1.3'
-#       jupytext_version: 1.19.7
 #   kernelspec:
 #     display_name: Python 3 (ipykernel)
 #     language: python
@@ -65,7 +65,7 @@ from aep_lib.report.tokenview import save_token_view, token_view
 # %% tags=["parameters"]
 profile = "cpu"  # params profile this execution belongs to (cpu or paper)
 models = "smollm2-135m"  # comma-separated scoring models (embedded short names, hub ids or folders)
-reference = ""  # reference model on the scorers' vocabulary for Fast-DetectGPT/Binoculars ("": the scorer itself)
+reference = ""  # reference model of Fast-DetectGPT/Binoculars, for the scorers on its vocabulary (others, and "": the scorer itself)
 datasets = "xsum_gpt-4,pubmed_falcon-7b"  # comma-separated benchmark names (aep_lib.corpora.BENCHMARKS)
 n_texts = 12  # pairs (human + machine) per dataset, the first n; 0 for all
 max_tokens = 128  # scored tokens per text at most (after the shared prefix)

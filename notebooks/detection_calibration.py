@@ -61,7 +61,7 @@ from aep_lib.report.figures import save_figure
 # %% tags=["parameters"]
 profile = "cpu"  # params profile this execution belongs to (cpu or paper)
 models = "smollm2-135m"  # comma-separated scoring models to calibrate
-reference = ""  # reference model on the scorers' vocabulary ("": the scorer itself)
+reference = ""  # reference model, for the scorers on its vocabulary (others, and "": the scorer itself)
 datasets = "xsum_gpt-4,pubmed_falcon-7b"  # comma-separated benchmark sets whose human texts calibrate
 n_texts = 10  # pairs per set, the first n (their human texts are used); 0 for all
 max_tokens = 64  # scored tokens per text at most; the longest length the calibration covers
