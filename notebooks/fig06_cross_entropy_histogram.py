@@ -2,11 +2,11 @@
 # jupyter:
 #   jupytext:
 #     cell_metadata_filter: tags,-all
+#     notebook_metadata_filter: -jupytext.text_representation.jupytext_version
 #     text_representation:
 #       extension: .py
 #       format_name: percent
 #       format_version: '1.3'
-#       jupytext_version: 1.19.7
 #   kernelspec:
 #     display_name: Python 3 (ipykernel)
 #     language: python
@@ -85,7 +85,7 @@ fig.tight_layout()
 regime = np.where(joint["h_cross"] < P.low_below, "low", np.where(joint["h_cross"] > P.high_above, "high", "mid"))
 counts = {k: int((regime == k).sum()) for k in ("low", "mid", "high")}
 summary = comparison_tables.summarize_comparisons(records).set_index("pair")
-save_figure(fig, "fig06_cross_entropy_histogram",
+save_figure(fig, figures.per_execution("fig06_cross_entropy_histogram"),
             "Histogram of the empirical cross-entropy h^(A,B) over every shared-vocabulary comparison (regimes "
             "marked), and of l^B - h^B over every usable comparison.",
             numbers={"n_usable": int(summary.loc["overall", "n_usable"]),
