@@ -271,22 +271,52 @@ def check_generation_fits(config, bytes_per: int, n_positions: int, prompt_token
         f"{budget_text(limit, device)}; {advice}")
 
 
-def scoring_bytes(config, n_window: int, chunk_size: int, bytes_per: int) -> int:
-    """Bytes a scoring pass holds at once beside the weights: one window's KV cache of ``n_window`` tokens and
-    one chunk's ``[min(chunk_size, n_window), vocab]`` logits."""
+def activation_bytes(config, n_tokens: int, bytes_per: int = 4) -> int:
+    """Bytes of the live activations of one forward pass over ``n_tokens`` tokens: the residual stream, its
+    normed copy and two layer outputs (``4 x hidden``), the queries and the keys and values expanded to
+    every head (``3 x heads x head_dim``), and a gated MLP's gate, up and product (``3 x intermediate``).
+    An upper bound of one layer's temporaries; the cache of a pass without one is not among them."""
+    hidden = int(config.hidden_size)
+    heads = int(config.num_attention_heads)
+    head_dim = getattr(config, "head_dim", None) or hidden // heads
+    intermediate = int(getattr(config, "intermediate_size", None) or 4 * hidden)
+    return int(n_tokens) * bytes_per * (4 * hidden + 3 * heads * head_dim + 3 * intermediate)
+
+
+def scoring_bytes(config, n_window: int, chunk_size: int, bytes_per: int, pass_tokens: int | None = None) -> int:
+    """Bytes a scoring pass holds at once beside the weights: one chunk's ``[min(chunk_size, n_window), vocab]``
+    logits and the activations and attention masks of one forward pass of ``min(pass_tokens, n_window)`` tokens
+    (``activation_bytes``, ``attention_mask_bytes``); a window fed in several passes holds its KV cache of
+    ``n_window`` tokens too, one fed in a single pass (``pass_tokens`` None or at least ``n_window``) none."""
     vocab = int(getattr(config, "vocab_size", 0) or 0)
-    return kv_cache_bytes(config, n_window, 1, bytes_per) + min(int(chunk_size), int(n_window)) * vocab * bytes_per
+    fed = int(n_window) if pass_tokens is None else min(int(pass_tokens), int(n_window))
+    cache = kv_cache_bytes(config, n_window, 1, bytes_per) if fed < n_window else 0
+    return (cache + activation_bytes(config, fed, bytes_per) + attention_mask_bytes(config, fed, n_window)
+            + min(int(chunk_size), int(n_window)) * vocab * bytes_per)
+
+
+def attention_mask_bytes(config, n_queries: int, n_keys: int) -> int:
+    """Bytes of the attention masks a pass of ``n_queries`` tokens over ``n_keys`` materializes: none for a model
+    whose every layer is causal over all positions (sdpa's causal flag), two ``[n_queries, n_keys]`` masks of
+    4 bytes per entry (the full and the sliding one, an upper bound) for one with sliding-window layers (Gemma 3).
+    Measured (SmolLM2 / Gemma 3 270M, 8,000 tokens in one float32 pass): 311 / 822 MiB above the loaded model,
+    estimated 328 / 911."""
+    if "sliding_attention" not in (getattr(config, "layer_types", None) or ()):
+        return 0
+    return 2 * int(n_queries) * int(n_keys) * 4
 
 
 def check_scoring_fits(scorers, n_tokens: int, n_window: int, chunk_size: int, device,
-                       limit_bytes: int | None = None, error=MemoryEstimateError) -> None:
+                       limit_bytes: int | None = None, error=MemoryEstimateError, pass_tokens: int | None = None
+                       ) -> None:
     """Raise ``error`` (a ``MemoryEstimateError``) unless scoring a text of ``n_tokens`` in windows of
     ``n_window`` tokens by every ``(config, bytes_per)`` of ``scorers`` (the scorer and a distinct
     reference run side by side) fits in ``MEMORY_FRACTION`` of ``limit_bytes`` (default
-    ``memory_limit_bytes(device)``), by ``scoring_bytes``. The message names the longest window that fits."""
+    ``memory_limit_bytes(device)``), by ``scoring_bytes`` with ``pass_tokens`` per forward pass (None: the
+    window in one pass). The message names the longest window that fits."""
 
     def need(n: int) -> int:
-        return sum(scoring_bytes(config, n, chunk_size, bytes_per) for config, bytes_per in scorers)
+        return sum(scoring_bytes(config, n, chunk_size, bytes_per, pass_tokens) for config, bytes_per in scorers)
 
     limit = memory_limit_bytes(device) if limit_bytes is None else int(limit_bytes)
     budget = int(limit * MEMORY_FRACTION)
@@ -298,7 +328,7 @@ def check_scoring_fits(scorers, n_tokens: int, n_window: int, chunk_size: int, d
               if fit > 1 else "not even two tokens fit: free memory or use a smaller model")
     raise error(
         f"text of {n_tokens:,} tokens does not fit in memory: one window of {n_window:,} tokens needs "
-        f"{gigabytes(need(n_window))} (its KV cache and one chunk's logits), more than "
+        f"{gigabytes(need(n_window))} (its activations, KV cache and one chunk's logits), more than "
         f"{budget_text(limit, device)}; {advice}")
 
 

@@ -98,7 +98,7 @@ def forward_spans(model, ids: torch.Tensor, first_scored: int, chunk_size: int |
     hidden_path = head_matches(model)  # else the model's own logits, in the same blocks
     rows = logit_rows(int(model.config.vocab_size))
     check_scoring_fits([(model.config, weight_bytes(model))], n, min(n, max_context), held_rows(model, chunk_size),
-                       model_device(model), error=ScoringMemoryError)
+                       model_device(model), error=ScoringMemoryError, pass_tokens=chunk_size)
     device = input_device(model)
     for begin, first_target, end in sliding_windows(n, first_scored, max_context, stride or max_context):
         one_pass = end - 1 - begin <= chunk_size
@@ -209,7 +209,8 @@ def score_ids(
     reference's warps (default ``eos_token_ids``). ``tokenizer``/``reference_tokenizer``: for the check
     that the two share one vocabulary (``check_same_vocabulary``; default the models' own).
 
-    Before the first forward pass, one window's KV cache and one chunk's logits (of both models) must fit in
+    Before the first forward pass, one pass's activations, one window's KV cache where the window takes several
+    passes, and one chunk's logits (of both models) must fit in
     the memory the process can get (``memory.check_scoring_fits``): else ``ScoringMemoryError`` naming the
     longest window that fits.
     """
@@ -232,7 +233,7 @@ def score_ids(
         scorers = [model] + ([reference] if reference is not None and not self_reference else [])
         check_scoring_fits([(m.config, weight_bytes(m)) for m in scorers], len(ids), min(len(ids), max_context),
                            max(held_rows(m, chunk_size) for m in scorers), model_device(model),
-                           error=ScoringMemoryError)
+                           error=ScoringMemoryError, pass_tokens=chunk_size)
     parts = []
     for targets, logits, ctx in forward_spans(model, ids, first_scored, chunk_size, max_context, stride):
         tgt_ids = ids[targets].to(logits.device)

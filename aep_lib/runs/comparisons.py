@@ -231,7 +231,7 @@ def check_comparisons_fit(pairs, max_new_tokens: int, pool: ModelPool) -> None:
         context = int(getattr(config, "max_position_embeddings", 0) or 2048)
         n = int(max_new_tokens) + 1
         try:
-            check_scoring_fits([(config, bytes_per)], n, min(n, context), chunk, device)
+            check_scoring_fits([(config, bytes_per)], n, min(n, context), chunk, device, pass_tokens=chunk)
         except MemoryEstimateError as err:
             raise MemoryEstimateError(f"{pair_label(a, b)}, scoring max_new_tokens={max_new_tokens:,}: {err}") from None
 

@@ -3,7 +3,8 @@
 Nothing here allocates what it is refused: the memory the process can get (``memory.memory_limit_bytes``)
 is replaced by a small number, or the length asked for needs more than this machine has. The tiny
 model of ``tests/_tiny.py`` (2 layers, 1 KV head of 16 dims, float32) holds 256 bytes of KV cache per
-position; its step temporaries add 12 float32 rows of its vocabulary and 16 of its hidden size.
+position; its step temporaries add 12 float32 rows of its vocabulary and 16 of its hidden size. A scoring
+pass over n tokens holds n x 1,664 bytes of activations (``memory.activation_bytes``) and its rows of logits.
 """
 
 from __future__ import annotations
@@ -26,6 +27,8 @@ from aep_lib.runs.grids import ensure_grid
 from aep_lib.store.run_store import RunStore
 
 KV_PER_POSITION = 2 * 2 * 16 * 4  # 2 (keys, values) x 2 layers x 16 dims x 4 bytes
+# 4 x hidden 32 + 3 x (2 heads x 16 dims) + 3 x intermediate 64, float32
+ACTIVATIONS_PER_POSITION = (4 * 32 + 3 * 2 * 16 + 3 * 64) * 4
 POSITIONS_THAT_FIT = 100
 
 
@@ -145,8 +148,9 @@ def test_scoring_a_text_whose_window_does_not_fit_is_refused_and_a_window_that_f
     model, _ = loaded
     ids = list(range(1, 201))
     vocab = model.config.vocab_size
-    # room for a window of 60 tokens: its KV cache and 60 rows of float32 logits
-    monkeypatch.setattr(memory, "memory_limit_bytes", lambda device: limit_for(60 * (KV_PER_POSITION + vocab * 4)))
+    # room for a window of 60 tokens in one pass: its activations and 60 rows of float32 logits (no cache)
+    monkeypatch.setattr(memory, "memory_limit_bytes",
+                        lambda device: limit_for(60 * (ACTIVATIONS_PER_POSITION + vocab * 4)))
     with pytest.raises(ScoringMemoryError) as err:
         score_ids(model, ids, 1)
     message = str(err.value)
@@ -172,9 +176,9 @@ def test_aep_score_prints_the_refusal_in_one_line(tiny, tmp_path, monkeypatch):
 
 def test_comparisons_too_long_for_memory_are_refused_before_any_model_loads(loaded, tiny, monkeypatch, tmp_path):
     config = loaded[0].config
-    # a generation of up to 60 positions fits (KV + step rows); scoring 40 does not (KV + 40 rows of logits)
+    # a generation of up to 60 positions fits (KV + step rows); scoring 31 does not (activations + 31 rows of logits)
     budget = KV_PER_POSITION * 60 + fixed_part(config)
-    assert KV_PER_POSITION * 30 + 30 * config.vocab_size * 4 > budget
+    assert 31 * (ACTIVATIONS_PER_POSITION + config.vocab_size * 4) > budget
     monkeypatch.setattr(memory, "memory_limit_bytes", lambda device: limit_for(budget))
     store = RunStore(tmp_path / "store")
     variant = Variant(tiny, Sampling())
@@ -206,3 +210,19 @@ def test_the_memory_limit_honours_a_cgroup_limit(tmp_path):
     assert memory.cgroup_headroom_bytes(str(tmp_path)) == 2_000_000_000
     (tmp_path / "memory.max").write_text("max\n")
     assert memory.cgroup_headroom_bytes(str(tmp_path)) is None
+
+
+def test_a_scoring_pass_holds_its_activations_and_a_cache_only_when_the_window_takes_several_passes(loaded):
+    config = loaded[0].config
+    assert memory.activation_bytes(config, 10) == 10 * ACTIVATIONS_PER_POSITION == 16_640
+    logits = 8 * config.vocab_size * 4
+    one_pass = memory.scoring_bytes(config, 100, 8, 4)
+    assert one_pass == memory.scoring_bytes(config, 100, 8, 4, pass_tokens=100) == 100 * ACTIVATIONS_PER_POSITION + logits
+    chunked = memory.scoring_bytes(config, 100, 8, 4, pass_tokens=25)
+    assert chunked == 100 * KV_PER_POSITION + 25 * ACTIVATIONS_PER_POSITION + logits
+    # sliding-window layers (Gemma 3): two [queries, keys] masks of 4 bytes; causal-only layers: none
+    from types import SimpleNamespace
+
+    assert memory.attention_mask_bytes(SimpleNamespace(layer_types=["sliding_attention", "full_attention"]), 10, 30) == 2400
+    assert memory.attention_mask_bytes(SimpleNamespace(layer_types=["full_attention"]), 10, 30) == 0
+    assert memory.attention_mask_bytes(config, 10, 30) == 0
