@@ -27,7 +27,6 @@ embedded models' cache; nothing is downloaded and nothing large is committed.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
@@ -36,6 +35,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .. import paths
+from .embedded import file_sha256
 from .embedded_files import ModelLoadError
 
 STANDIN_VERSION = 1  # bump when a change alters what a stand-in holds
@@ -216,16 +216,8 @@ def write_standin(spec: Standin, folder: Path) -> None:
     files = sorted(p.name for p in folder.iterdir() if p.is_file())
     marker = {"standin": spec.name, "version": STANDIN_VERSION, "stands_for": spec.stands_for,
               "tokenizer_from": spec.tokenizer_from, "seed": spec.seed,
-              "files": {f: {"size": (folder / f).stat().st_size, "sha256": sha256_of(folder / f)} for f in files}}
+              "files": {f: {"size": (folder / f).stat().st_size, "sha256": file_sha256(folder / f)} for f in files}}
     (folder / MARKER).write_text(json.dumps(marker, indent=2) + "\n", encoding="utf-8")
-
-
-def sha256_of(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(8 * 2**20):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def standin_problem(folder: Path) -> str | None:

@@ -17,20 +17,6 @@ STATS = ["surprisal_raw", "entropy_raw", "varentropy_raw"]
 EXACT = ["position", "token_id", "ctx_len", "rank_raw", "greedy_id"]
 
 
-@pytest.fixture(scope="module")
-def tiny_folder(tmp_path_factory):
-    from _tiny import build_tiny_model
-
-    return build_tiny_model(tmp_path_factory.mktemp("tiny") / "m")
-
-
-@pytest.fixture(scope="module")
-def tiny(tiny_folder):
-    from aep_lib.engine.models import load_model
-
-    return load_model(str(tiny_folder), device="cpu", dtype="float32")
-
-
 def ragged(tokenizer, lengths=(5, 40, 17, 2, 90, 33)) -> list[list[int]]:
     from _tiny import TEXT
 

@@ -82,13 +82,6 @@ def test_several_query_tokens_and_float32_go_to_sdpa():
                        sdpa_attention_forward(module, q32, k32, v32, None, scaling=0.2)[0])
 
 
-@pytest.fixture(scope="module")
-def tiny_folder(tmp_path_factory):
-    from _tiny import build_tiny_model
-
-    return build_tiny_model(tmp_path_factory.mktemp("tiny") / "m")
-
-
 def test_load_model_applies_the_kernels_to_a_bfloat16_model_on_a_cpu_only(tiny_folder):
     """With the kernels (the default) and without them: the same parameters, the same prompt logits (the
     prompt's attention is sdpa's, the packed linears exact) and decoding steps within bfloat16 rounding;

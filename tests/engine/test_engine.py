@@ -174,20 +174,6 @@ def test_source_masking_scores_only_the_continuation(smol):
 # --- a tiny model: long texts, vocabularies, devices, bfloat16 ----------------------------------------
 
 
-@pytest.fixture(scope="module")
-def tiny_folder(tmp_path_factory):
-    from _tiny import build_tiny_model
-
-    return build_tiny_model(tmp_path_factory.mktemp("tiny") / "m")
-
-
-@pytest.fixture(scope="module")
-def tiny(tiny_folder):
-    from aep_lib.engine.models import load_model
-
-    return load_model(str(tiny_folder), device="cpu", dtype="float32")
-
-
 def long_ids(tokenizer, n: int = 120) -> list[int]:
     from _tiny import TEXT
 

@@ -7,6 +7,7 @@ import json
 import pytest
 
 from aep_lib.engine import standins
+from aep_lib.engine.embedded import file_sha256
 from aep_lib.engine.model_map import MODEL_MAP_VAR
 from aep_lib.engine.models import ModelPool, load_model
 
@@ -26,7 +27,7 @@ def fresh_cache(tmp_path_factory):
 def test_stand_ins_are_the_same_bytes_on_every_machine(fresh_cache):
     for name in ("llama-3.1-8b", "gemma-3-1b"):
         folder = fresh_cache[name]
-        assert standins.sha256_of(folder / "model.safetensors") == standins.STANDIN_WEIGHTS_SHA256[name], name
+        assert file_sha256(folder / "model.safetensors") == standins.STANDIN_WEIGHTS_SHA256[name], name
         marker = json.loads((folder / standins.MARKER).read_text())
         assert marker["standin"] == name and marker["version"] == standins.STANDIN_VERSION
         assert standins.standin_problem(folder) is None
@@ -39,7 +40,7 @@ def test_a_damaged_stand_in_is_written_again(fresh_cache, monkeypatch):
         f.write(b"junk")
     assert "another size" in standins.standin_problem(folder)
     assert standins.standin_folder("llama-3.1-8b") == folder
-    assert standins.sha256_of(folder / "model.safetensors") == standins.STANDIN_WEIGHTS_SHA256["llama-3.1-8b"]
+    assert file_sha256(folder / "model.safetensors") == standins.STANDIN_WEIGHTS_SHA256["llama-3.1-8b"]
 
 
 def test_llama_stand_ins_have_llama_3_1s_configuration_and_share_a_tokenizer():
