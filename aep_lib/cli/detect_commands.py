@@ -358,11 +358,15 @@ def calibrate(
                        f"[{percent(r.fpr_low)}, {percent(r.fpr_high)}] of {r.n_heldout}")
 
 
+ATTRIBUTION_CANDIDATES = "smollm2-135m,gemma-3-270m,qwen2.5-coder-0.5b,qwen2.5-coder-1.5b"
+
+
 @app.command()
 def attribute(
     inputs: list[str] = typer.Argument(..., help="text files, '-' (stdin), or literal texts in quotes"),
-    candidates: str = typer.Option("smollm2-135m,gemma-3-270m", help="comma-separated candidate models with "
-                                   "their decoding warps: <model>[@t<T>][k<K>][p<P>]"),
+    candidates: str = typer.Option(ATTRIBUTION_CANDIDATES, help="comma-separated candidate models with "
+                                   "their decoding warps: <model>[@t<T>][k<K>][p<P>]; default the four embedded "
+                                   "models"),
     prompt_chars: int = typer.Option(0, help="the first N characters of each text are context, not scored"),
     batch_size: Optional[int] = typer.Option(None, help=BATCH_HELP),
 ) -> None:

@@ -428,3 +428,10 @@ def test_aep_detect_cli(tmp_path):
     assert "most likely smollm2-135m (confidence" in ranked.output  # human text is far likelier at t=1 than t=0.5
     bad = runner.invoke(app, ["attribute", "some text", "--candidates", "smollm2-135m@x1"])
     assert bad.exit_code == 2 and "expected <model>" in bad.output
+
+
+def test_attribute_ranks_the_four_embedded_models_by_default():
+    from aep_lib.cli.detect_commands import ATTRIBUTION_CANDIDATES
+    from aep_lib.engine.embedded import EMBEDDED_MODELS
+
+    assert ATTRIBUTION_CANDIDATES.split(",") == list(EMBEDDED_MODELS) and len(EMBEDDED_MODELS) == 4
