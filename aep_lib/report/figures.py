@@ -245,6 +245,8 @@ def format_report(records: pd.DataFrame) -> str:
         h = stats(r, "h_cross", " bits/token")
         if h:
             parts.append(f"h^(A,B) {h} (n={r['h_cross_n']})")
+            parts.append(f"mean z^(A,B) {signed(r['z_cross_mean'], 2)}, |z^(A,B)| <= 2 for "
+                         f"{r['n_z_cross_within_2']} of {r['z_cross_n']}")
         else:
             parts.append("h^(A,B) n/a (" + ("no usable record" if r["n_joint"] else "different tokenizers") + ")")
         d = stats(r, "D", " bits/token")

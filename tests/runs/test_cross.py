@@ -196,6 +196,9 @@ def test_aggregation_reports_a_corrupt_record_and_aggregates_the_rest(tmp_path, 
     text = figures.format_report(records)
     assert "overall: 5 usable comparison files, 3 skipped or failed" in text
     assert "1 failed: corrupt tokens file" in text
+    within = int((rest["z_cross"].abs() <= 2).sum())
+    assert f"|z^(A,B)| <= 2 for {within} of {len(rest)}" in text.split("overall:")[1]
+    assert summary.loc["overall", "n_z_cross_within_2"] == within
     # the CLI prints the same report for a profile's store
     monkeypatch.setenv("AEP_OUTPUT_DIR", str(tmp_path))
     result = CliRunner().invoke(app, ["compare", "--profile", "cpu"])
