@@ -86,7 +86,8 @@ for model in P.models:
     cal, rows = calibration.benchmark_calibration(scores, tables, spans, P.n_texts, P.max_tokens, P.min_k,
                                                   P.heldout_frac, P.seed, resolved_dtype(P.device, P.dtype))
     command = (f"papermill notebooks/detection_calibration.ipynb out.ipynb -p models {','.join(P.models)} -p datasets "
-               f"{','.join(P.datasets)} -p n_texts {P.n_texts} -p max_tokens {P.max_tokens} -p write_dir {P.write_dir}")
+               f"{','.join(P.datasets)} -p n_texts {P.n_texts} -p max_tokens {P.max_tokens} -p write_dir {P.write_dir}"
+               + (f" -p reference {P.reference}" if P.reference else ""))
     path = calibration.write_shipped(cal, folder, command) if P.write_dir else calibration.save_calibration(
         cal, folder / f"{detect.safe_name(model)}.json")
     built[model] = calibration.load_calibration(path)

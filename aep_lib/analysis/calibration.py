@@ -175,20 +175,38 @@ def build_calibration(rows: pd.DataFrame, model: dict, reference: dict, settings
 
 def write_shipped(calibration: dict, folder: str | Path, command: str) -> Path:
     """Save ``calibration`` as ``<folder>/<model>.json`` and list every calibration of the folder, with its
-    sha256, corpus and the ``command`` that built it, in ``<folder>/MANIFEST.md`` (read by
-    ``corpora.verified_data_file``)."""
+    sha256, corpus and the command that built it, in ``<folder>/MANIFEST.md`` (read by
+    ``corpora.verified_data_file``): ``command`` for this one, the MANIFEST's earlier ``built by`` for the others."""
     folder = Path(folder)
-    save_calibration(calibration, folder / f"{safe_name(calibration['model']['name'])}.json")
+    target = folder / f"{safe_name(calibration['model']['name'])}.json"
+    manifest = folder / "MANIFEST.md"
+    built_by = manifest_commands(manifest.read_text(encoding="utf-8")) if manifest.is_file() else {}
+    save_calibration(calibration, target)
+    built_by[target.name] = command
     lines = ["# calibration/ MANIFEST", "", "Calibrations of `aep detect` for the embedded models "
-             "(aep_lib.analysis.calibration; see README.md),", f"built by: `{command}`", "",
-             "| file | model | corpus | sha256 |", "|---|---|---|---|"]
+             "(aep_lib.analysis.calibration; see README.md), each with the command that built it.", "",
+             "| file | model | corpus | sha256 | built by |", "|---|---|---|---|---|"]
     for path in sorted(folder.glob("*.json")):
         c = json.loads(path.read_text(encoding="utf-8"))
         corpus = f"{c['corpus']['name']}: {c['corpus']['n_texts']} human texts, sha256 {c['corpus']['sha256'][:12]}"
         sha = hashlib.sha256(path.read_bytes()).hexdigest()
-        lines.append(f"| {path.name} | {c['model']['name']} | {corpus} | `{sha}` |")
-    (folder / "MANIFEST.md").write_text("\n".join(lines) + "\n", encoding="utf-8")
-    return folder / f"{safe_name(calibration['model']['name'])}.json"
+        how = built_by.get(path.name, built_by.get("", "not recorded"))
+        lines.append(f"| {path.name} | {c['model']['name']} | {corpus} | `{sha}` | `{how}` |")
+    manifest.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return target
+
+
+def manifest_commands(text: str) -> dict[str, str]:
+    """File name -> the command that built it, from a calibration MANIFEST's ``built by`` column; under the
+    key ``""`` the command of an older MANIFEST's single ``built by:`` line (then every file's)."""
+    out = {}
+    for line in text.splitlines():
+        if line.startswith("built by: `"):
+            out[""] = line[len("built by: `"):].rstrip().rstrip("`")
+        cells = [c.strip().strip("`") for c in line.strip().strip("|").split("|")]
+        if line.startswith("|") and len(cells) >= 5 and cells[0].endswith(".json"):
+            out[cells[0]] = cells[4]
+    return out
 
 
 def shipped_calibration(model: str) -> Path:

@@ -187,3 +187,19 @@ def test_the_data_folder_is_the_one_checked(monkeypatch):
     monkeypatch.setattr(cal_, "verified_data_file", lambda name: seen.append(name) or real(name))
     load_calibration(cal_.shipped_calibration("smollm2-135m"))
     assert seen == ["calibration/smollm2-135m.json"]
+
+
+def test_the_shipped_manifest_keeps_the_command_that_built_each_file(tmp_path):
+    old = small_calibration()
+    (tmp_path / "MANIFEST.md").write_text("# calibration/ MANIFEST\n\nbuilt by: `papermill old`\n")
+    cal_.save_calibration(old, tmp_path / "m.json")
+    other = copy.deepcopy(old)
+    other["model"] = other["reference"] = IDENT | {"name": "n"}
+    cal_.write_shipped(other, tmp_path, "papermill new -p models n")
+    manifest = (tmp_path / "MANIFEST.md").read_text()
+    assert cal_.manifest_commands(manifest) == {"m.json": "papermill old", "n.json": "papermill new -p models n"}
+    assert set(corpora.parse_manifest(manifest)) == {"m.json", "n.json"}
+    cal_.write_shipped(old, tmp_path, "papermill again")  # rebuilding one file leaves the other's command
+    assert cal_.manifest_commands((tmp_path / "MANIFEST.md").read_text()) == {
+        "m.json": "papermill again", "n.json": "papermill new -p models n"}
+    assert load_calibration(tmp_path / "n.json")["model"]["name"] == "n"
