@@ -21,7 +21,10 @@
 # `c_t = -sum_v q_A(v) log2 p_B(v)` and the cross-varentropy `W_t`. For text sampled from `q_A`, B's running
 # log-perplexity `l^B_n` tracks the empirical cross-entropy `h^(A,B)_n`: `z^(A,B)_n` stays within about ±2
 # (a martingale CLT; Radvand et al., arXiv 2501.02406, prove the convergence), while B's own view, `z^B_n`
-# against its own entropy `h^B_n`, drifts upwards like `sqrt(n)`: A's text is under-typical for B.
+# against its own entropy `h^B_n`, drifts like `sqrt(n)` at a rate set by the per-token gap `h^(A,B) - h^B`.
+# For untruncated sampling from a different model that gap is expected to be positive (A's text is
+# under-typical for B); a truncated sampler (top-p) keeps A's likeliest tokens, which B likes too, and can
+# make the gap small or negative (typical, even over-typical for B). The cross view needs no such sign.
 #
 # Here A and B are the Qwen2.5-Coder 0.5B and 1.5B (instruct) models, in both directions, each text sampled
 # at temperature 1 (`q_A = p_A`) and with top-p truncation (`q_A != p_A`); B scores with its raw `p_B`.
@@ -94,15 +97,29 @@ end = at[at["n"] == max(P.lengths)]
 first = at[at["n"] == min(P.lengths)]
 claim("share of texts with |z^(A,B)| <= 2 at the end (both directions, both samplers)",
       (end["z_cross"].abs() <= 2).mean(), at_least=0.9)
-# The drift of z^B grows like sqrt(n): below DRIFT_FROM tokens it is not yet apart from the noise, and the two
-# drift claims are printed as observations (no bound), as with this notebook's short defaults.
+# The drift of z^B grows like sqrt(n): below DRIFT_FROM tokens it is not yet apart from the noise, and the
+# drift claims are printed as observations (no bound), as with this notebook's short defaults. Its sign is
+# claimed for temperature 1 only (module text); its size per direction and sampler is recorded, not bound.
 DRIFT_FROM = 128
 drift = max(P.lengths) >= DRIFT_FROM
 for direction, g in end.groupby("direction"):
     claim(f"{direction}: share with |z^(A,B)| <= 2 at the end", (g["z_cross"].abs() <= 2).mean(), at_least=0.75)
-    claim(f"{direction}: median z^B at the end (under-typical for B)", g["z"].median(), at_least=2.0 if drift else None)
-claim("median z^B grows with n (end minus first length)", end["z"].median() - first["z"].median(),
-      at_least=0.0 if drift else None)
+    t1 = g[g["sampler"] == "T 1"]
+    claim(f"{direction}: median z^B at the end, temperature 1 (under-typical for B)", t1["z"].median(),
+          at_least=0.0 if drift else None)
+    for sampler, s in g.groupby("sampler"):
+        claim(f"{direction}: median z^B at the end, {sampler}", s["z"].median())
+t1_end, t1_first = end[end["sampler"] == "T 1"], first[first["sampler"] == "T 1"]
+claim("median z^B at temperature 1 grows with n (end minus first length)",
+      t1_end["z"].median() - t1_first["z"].median(), at_least=0.0 if drift else None)
+claim("median |z^B| minus median |z^(A,B)| at the end (B's own view further from typical)",
+      end["z"].abs().median() - end["z_cross"].abs().median(), at_least=0.0 if drift else None)
+verdict = {True: "under-typical for B (z^B >= 2)", False: "over-typical for B (z^B <= -2)"}
+for (direction, sampler), s in end.groupby(["direction", "sampler"]):
+    z = s["z"].median()
+    print(f"  {direction}, {sampler}: median z^B {z:+.2f} at n = {max(P.lengths)}: "
+          f"{verdict[z >= 2] if abs(z) >= 2 else 'within +-2 of typical for B'}; "
+          f"h^(A,B) - h^B {(s['h_cross'] - s['h']).mean():+.3f} bits/token")
 for pair, g in end.groupby("direction"):
     claim(f"h^(A,B) at the end, {pair} (bits/token, mean over texts)", g["h_cross"].mean())
 
