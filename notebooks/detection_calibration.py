@@ -69,7 +69,7 @@ min_k = 0.2  # Min-K% and Min-K%++ share of least likely tokens
 heldout_frac = 0.5  # share of each set's human texts held out to measure the false-positive rate
 fpr = 0.05  # target false-positive rate shown in the tables and the figure
 seed = 0  # seed of the held-out split and of the lengths drawn within each bin
-shipped_models = "smollm2-135m,gemma-3-270m"  # models whose shipped calibration (data dir) is shown
+shipped_models = "smollm2-135m,gemma-3-270m,qwen2.5-coder-1.5b"  # models whose shipped calibration (data dir) is shown
 write_dir = ""  # folder for the calibration files, relative to the project root ("": the outputs folder)
 device = "auto"  # auto (CUDA if present), cpu or cuda
 dtype = "auto"  # auto (float32 on CPU, bfloat16 on CUDA), float32, bfloat16 or float16
@@ -128,7 +128,8 @@ shipped = {m: calibration.load_calibration(calibration.shipped_calibration(m)) f
 for model, cal in shipped.items():
     rows, edges = calibration.rows_frame(cal), cal["settings"]["length_edges"]
     s = cal["settings"]
-    print(f"\n{model}: {cal['corpus']['name']}; {cal['corpus']['n_texts']} texts; max_tokens {s['max_tokens']}, "
+    ref = "" if cal["reference"] == cal["model"] else f", reference {cal['reference']['name']}"
+    print(f"\n{model}{ref}: {cal['corpus']['name']}; {cal['corpus']['n_texts']} texts; max_tokens {s['max_tokens']}, "
           f"Min-K% {s['min_k']}, {s['dtype']}\n  split: {cal['corpus']['split']}")
     for f in (0.01, 0.05):
         t = calibration.bin_thresholds(rows, edges, calibration.DEFAULT_DETECTOR, f)

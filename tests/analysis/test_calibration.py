@@ -269,6 +269,30 @@ def test_shipped_calibration_heldout_fpr_is_within_its_interval(model):
     assert total > 100 and outside / total <= 0.15 and above / total <= 0.1, (above, outside, total)
 
 
+QWEN_PAIR = ("qwen2.5-coder-1.5b", "qwen2.5-coder-0.5b")  # scorer (performer), reference (observer)
+
+
+@pytest.mark.slow
+def test_shipped_qwen_calibration_names_its_reference_and_is_split_like_the_others():
+    """The Qwen scorer's calibration was made with the 0.5B as reference (one vocabulary, two models), on the
+    first pairs of the seven sets, half of each set held out; at 5% the default detector's held-out FPR is
+    never significantly above the target in a bin (its bins hold about 100 texts, so only that is bound)."""
+    from aep_lib.engine.embedded import embedded_tokenizer
+
+    cal = cal_.load_calibration(cal_.shipped_calibration(QWEN_PAIR[0]))
+    scorer, reference = (cal_.model_identity(n, embedded_tokenizer(n)) for n in QWEN_PAIR)
+    assert cal["model"] == scorer and cal["reference"] == reference and scorer != reference
+    assert scorer["vocab_sha256"] == reference["vocab_sha256"]
+    texts = pd.concat([corpora.load_benchmark(d, n) for d, n in cal["corpus"]["datasets"].items()], ignore_index=True)
+    texts = texts[texts["label"] == "human"]
+    assert len(cal["corpus"]["datasets"]) == 7 and len(texts) == cal["corpus"]["n_texts"]
+    assert cal_.corpus_identity(texts, cal["corpus"]["name"], cal["corpus"]["split"]) == cal["corpus"]
+    rows, edges = cal_.rows_frame(cal), cal["settings"]["length_edges"]
+    assert (rows.groupby(["dataset", "pair"])["split"].nunique() == 1).all()
+    t = cal_.bin_thresholds(rows, edges, cal_.DEFAULT_DETECTOR, 0.05)
+    assert len(t) == len(edges) - 1 and (t["fpr_low"] <= 0.05).all(), t
+
+
 def test_shipped_scores_are_what_scoring_gives():
     """Three held-out rows of the SmolLM2 calibration, re-scored from their texts at their lengths."""
     cal = cal_.load_calibration(cal_.shipped_calibration("smollm2-135m"))
