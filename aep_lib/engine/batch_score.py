@@ -27,7 +27,8 @@ from ..core.sampling import eos_ids
 from .memory import (MEMORY_FRACTION, check_scoring_fits, free_memory_bytes, model_device, release_free_memory,
                      weight_bytes)
 from .models import input_device, out_of_memory
-from .score import ScoredText, ScoringMemoryError, Warps, context_window, score_ids, scored_frame, scored_text
+from .score import (ScoredText, ScoringMemoryError, Warps, context_window, default_row_block, score_ids, scored_frame,
+                    scored_text)
 from .score_rows import head_logits, head_matches, logit_rows, stats_row_block, stats_rows
 from .spans import ScoringError, tokenize_with_prompt
 
@@ -188,8 +189,7 @@ def score_many(
             together.append(i)
         else:  # windowed, empty, or a model scored through its own logits: alone
             out[i] = score_ids(model, ids.tolist(), first, **alone_kw)
-    row_block = row_block or stats_row_block(int(model.config.vocab_size)) * (
-        16 if input_device(model).type == "cuda" else 1)
+    row_block = row_block or default_row_block(model)
     lengths = [len(items[i][0]) for i in together]
     if lengths:  # the memory guard of score_ids, for the longest text of the batches
         scorers = [model] + ([reference] if distinct_ref else [])

@@ -120,6 +120,11 @@ def forward_spans(model, ids: torch.Tensor, first_scored: int, chunk_size: int |
         del ckw  # the window's cache, freed before the next window's
 
 
+def default_row_block(model) -> int:
+    """Rows per block of the statistics: ``stats_row_block``'s, 16 times that on a GPU (big launches)."""
+    return stats_row_block(int(model.config.vocab_size)) * (16 if input_device(model).type == "cuda" else 1)
+
+
 def held_rows(model, chunk_size: int) -> int:
     """Rows of ``[rows, vocab]`` logits a pass of ``chunk_size`` tokens holds at once (``memory.scoring_bytes``)."""
     return min(chunk_size, logit_rows(int(model.config.vocab_size))) if head_matches(model) else chunk_size
@@ -218,7 +223,7 @@ def score_ids(
     on_gpu = input_device(model).type == "cuda"
     # a GPU wants big launches (chunk 256 gave 7% of the bf16 roofline on an H100, 2,048 several times more)
     chunk_size = chunk_size or pass_tokens(model)
-    row_block = row_block or stats_row_block(int(model.config.vocab_size)) * (16 if on_gpu else 1)
+    row_block = row_block or default_row_block(model)
     if not 0 <= first_scored <= len(ids):
         raise ScoringError(f"first_scored={first_scored} outside the text of {len(ids)} tokens")
     warps = Warps.of(model, sampling, eos_token_ids, reference, reference_sampling, cross_with,
