@@ -32,8 +32,10 @@ from ..core.columns import RAW, typicality_columns
 from ..core.stats import full_windows, running, summarize
 from ..corpora import ExternalText, benchmark_texts
 from ..engine.models import ModelPool, load_tokenizer
+from ..engine.batch_score import score_text_many
 from ..engine.score import context_window, score_text
-from ..runs.generations import ENGINE_VERSION, checked_statistics, write_missing_runs
+from ..runs.generations import ENGINE_VERSION, checked_statistics
+from ..runs.missing_runs import guarded, write_missing_runs
 from ..store.run_store import RunStore, canonical_run_id
 from .detect import detector_scores
 
@@ -168,19 +170,17 @@ def in_context_spec(item: ExternalText, scorer: str, condition: str, passage_tok
             "dtype": dtype, "params_json": json.dumps(params, sort_keys=True)}
 
 
-def score_in_context(model, tokenizer, text: str, filler_text: str, condition: str, passage_tokens: int,
-                     filler_tokens: int, separator: str = "\n\n") -> tuple[dict, pd.DataFrame]:
-    """Score the first ``passage_tokens`` tokens of ``text`` under the raw ``p`` after the context of
-    ``condition`` (``in_context_prompt``; the filler is the first ``filler_tokens`` tokens of ``filler_text``).
-
-    Returns ``(fields, tokens)``: ``tokens`` one row per scored token of the second copy (``score_text``
-    columns); ``fields`` its final ``l, h, D, sigma, z`` (bits), ``rank1_share`` (share of tokens that were
-    the model's greedy choice), ``context_tokens`` (tokens before the scored copy) and the model's
-    ``context_window``. A context longer than the window raises ``ScoringError``: the first copy must be seen.
-    """
+def in_context_text(tokenizer, text: str, filler_text: str, condition: str, passage_tokens: int,
+                    filler_tokens: int, separator: str = "\n\n") -> tuple[str, str]:
+    """``(passage, prompt)``: the first ``passage_tokens`` tokens of ``text`` and the context of ``condition``
+    before its scored copy (``in_context_prompt``; the filler the first ``filler_tokens`` tokens of ``filler_text``)."""
     passage = token_prefix(tokenizer, text, passage_tokens)
     filler = token_prefix(tokenizer, filler_text, filler_tokens) if filler_tokens else ""
-    scored = score_text(model, tokenizer, passage, prompt=in_context_prompt(passage, filler, condition, separator))
+    return passage, in_context_prompt(passage, filler, condition, separator)
+
+
+def in_context_result(model, scored) -> tuple[dict, pd.DataFrame]:
+    """``score_in_context``'s ``(fields, tokens)`` from the ``ScoredText`` of the passage's second copy."""
     tokens = checked_statistics(scored.tokens, sampled_from_q=False)
     s = summarize(*(tokens[c].to_numpy() for c in typicality_columns(RAW)))
     fields = {k: s[k] for k in ("l", "h", "D", "sigma", "z")} | {
@@ -190,12 +190,28 @@ def score_in_context(model, tokenizer, text: str, filler_text: str, condition: s
     return fields, tokens
 
 
+def score_in_context(model, tokenizer, text: str, filler_text: str, condition: str, passage_tokens: int,
+                     filler_tokens: int, separator: str = "\n\n") -> tuple[dict, pd.DataFrame]:
+    """Score the first ``passage_tokens`` tokens of ``text`` under the raw ``p`` after the context of
+    ``condition`` (``in_context_text``).
+
+    Returns ``(fields, tokens)``: ``tokens`` one row per scored token of the second copy (``score_text``
+    columns); ``fields`` its final ``l, h, D, sigma, z`` (bits), ``rank1_share`` (share of tokens that were
+    the model's greedy choice), ``context_tokens`` (tokens before the scored copy) and the model's
+    ``context_window``. A context longer than the window raises ``ScoringError``: the first copy must be seen.
+    """
+    passage, prompt = in_context_text(tokenizer, text, filler_text, condition, passage_tokens, filler_tokens,
+                                      separator)
+    return in_context_result(model, score_text(model, tokenizer, passage, prompt=prompt))
+
+
 def ensure_in_context_scores(store: RunStore, scorer: str, items: list[ExternalText], filler_text: str,
                              passage_tokens: int, filler_tokens, separator: str = "\n\n",
                              pool: ModelPool | None = None, device: str = "auto", dtype: str = "auto") -> pd.DataFrame:
-    """Every (text, filler length, condition) scored under ``scorer`` (``score_in_context``), cached in the
-    store as kind ``score`` runs with ``source_kind`` ``in_context``; their run rows. A scoring that raises
-    is stored as failed with the reason (a rerun retries it), and the others go on."""
+    """Every (text, filler length, condition) scored under ``scorer`` (``score_in_context``; the passages of a
+    group scored together), cached in the store as kind ``score`` runs with ``source_kind`` ``in_context``;
+    their run rows. A scoring that raises is stored as failed with the reason (a rerun retries it), and the
+    others go on."""
     pool = pool or ModelPool(device, dtype)
     dtype_name, filler_sha = pool.dtype_name(scorer), _sha(filler_text)
 
@@ -204,10 +220,16 @@ def ensure_in_context_scores(store: RunStore, scorer: str, items: list[ExternalT
         model, tokenizer = pool.model(scorer)
         return score_in_context(model, tokenizer, item.text, filler_text, cond, passage_tokens, f, separator)
 
+    def scored_many(works):
+        model, tokenizer = pool.model(scorer)
+        texts = [in_context_text(tokenizer, item.text, filler_text, cond, passage_tokens, f, separator)
+                 for item, cond, f in works]
+        return [guarded(in_context_result, model, s) for s in score_text_many(model, tokenizer, texts)]
+
     specs = [(in_context_spec(item, scorer, cond, passage_tokens, int(f), filler_sha, separator, dtype_name),
               (item, cond, int(f)))
              for item in items for f in filler_tokens for cond in CONDITIONS]
-    return write_missing_runs(store, specs, scored)
+    return write_missing_runs(store, specs, scored, scored_many)
 
 
 IN_CONTEXT_META = ["run_id", "model", "text_id", "condition", "filler_tokens", "context_tokens", "n_tokens"]

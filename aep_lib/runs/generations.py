@@ -266,28 +266,6 @@ def failure(err: BaseException) -> dict:
     return {"status": "failed", "error": f"{type(err).__name__}: {err}\n{where}"}
 
 
-def write_missing_runs(store: RunStore, specs, compute) -> pd.DataFrame:
-    """Store the runs of ``specs`` (``[(spec, item)]``, ``spec`` a run row with its ``run_id``) that have
-    no ok run yet: ``compute(item)`` gives ``(fields, tokens)``, stored with the spec, the provenance,
-    status ok and ``elapsed_s``; an exception is stored as a failed run with its reason (a rerun retries
-    it) and the others go on, except a ``MemoryEstimateError`` (work refused before it started), raised. Returns the run rows of every spec."""
-    done = stored_ok(store, [spec["run_id"] for spec, _ in specs])
-    for spec, item in specs:
-        if spec["run_id"] in done:
-            continue
-        t0 = time.perf_counter()
-        record = spec | run_provenance()
-        try:
-            fields, tokens = compute(item)
-            store.write_run(record | {"status": "ok", "error": None} | fields
-                            | {"elapsed_s": time.perf_counter() - t0}, tokens)
-        except MemoryEstimateError:  # refused before it started: nothing to store, nothing else would fit
-            raise
-        except Exception as err:  # a failed record, never fatal
-            store.write_run(record | failure(err), None)
-    return store.runs(run_id=[spec["run_id"] for spec, _ in specs])
-
-
 class ImpossibleStatisticsError(ValueError):
     """A run's token statistics are impossible for a healthy model (``impossible_statistics``)."""
 
