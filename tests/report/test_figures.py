@@ -11,7 +11,6 @@ their shared computations, their code path; and the tables the other notebooks c
 
 from __future__ import annotations
 
-import json
 import math
 
 import matplotlib
@@ -31,7 +30,6 @@ from aep_lib.params import (  # noqa: E402
     SHARED_GRIDS,
     ParamsError,
     load_params_file,
-    read_params_file,
     validate,
 )
 from aep_lib.paths import params_dir  # noqa: E402
@@ -365,43 +363,3 @@ def test_plot_helpers_draw():
     plots.close(heat)
     edges = plots.z_bins((-4.2, 3.1), 0.5)
     assert edges[0] == -4.5 and edges[-1] == 3.5 and 0.0 in edges and 2.0 in edges
-
-
-# --- the notebooks' code path with a stand-in model ---------------------------------------------------
-
-
-@pytest.mark.slow
-@pytest.mark.timeout(900)
-def test_notebooks_run_under_paper_params_with_a_stand_in_model(tmp_path, monkeypatch):
-    """The paper params, with a tiny random Llama in place of the hub models and small sizes."""
-    from _tiny import build_tiny_model
-
-    tiny = str(build_tiny_model(tmp_path / "tiny"))
-    only = ["fig01_self_convergence", "fig09_diagnostics", "fig12_prompt_scatter"]
-    root = tmp_path / "params"
-    (root / "paper").mkdir(parents=True)
-    for name in only:
-        data = read_params_file(params_dir() / "paper" / f"{name}.yaml")  # shared grid merged: one file each
-        assert data["models"].split(",") == PAPER_MODELS
-        data |= {"models": tiny, "n_seeds": 2, "n_seeds_truncated": 1, "max_new_tokens": 24, "device": "cpu"}
-        if "model" in data:
-            data["model"] = tiny
-        if "_runs" in data:
-            data["_runs"] = data["_runs"][:1]
-        (root / "paper" / f"{name}.yaml").write_text(yaml.safe_dump(data))
-    out = tmp_path / "out"
-    monkeypatch.setenv("AEP_OUTPUT_DIR", str(out))
-    results = pipeline.run_figures("paper", only=only, output_root=out, params_root=root)
-    # A random stand-in model need not make the claims true: an execution may fail on a claim (the
-    # pipeline's rule), never on an error of the code path.
-    for r in results:
-        assert r["status"] == "ok" or all(e.startswith("claim ") for e in r["error"].split("; ")), r["error"]
-        assert r["figures"] and all(fig["claims"] for fig in r["figures"]), r["name"]
-    figs = out / "paper" / "figures"
-    for name in ["fig01_self_convergence", "fig09_diagnostics", "fig12_prompt_scatter_p01"]:
-        assert (figs / f"{name}.png").stat().st_size > 0
-        (record,) = json.loads((figs / f"{name}.json").read_text())
-        assert record["run_ids"] and record["profile"] == "paper" and record["params_file"]
-    n_prompts = len(yaml.safe_load((root / "paper" / "fig01_self_convergence.yaml").read_text())["prompts"].split(","))
-    assert len(json.loads((figs / "fig09_diagnostics.json").read_text())[0]["run_ids"]) == n_prompts * 3
-    assert "fig12_prompt_scatter__prompt=p01" in (out / "paper" / "index.md").read_text()
