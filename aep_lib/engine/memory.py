@@ -283,8 +283,8 @@ def activation_bytes(config, n_tokens: int, bytes_per: int = 4) -> int:
     return int(n_tokens) * bytes_per * (4 * hidden + 3 * heads * head_dim + 3 * intermediate)
 
 
-def scoring_bytes(config, n_window: int, chunk_size: int, bytes_per: int, pass_tokens: int | None = None) -> int:
-    """Bytes a scoring pass holds at once beside the weights: one chunk's ``[min(chunk_size, n_window), vocab]``
+def scoring_bytes(config, n_window: int, logit_rows: int, bytes_per: int, pass_tokens: int | None = None) -> int:
+    """Bytes a scoring pass holds at once beside the weights: one block's ``[min(logit_rows, n_window), vocab]``
     logits and the activations and attention masks of one forward pass of ``min(pass_tokens, n_window)`` tokens
     (``activation_bytes``, ``attention_mask_bytes``); a window fed in several passes holds its KV cache of
     ``n_window`` tokens too, one fed in a single pass (``pass_tokens`` None or at least ``n_window``) none."""
@@ -292,7 +292,7 @@ def scoring_bytes(config, n_window: int, chunk_size: int, bytes_per: int, pass_t
     fed = int(n_window) if pass_tokens is None else min(int(pass_tokens), int(n_window))
     cache = kv_cache_bytes(config, n_window, 1, bytes_per) if fed < n_window else 0
     return (cache + activation_bytes(config, fed, bytes_per) + attention_mask_bytes(config, fed, n_window)
-            + min(int(chunk_size), int(n_window)) * vocab * bytes_per)
+            + min(int(logit_rows), int(n_window)) * vocab * bytes_per)
 
 
 def attention_mask_bytes(config, n_queries: int, n_keys: int) -> int:
@@ -306,7 +306,7 @@ def attention_mask_bytes(config, n_queries: int, n_keys: int) -> int:
     return 2 * int(n_queries) * int(n_keys) * 4
 
 
-def check_scoring_fits(scorers, n_tokens: int, n_window: int, chunk_size: int, device,
+def check_scoring_fits(scorers, n_tokens: int, n_window: int, logit_rows: int, device,
                        limit_bytes: int | None = None, error=MemoryEstimateError, pass_tokens: int | None = None
                        ) -> None:
     """Raise ``error`` (a ``MemoryEstimateError``) unless scoring a text of ``n_tokens`` in windows of
@@ -316,7 +316,7 @@ def check_scoring_fits(scorers, n_tokens: int, n_window: int, chunk_size: int, d
     window in one pass). The message names the longest window that fits."""
 
     def need(n: int) -> int:
-        return sum(scoring_bytes(config, n, chunk_size, bytes_per, pass_tokens) for config, bytes_per in scorers)
+        return sum(scoring_bytes(config, n, logit_rows, bytes_per, pass_tokens) for config, bytes_per in scorers)
 
     limit = memory_limit_bytes(device) if limit_bytes is None else int(limit_bytes)
     budget = int(limit * MEMORY_FRACTION)
@@ -328,7 +328,7 @@ def check_scoring_fits(scorers, n_tokens: int, n_window: int, chunk_size: int, d
               if fit > 1 else "not even two tokens fit: free memory or use a smaller model")
     raise error(
         f"text of {n_tokens:,} tokens does not fit in memory: one window of {n_window:,} tokens needs "
-        f"{gigabytes(need(n_window))} (its activations, KV cache and one chunk's logits), more than "
+        f"{gigabytes(need(n_window))} (its activations, KV cache and one block of logits), more than "
         f"{budget_text(limit, device)}; {advice}")
 
 

@@ -215,7 +215,7 @@ def score_ids(
     that the two share one vocabulary (``check_same_vocabulary``; default the models' own).
 
     Before the first forward pass, one pass's activations, one window's KV cache where the window takes several
-    passes, and one chunk's logits (of both models) must fit in
+    passes, and one block of logits (of both models) must fit in
     the memory the process can get (``memory.check_scoring_fits``): else ``ScoringMemoryError`` naming the
     longest window that fits.
     """
