@@ -189,7 +189,7 @@ def test_static_engine_equals_eager(embedded, batch, monkeypatch):
         monkeypatch.setattr(model.generation_config, "eos_token_id", [tok.eos_token_id, tok.convert_tokens_to_ids("\n")])
     prompts = [CHAT[name], *OTHERS][:batch]
     sampling = Sampling(temperature=0.7, top_p=0.9, on_eos="stop")
-    seeds = [10, 11, 12, 13][:batch]  # the first reply ends at its end-of-text token (sampler version 2)
+    seeds = [3, 4, 5, 6][:batch]
     eager = generate(model, tok, prompts, seeds, sampling, 24, progress=False, engine="eager")
     static = generate(model, tok, prompts, seeds, sampling, 24, progress=False, engine="static")
     assert_same_run(eager, static)
