@@ -36,7 +36,6 @@ from ..store.provenance import run_provenance, utc_now
 from ..store.run_store import RunStore, canonical_run_id
 
 ENGINE_VERSION = 1  # bump when a change alters what a stored run contains
-SAMPLER_VERSION = 2  # in a generation's identity: bump when the same seed draws other tokens (2: float64 uniforms)
 # --- generation runs --------------------------------------------------------------------------------
 
 
@@ -49,8 +48,8 @@ def generation_spec(model: str, prompt_id: str, seed: int, sampling: Sampling, m
     Where the model is placed (a device map) is not part of the identity: split or whole, it is the same run.
     """
     prompt = prompt if prompt is not None else prompt_text(prompt_id)
-    params = {"kind": "generate", "engine": ENGINE_VERSION, "sampler": SAMPLER_VERSION, "model": model,
-              "prompt_id": prompt_id, "prompt_text": prompt, "seed": int(seed), **sampling.as_dict(),
+    params = {"kind": "generate", "engine": ENGINE_VERSION, "model": model, "prompt_id": prompt_id,
+              "prompt_text": prompt, "seed": int(seed), **sampling.as_dict(),
               "max_new_tokens": int(max_new_tokens), "dtype": dtype} | identity_fields(model)
     return params | {
         "run_id": canonical_run_id(params),
