@@ -14,7 +14,8 @@ are not its output layer of its base's hidden states (``score_rows.head_matches`
 Batch size: at most ``batch_size`` texts (default ``DEFAULT_TEXTS``), fewer where their activations would not
 fit in ``memory.MEMORY_FRACTION`` of the memory free now (``texts_per_batch``), and on a CPU at most
 ``CPU_BATCH_TOKENS`` padded tokens (larger batches were no faster on 2 cores). A batch that runs out of memory
-all the same is split in two and retried, down to one text.
+all the same is split in two and retried, down to one text; texts whose single forward pass the memory guard
+refuses are scored alone by ``score_ids``, in chunks (``one_pass_fits``).
 """
 
 from __future__ import annotations
@@ -134,6 +135,19 @@ def score_batch(model, batch, warps: Warps, reference, row_block: int) -> list[l
     return parts
 
 
+def one_pass_fits(model, reference, n_tokens: int) -> bool:
+    """Whether one forward pass over a text of ``n_tokens`` (a batch's longest) by ``model`` and a distinct
+    ``reference`` fits in memory (``memory.check_scoring_fits``, the guard of ``score_ids``). Where it does not,
+    ``score_many`` scores its texts alone in chunks of ``score.pass_tokens`` tokens, which hold less."""
+    scorers = [model] + ([reference] if reference is not None else [])
+    try:
+        check_scoring_fits([(m.config, weight_bytes(m)) for m in scorers], n_tokens, n_tokens,
+                           logit_rows(int(model.config.vocab_size)), model_device(model), error=ScoringMemoryError)
+    except ScoringMemoryError:
+        return False
+    return True
+
+
 def run_batch(score, batch):
     """``score(batch)`` (one result per text), split in two and retried where the batch runs out of memory
     (a single text that does: raised)."""
@@ -191,10 +205,10 @@ def score_many(
             out[i] = score_ids(model, ids.tolist(), first, **alone_kw)
     row_block = row_block or default_row_block(model)
     lengths = [len(items[i][0]) for i in together]
-    if lengths:  # the memory guard of score_ids, for the longest text of the batches
-        scorers = [model] + ([reference] if distinct_ref else [])
-        check_scoring_fits([(m.config, weight_bytes(m)) for m in scorers], max(lengths), max(lengths),
-                           logit_rows(int(model.config.vocab_size)), model_device(model), error=ScoringMemoryError)
+    if lengths and not one_pass_fits(model, reference if distinct_ref else None, max(lengths)):
+        for i in together:  # each alone, in score_ids's chunks with the cache carried (its own memory guard)
+            out[i] = score_ids(model, items[i][0].tolist(), items[i][1], **alone_kw)
+        together, lengths = [], []
     for plan in plan_batches(lengths, batch_size, model):
         batch = [(items[together[j]][0], max(items[together[j]][1], 1)) for j in plan]
         scored = run_batch(lambda part: score_batch(model, part, warps, reference, row_block), batch)

@@ -143,6 +143,26 @@ def test_a_batch_that_runs_out_of_memory_is_split_not_lost(tiny, monkeypatch):
         score_many(model, items, batch_size=6)
 
 
+def test_texts_whose_single_pass_does_not_fit_are_scored_alone_in_chunks(tiny, monkeypatch):
+    from aep_lib.engine.score import ScoringMemoryError
+
+    model, tokenizer = tiny
+    items = [(ids, 1) for ids in ragged(tokenizer)]
+    refused = []
+
+    def guard(scorers, n_tokens, n_window, rows, device, error=None, pass_tokens=None, **kw):
+        if pass_tokens is None:  # the batch's one pass over its longest text
+            refused.append(n_tokens)
+            raise ScoringMemoryError(f"text of {n_tokens} tokens does not fit in memory")
+
+    monkeypatch.setattr(batch_score, "check_scoring_fits", guard)
+    monkeypatch.setattr(batch_score, "score_batch", lambda *a: pytest.fail("batched although it does not fit"))
+    batched = score_many(model, items)
+    assert refused == [90]
+    for (ids, first), df in zip(items, batched):
+        assert_same(df, score_ids(model, ids, first))
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("name", ["smollm2-135m", "gemma-3-270m"])
 def test_embedded_models_batched_equal_one_at_a_time(name):
