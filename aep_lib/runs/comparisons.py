@@ -112,6 +112,7 @@ class ComparisonInput:
     ids: list[int]
     first: int
     scored_bytes: int
+    shared_vocab: bool  # the two tokenizers' token-to-id maps are identical
     kwargs: dict
 
 
@@ -136,7 +137,7 @@ def comparison_input(source_row, src: pd.DataFrame, scorer: Variant, pool: Model
         ids, first, n_bytes = tokenize_with_prompt(tok_b, prompt, text)
         if first >= len(ids):
             raise ScoringError("nothing to score: the continuation is empty after tokenization")
-        return ComparisonInput("retokenize", ids, first, n_bytes,
+        return ComparisonInput("retokenize", ids, first, n_bytes, shared,
                                {"sampling": scorer.sampling, "eos_token_ids": eos_ids(tok_b, model_b),
                                 "tokenizer": tok_b})
     tok_a = pool.tokenizer(source.model)
@@ -148,7 +149,7 @@ def comparison_input(source_row, src: pd.DataFrame, scorer: Variant, pool: Model
         check_same_vocabulary(model_b, model_a, tok_b, tok_a)
         reference, ref_eos = model_a, eos_ids(tok_a, model_a)
     return ComparisonInput("joint", prompt_ids + [int(t) for t in src["token_id"]], len(prompt_ids),
-                           len(text.encode("utf-8")),
+                           len(text.encode("utf-8")), shared,
                            {"sampling": scorer.sampling, "eos_token_ids": eos_ids(tok_b, model_b),
                             "reference": reference, "reference_sampling": source.sampling,
                             "reference_eos_token_ids": ref_eos, "cross_with": "samp"})
@@ -165,7 +166,7 @@ def comparison_result(source_row, src: pd.DataFrame, inp: ComparisonInput, df: p
     text_bytes = len(str(source_row["text"]).encode("utf-8"))
     bits_source, bits_scorer = float(src["surprisal_raw"].sum()), float(df["surprisal_raw"].sum())
     fields = {
-        "mode": inp.mode, "shared_vocab": pool.shared_vocabulary(Variant.of_run(source_row).model, scorer.model),
+        "mode": inp.mode, "shared_vocab": inp.shared_vocab,
         "n_tokens": len(df), "n_source_tokens": len(src),
         "n_bytes_text": text_bytes, "n_bytes_scored": inp.scored_bytes,
         "bpb_source": bits_source / text_bytes if text_bytes else math.nan,
