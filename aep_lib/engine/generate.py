@@ -5,8 +5,8 @@ reduces them to a few numbers per sequence (docs/science.md) and drops them, so 
 batch × length (the cache and the per-token rows), never with length × vocabulary.
 
 Sequences in one batch may have different prompts (left padding with an attention mask and
-explicit position ids) and seeds; each samples with its own counter-based noise, so its tokens do
-not depend on its batch-mates.
+explicit position ids), seeds and sampling settings (``core.sampling.RowWarps``); each samples with its
+own counter-based noise, so its tokens do not depend on its batch-mates.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ import torch
 from tqdm.auto import tqdm
 
 from ..core.columns import RAW, SAMP, from_stats, generated_columns
-from ..core.sampling import Sampling, SamplingWarp, eos_ids
+from ..core.sampling import RowWarps, Sampling, eos_ids
 from .memory import check_generation_fits, model_device, release_free_memory, weight_bytes
 from .models import cache_kwargs, input_device, new_cache
 from .static_decode import CompiledDecoder, StaticDecoder, StepwiseDecoder, cache_slots, choose_engine
@@ -69,10 +69,10 @@ class EagerDecoder(StepwiseDecoder):
     """The reference engine: transformers' ``DynamicCache`` and warpers (top-p by arg-sort), one pass of
     the statistics over the whole batch."""
 
-    def __init__(self, model, sampling, eos, batch: int, n_positions: int, width: int = 1):
+    def __init__(self, model, samplings, eos, batch: int, n_positions: int, width: int = 1):
         self.model, self.device = model, input_device(model)
         self.ckw = cache_kwargs(model, new_cache(model))
-        self.warp = SamplingWarp(sampling, eos, top_p_by="sort")
+        self.warp = RowWarps(samplings, eos, top_p_by="sort")
 
 
 DECODERS = {"eager": EagerDecoder, "static": StaticDecoder, "compiled": CompiledDecoder}
@@ -84,7 +84,7 @@ def generate(
     tokenizer,
     prompts: list[str],
     seeds: list[int],
-    sampling: Sampling,
+    sampling: Sampling | list[Sampling],
     max_new_tokens: int,
     record_topk: int = 0,
     progress: bool = True,
@@ -96,7 +96,9 @@ def generate(
     token id and text, ``ctx_len`` (tokens conditioned on), the statistics under ``p`` (``_raw``: surprisal,
     entropy, varentropy in bits, ``rank_raw``, ``greedy_id``) and under ``q`` (``_samp``). With
     ``record_topk=k`` also the ``k`` most probable ids and probabilities of ``p`` (``topk_ids``, ``topk_probs``).
-    Stops at ``max_new_tokens``, or at EOS when ``sampling.on_eos == "stop"``.
+    ``sampling``: one ``Sampling`` for every sequence, or one per sequence (``core.sampling.RowWarps``; the
+    ``compiled`` engine takes one for all). Stops at ``max_new_tokens``, or at EOS for a sequence whose
+    sampling has ``on_eos == "stop"``.
 
     ``engine``: ``eager`` (transformers' dynamic cache and warpers: the reference), ``static`` (a
     pre-allocated cache; the same tokens, the statistics bit for bit or to float64 rounding, faster),
@@ -111,7 +113,12 @@ def generate(
         raise ValueError(f"{len(prompts)} prompts but {len(seeds)} seeds: give one seed per prompt")
     if max_new_tokens < 1:
         raise ValueError("max_new_tokens must be at least 1")
+    samplings = [sampling] * len(prompts) if isinstance(sampling, Sampling) else list(sampling)
+    if len(samplings) != len(prompts):
+        raise ValueError(f"{len(prompts)} prompts but {len(samplings)} samplings: give one Sampling, or one per prompt")
     engine = choose_engine(engine, model)
+    if engine == "compiled" and len(set(samplings)) > 1:
+        raise ValueError("engine='compiled' samples a whole batch one way: give one Sampling, or use engine='static'")
     batch = len(prompts)
     prompt_ids = [encode_prompt(tokenizer, p) for p in prompts]
     eos = eos_ids(tokenizer, model)
@@ -121,7 +128,7 @@ def generate(
     width = input_ids.shape[1]
     check_generation_fits(model.config, weight_bytes(model), width + max_new_tokens, width, model_device(model),
                           slots=lambda n: cache_slots(engine, n))
-    decoder = DECODERS[engine](model, sampling, eos, batch, input_ids.shape[1] + max_new_tokens, input_ids.shape[1])
+    decoder = DECODERS[engine](model, samplings, eos, batch, input_ids.shape[1] + max_new_tokens, input_ids.shape[1])
     device = decoder.device
     input_ids, mask = input_ids.to(device), mask.to(device)
     start = time.perf_counter()
@@ -133,6 +140,7 @@ def generate(
     active = torch.ones(batch, dtype=torch.bool)
     stop_reason = ["length"] * batch
     eos_tensor = torch.tensor(eos, dtype=torch.long)
+    stops_at_eos = torch.tensor([s.on_eos == "stop" for s in samplings], dtype=torch.bool)
     steps = tqdm(range(max_new_tokens), disable=not progress, unit="tok", desc=f"generate x{batch}",
                  leave=False, mininterval=1.0)
     for step in steps:
@@ -143,8 +151,8 @@ def generate(
             topk_ids.append(ids.cpu())
             topk_probs.append(probs.cpu())
 
-        if sampling.on_eos == "stop" and eos:
-            hit = torch.isin(tokens.cpu(), eos_tensor) & active
+        if eos and stops_at_eos.any():
+            hit = torch.isin(tokens.cpu(), eos_tensor) & active & stops_at_eos
             for i in torch.nonzero(hit).flatten().tolist():
                 stop_reason[i] = "eos"
             active &= ~hit

@@ -37,7 +37,7 @@ import torch
 from transformers.cache_utils import Cache, CacheLayerMixin, get_layer_types_and_kwargs
 
 from ..core.columns import RAW, SAMP, needs_rank
-from ..core.sampling import SamplingWarp, gumbel_noise, sample
+from ..core.sampling import RowWarps, gumbel_noise, sample
 from ..core.stats import stats_precision, token_stats
 from .models import cache_kwargs, input_device
 
@@ -202,11 +202,11 @@ class StaticDecoder(StepwiseDecoder):
     """The ``static`` engine: the eager loop's forward passes on ``SlotLayer``s, its warps and statistics
     with top-p by selection and the statistics in row blocks."""
 
-    def __init__(self, model, sampling, eos, batch: int, n_positions: int, width: int = 1):
+    def __init__(self, model, samplings, eos, batch: int, n_positions: int, width: int = 1):
         self.model, self.device = model, input_device(model)
         self.cache = slot_cache(model, n_positions, longest_update=width)
         self.ckw = cache_kwargs(model, self.cache)
-        self.warp = SamplingWarp(sampling, eos, top_p_by="select", top_p_ties=top_p_ties(model))
+        self.warp = RowWarps(samplings, eos, top_p_by="select", top_p_ties=top_p_ties(model))
         self.row_block = stats_row_block(int(model.config.vocab_size))
 
 
@@ -279,13 +279,14 @@ class CompiledDecoder:
     eagerly, then every step (forward, warps, draw, statistics) as one compiled call. ``compile_s``:
     seconds of the first compiled step (the compilation, when this shape is new to the process)."""
 
-    def __init__(self, model, sampling, eos, batch: int, n_positions: int, width: int = 1):
+    def __init__(self, model, samplings, eos, batch: int, n_positions: int, width: int = 1):
         from transformers import StaticCache
 
         self.model, self.device, self.batch = model, input_device(model), batch
         self.capacity = cache_capacity(n_positions)
         self.cache = StaticCache(config=model.config, max_cache_len=self.capacity)
-        self.warp = SamplingWarp(sampling, eos, top_p_by="sort")
+        self.warp = RowWarps(samplings, eos, top_p_by="sort").uniform  # generate() gives one sampling here
+        sampling = self.warp.sampling
         vocab = int(model.config.vocab_size)
         self.step_fn = compiled_step(batch, self.capacity, vocab, sampling.label + f":{sorted(eos)}")
         self.row_block = stats_row_block(vocab)

@@ -105,6 +105,35 @@ def test_a_sequence_is_the_same_alone_or_in_a_batch_of_four(smol):
 
 
 @pytest.mark.slow
+def test_each_sequence_of_a_mixed_batch_samples_as_it_would_alone(smol):
+    """One batch, four settings (untruncated, top-p, temperature with top-k, greedy stopping at EOS): each
+    sequence's tokens, stop and statistics are those it gets alone with its own setting."""
+    model, tokenizer = smol
+    chat = "<|im_start|>user\nSay only the word yes.<|im_end|>\n<|im_start|>assistant\n"
+    settings = [Sampling(), Sampling(top_p=0.9), Sampling(temperature=0.7, top_k=20),
+                Sampling(temperature=0.0, on_eos="stop")]
+    prompts, seeds = ["Recipe notes from my grandmother's kitchen:", PROMPT, "Hi", chat], [5, 6, 7, 8]
+    mixed = generate(model, tokenizer, prompts, seeds, settings, 24, progress=False)
+    for i, sampling in enumerate(settings):
+        alone = generate(model, tokenizer, [prompts[i]], [seeds[i]], sampling, 24, progress=False)[0]
+        assert alone.token_ids == mixed[i].token_ids and alone.stop_reason == mixed[i].stop_reason
+        for col in STAT_COLUMNS:
+            np.testing.assert_allclose(alone.tokens[col], mixed[i].tokens[col], atol=1e-3, err_msg=col)
+    assert [g.stop_reason for g in mixed] == ["length", "length", "length", "eos"]
+    assert (mixed[2].tokens["rank_raw"] <= 20).all() and (mixed[3].tokens["entropy_samp"] == 0).all()
+    assert (mixed[1].tokens["entropy_samp"] < mixed[1].tokens["entropy_raw"]).all()
+
+
+def test_the_compiled_engine_refuses_a_mixed_batch(tiny):
+    model, tokenizer = tiny
+    with pytest.raises(ValueError, match="compiled.*one Sampling"):
+        generate(model, tokenizer, ["a", "b"], [0, 1], [Sampling(), Sampling(top_p=0.9)], 2, progress=False,
+                 engine="compiled")
+    with pytest.raises(ValueError, match="2 prompts but 3 samplings"):
+        generate(model, tokenizer, ["a", "b"], [0, 1], [Sampling()] * 3, 2, progress=False)
+
+
+@pytest.mark.slow
 def test_same_parameters_same_text(smol):
     model, tokenizer = smol
     a = generate(model, tokenizer, [PROMPT], [42], Sampling(), 16, progress=False)[0]
