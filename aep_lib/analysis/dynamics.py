@@ -28,7 +28,7 @@ import pandas as pd
 from ..core import inference
 from ..core.columns import DISTRIBUTIONS, RAW, column, typicality_columns
 from ..core.stats import running
-from ..runs.generations import ensure_generations
+from ..runs.generations import ensure_samplings, sampled_with
 from ..store.run_store import RunStore
 
 DISTS = DISTRIBUTIONS  # under q (the sampling distribution) and under the raw p
@@ -273,14 +273,16 @@ def setting_summary(dynamics: pd.DataFrame, tolerance: float, start_frac: float 
 def ensure_setting_runs(store: RunStore, models, samplings: dict, prompt_ids, seeds, max_new_tokens: int,
                         batch_size: int = 8, device: str = "auto", dtype: str = "auto") -> pd.DataFrame:
     """The stored generations of every model at every decoding setting of ``samplings`` (label ->
-    ``Sampling``), generated when missing (``runs.ensure_generations``), with a ``setting`` column. A greedy
-    setting is generated for the first seed only: every seed gives the same text. Failed runs raise."""
-    frames = []
-    for label, sampling in samplings.items():
-        runs = ensure_generations(store, list(models), list(prompt_ids), list(seeds)[:1] if sampling.greedy else
-                                  list(seeds), sampling, max_new_tokens, batch_size=batch_size, device=device,
-                                  dtype=dtype, progress=False)
-        frames.append(runs.assign(setting=label))
+    ``Sampling``), generated when missing (``runs.ensure_samplings``: the settings share batches), with a
+    ``setting`` column. A greedy setting is generated for the first seed only: every seed gives the same
+    text. Failed runs raise."""
+    seeds_by_sampling = {}
+    for sampling in samplings.values():  # every setting planned at once: they share batches
+        seeds_by_sampling[sampling] = list(seeds)[:1] if sampling.greedy else list(seeds)
+    runs = ensure_samplings(store, list(models), list(prompt_ids), seeds_by_sampling, max_new_tokens,
+                            batch_size=batch_size, device=device, dtype=dtype, progress=False)
+    frames = [runs[sampled_with(runs, sampling) & runs["seed"].isin(seeds_by_sampling[sampling])].assign(setting=label)
+              for label, sampling in samplings.items()]
     runs = pd.concat(frames, ignore_index=True)
     bad = runs[runs["status"] != "ok"]
     if len(bad):

@@ -31,7 +31,7 @@ from scipy import stats as st
 from ..core import columns, inference
 from ..core.sampling import Sampling
 from ..engine.models import load_tokenizer
-from ..runs.generations import ensure_generations
+from ..runs.generations import ensure_generations, sampled_with
 from ..store.run_store import RunStore
 from . import tables
 from .attribution import cut_positions
@@ -202,7 +202,11 @@ def ensure_temperature_sweep(store: RunStore, models, prompt_ids, seeds, tempera
 
     Temperature 1 is taken from ``grid_runs`` when given (the self grid's untruncated runs of those
     models, prompts and seeds, at least ``max_new_tokens`` long: cut them with ``generation_rates(...,
-    n=max_new_tokens)``), since a run's first tokens do not depend on how long it goes on."""
+    n=max_new_tokens)``), since a run's first tokens do not depend on how long it goes on. The other
+    temperatures' runs share batches."""
+    swept = [Sampling(temperature=t) for t in temperatures if not (t == 1.0 and grid_runs is not None)]
+    generated = ensure_generations(store, list(models), list(prompt_ids), list(seeds), swept, max_new_tokens,
+                                   batch_size=batch_size, device=device, dtype=dtype, progress=False) if swept else None
     frames = []
     for t in temperatures:
         if t == 1.0 and grid_runs is not None:
@@ -213,9 +217,7 @@ def ensure_temperature_sweep(store: RunStore, models, prompt_ids, seeds, tempera
                                  f"{len(prompt_ids)} prompts x {len(seeds)} seeds of {max_new_tokens} tokens")
             frames.append(g)
             continue
-        frames.append(ensure_generations(store, list(models), list(prompt_ids), list(seeds), Sampling(temperature=t),
-                                         max_new_tokens, batch_size=batch_size, device=device, dtype=dtype,
-                                         progress=False))
+        frames.append(generated[sampled_with(generated, Sampling(temperature=t))])
     runs = pd.concat(frames, ignore_index=True)
     bad = runs[runs["status"] != "ok"]
     if len(bad):

@@ -31,7 +31,7 @@ from ..core import inference
 from ..core.columns import DISTRIBUTIONS, typicality_columns
 from ..core.sampling import Sampling
 from ..core.stats import running, summarize
-from ..runs.generations import ensure_generations
+from ..runs.generations import ensure_samplings, sampled_with
 from ..store.run_store import RunStore
 
 
@@ -84,13 +84,16 @@ def ensure_self_grid(store: RunStore, P, progress: bool = False) -> pd.DataFrame
     0 seeds is skipped. Failed runs raise: a figure drawn from part of its grid would mislead.
     """
     frames = []
-    for setting, sampling in grid_settings(P.top_p).items():
-        n_seeds = P.n_seeds if setting == MAIN else P.n_seeds_truncated
-        if n_seeds == 0:
-            continue
-        runs = ensure_generations(store, P.models, P.prompts, list(range(n_seeds)), sampling, P.max_new_tokens,
-                                  batch_size=P.batch_size, device=P.device, dtype=P.dtype, progress=progress)
-        frames.append(runs.assign(setting=setting))
+    seeds = {setting: list(range(P.n_seeds if setting == MAIN else P.n_seeds_truncated))
+             for setting in grid_settings(P.top_p)}
+    settings = {setting: w for setting, w in grid_settings(P.top_p).items() if seeds[setting]}
+    seeds_by_sampling: dict[Sampling, list[int]] = {}
+    for setting, sampling in settings.items():  # both settings' runs planned at once: they share batches
+        seeds_by_sampling[sampling] = sorted(set(seeds_by_sampling.get(sampling, [])) | set(seeds[setting]))
+    runs = ensure_samplings(store, P.models, P.prompts, seeds_by_sampling, P.max_new_tokens,
+                            batch_size=P.batch_size, device=P.device, dtype=P.dtype, progress=progress)
+    for setting, sampling in settings.items():
+        frames.append(runs[sampled_with(runs, sampling) & runs["seed"].isin(seeds[setting])].assign(setting=setting))
     runs = pd.concat(frames, ignore_index=True)
     bad = runs[runs["status"] != "ok"]
     if len(bad):

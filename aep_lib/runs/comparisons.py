@@ -46,7 +46,7 @@ from ..engine.score import ScoringError, check_same_vocabulary, score_ids, score
 from ..engine.model_map import identity_fields
 from ..engine.spans import SPAN_RULE, masked_encoding, tokenize_with_prompt
 from ..store.run_store import RunStore, canonical_run_id
-from .generations import ENGINE_VERSION, checked_statistics, ensure_generations, model_config
+from .generations import ENGINE_VERSION, checked_statistics, ensure_generations, model_config, sampled_with
 from .missing_runs import guarded, write_missing_runs
 
 CROSS_VERSION = 1  # bump when a change alters what a stored comparison contains
@@ -60,12 +60,15 @@ TEXT_LABEL = "txt"  # folder labels of external-text scorings ("txt-...")
 def ensure_sources(store: RunStore, variants: list[Variant], prompt_ids: list[str], seeds: list[int],
                    max_new_tokens: int, batch_size: int = 8, device: str = "auto", dtype: str = "auto",
                    progress: bool = False) -> pd.DataFrame:
-    """The stored generations of every variant (generated when missing); a ``variant`` column added."""
-    frames = []
-    for v in dict.fromkeys(variants):
-        runs = ensure_generations(store, [v.model], list(prompt_ids), list(seeds), v.sampling, max_new_tokens,
-                                  batch_size=batch_size, device=device, dtype=dtype, progress=progress)
-        frames.append(runs.assign(variant=v.label))
+    """The stored generations of every variant (generated when missing; a model's variants share its
+    batches); a ``variant`` column added."""
+    variants = list(dict.fromkeys(variants))
+    runs = {}
+    for model in dict.fromkeys(v.model for v in variants):
+        samplings = [v.sampling for v in variants if v.model == model]
+        runs[model] = ensure_generations(store, [model], list(prompt_ids), list(seeds), samplings, max_new_tokens,
+                                         batch_size=batch_size, device=device, dtype=dtype, progress=progress)
+    frames = [runs[v.model][sampled_with(runs[v.model], v.sampling)].assign(variant=v.label) for v in variants]
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
 
 

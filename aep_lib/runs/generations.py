@@ -2,9 +2,9 @@
 
 ``plan_generations`` expands models × prompts × seeds × warps × lengths into run specs, skips those
 already stored (status ok) and groups the rest into model-batches; ``execute_batch`` runs one of them
-(one model load, the sequences batched) and writes each run atomically. ``ensure_generations`` (one
-warp, one length) puts the two together; ``runs.grids.ensure_grid`` does it for a ``params.Grid``, locally
-or on Ray. A generation run's row carries its summary (``summary_columns``: final ``l, h, D, sigma, z``
+(one model load, the sequences batched, each with its own warps) and writes each run atomically.
+``ensure_generations`` and ``ensure_samplings`` (one length) put the two together; ``runs.grids.ensure_grid``
+does it for a ``params.Grid``, locally or on Ray. A generation run's row carries its summary (``summary_columns``: final ``l, h, D, sigma, z``
 under ``q`` and ``p``); ``analysis.tables`` (``run_summaries``, ``running_stats``) reads runs back.
 
 Nothing impossible is stored as ok: a generation (or, in ``comparisons``, a scoring) whose token
@@ -64,17 +64,22 @@ def summary_columns(tokens: pd.DataFrame) -> dict:
     return distribution_summaries(tokens)
 
 
+def spec_sampling(spec: dict) -> Sampling:
+    """The ``Sampling`` of a generation run's spec (or stored row)."""
+    return Sampling(**{k: spec[k] for k in Sampling.model_fields})
+
+
 @dataclass(frozen=True)
 class GenerationBatch:
-    """One model-batch: up to ``batch_size`` runs sharing a model, a sampling setting and a length.
+    """One model-batch: up to ``batch_size`` runs sharing a model and a length, each sampled its own way.
 
-    The unit of execution: one process loads ``model`` once and generates ``specs`` in one batch
-    (``aep run --executor ray`` makes one Ray task of each). ``placement``: where the model's layers go
-    (a grid's ``device_map``/``max_memory``, else the model map's; None: one device).
+    The unit of execution: one process loads ``model`` once and generates ``specs`` in one batch, each
+    run with its spec's warps (``samplings``; ``aep run --executor ray`` makes one Ray task of each).
+    ``placement``: where the model's layers go (a grid's ``device_map``/``max_memory``, else the model
+    map's; None: one device).
     """
 
     model: str
-    sampling: Sampling
     max_new_tokens: int
     specs: tuple[dict, ...]
     placement: Placement | None = None
@@ -82,6 +87,10 @@ class GenerationBatch:
     @property
     def run_ids(self) -> list[str]:
         return [s["run_id"] for s in self.specs]
+
+    @property
+    def samplings(self) -> list[Sampling]:
+        return [spec_sampling(s) for s in self.specs]
 
 
 @dataclass
@@ -120,29 +129,37 @@ def plan_generations(
 ) -> GenerationPlan:
     """Expand models × prompts × seeds × warps × lengths into run specs; batch the missing ones.
 
-    Batches never mix models, warps or lengths; within one, runs are sorted by prompt length then
-    seed (similar prompts pad less) and cut into ``batch_size`` sequences. ``placement`` (a grid's) places
+    Batches never mix models or lengths; they do mix warps (a step of 8 rows costs little more than one of
+    4 on a CPU: docs/engine.md). Within one model and length, runs are sorted by warps (in the order given),
+    prompt length and seed (similar prompts pad less) and cut into ``batch_size`` sequences: a setting whose
+    runs fill whole batches is batched as it would be alone, and the runs left over share a batch with the
+    next setting's. ``placement`` (a grid's) places
     every model across devices; without it a model takes the model map's placement, if any.
     """
-    if batch_size < 1:
-        raise ValueError(f"batch_size must be at least 1, got {batch_size}")
     dtype_name = resolved_dtype(device, dtype)
     texts = {p: prompt_text(p) for p in dict.fromkeys(prompt_ids)}
     specs = [generation_spec(m, p, s, w, n, dtype_name, prompt=texts[p])
              for m in models for w in samplings for n in lengths for p in prompt_ids for s in seeds]
+    return plan_specs(store, specs, batch_size, device, dtype_name, placement)
+
+
+def plan_specs(store: RunStore, specs: list[dict], batch_size: int = 8, device: str = "auto",
+               dtype_name: str = "float32", placement: Placement | None = None) -> GenerationPlan:
+    """The plan of run ``specs`` (``generation_spec``): the missing ones batched as ``plan_generations`` says."""
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be at least 1, got {batch_size}")
     done = stored_ok(store, [s["run_id"] for s in specs])
+    setting = {w: i for i, w in enumerate(dict.fromkeys(spec_sampling(s) for s in specs))}
     batches, seen = [], set()
-    for model in dict.fromkeys(models):
-        for sampling in dict.fromkeys(samplings):
-            for n in dict.fromkeys(lengths):
-                todo = [s for s in specs if s["model"] == model and s["max_new_tokens"] == n
-                        and s["run_id"] not in done and s["run_id"] not in seen
-                        and all(s[k] == v for k, v in sampling.as_dict().items())]
-                seen.update(s["run_id"] for s in todo)
-                todo.sort(key=lambda s: (len(s["prompt_text"]), s["seed"]))
-                where = placement or placement_of(model)
-                for a in range(0, len(todo), batch_size):
-                    batches.append(GenerationBatch(model, sampling, int(n), tuple(todo[a : a + batch_size]), where))
+    for model in dict.fromkeys(s["model"] for s in specs):
+        for n in dict.fromkeys(s["max_new_tokens"] for s in specs):
+            todo = [s for s in specs if s["model"] == model and s["max_new_tokens"] == n
+                    and s["run_id"] not in done and s["run_id"] not in seen]
+            seen.update(s["run_id"] for s in todo)
+            todo.sort(key=lambda s: (setting[spec_sampling(s)], len(s["prompt_text"]), s["seed"]))
+            where = placement or placement_of(model)
+            for a in range(0, len(todo), batch_size):
+                batches.append(GenerationBatch(model, int(n), tuple(todo[a : a + batch_size]), where))
     check_plan_fits(batches, device, dtype_name)
     return GenerationPlan(specs=specs, batches=batches)
 
@@ -320,7 +337,7 @@ def _generate_and_store(store, batch, specs, model, tokenizer, progress, on_writ
     t0 = time.perf_counter()
     try:
         results = generate(model, tokenizer, [s["prompt_text"] for s in specs], [s["seed"] for s in specs],
-                           batch.sampling, batch.max_new_tokens, progress=progress)
+                           [spec_sampling(s) for s in specs], batch.max_new_tokens, progress=progress)
         failed = None
     except MemoryEstimateError:  # refused before anything was generated: not a failed run
         raise
@@ -380,19 +397,52 @@ def ensure_generations(
     models: list[str],
     prompt_ids: list[str],
     seeds: list[int],
-    sampling: Sampling,
+    sampling: Sampling | list[Sampling],
     max_new_tokens: int,
     batch_size: int = 8,
     device: str = "auto",
     dtype: str = "auto",
     progress: bool = True,
 ) -> pd.DataFrame:
-    """Make sure every (model, prompt, seed) generation exists in ``store``; return their run rows.
+    """Make sure every (model, prompt, seed, sampling) generation exists in ``store``; return their run rows.
 
-    Stored ok runs are reused, missing or failed ones are generated, ``batch_size`` sequences at a
-    time per model. A batch that raises is stored as failed runs (with the error) and the others go on.
+    ``sampling``: one ``Sampling``, or several (every model at each; their runs share batches: see
+    ``ensure_samplings``). Stored ok runs are reused, missing or failed ones are generated, ``batch_size``
+    sequences at a time per model. A batch that raises is stored as failed runs (with the error) and the
+    others go on.
     """
-    plan = plan_generations(store, models, prompt_ids, seeds, [sampling], [max_new_tokens], batch_size, device, dtype)
+    samplings = [sampling] if isinstance(sampling, Sampling) else list(sampling)
+    return ensure_samplings(store, models, prompt_ids, {s: list(seeds) for s in samplings}, max_new_tokens,
+                            batch_size, device, dtype, progress)
+
+
+def ensure_samplings(
+    store: RunStore,
+    models: list[str],
+    prompt_ids: list[str],
+    seeds_by_sampling: dict[Sampling, list[int]],
+    max_new_tokens: int,
+    batch_size: int = 8,
+    device: str = "auto",
+    dtype: str = "auto",
+    progress: bool = True,
+) -> pd.DataFrame:
+    """``ensure_generations`` with its own seeds per sampling (``seeds_by_sampling``: ``Sampling -> seeds``):
+    every model × prompt at each sampling and its seeds. The runs of all the samplings are planned together,
+    so a model's runs at several settings fill its batches (``plan_specs``); ``sampled_with`` picks one
+    setting's rows out of the result."""
+    dtype_name = resolved_dtype(device, dtype)
+    texts = {p: prompt_text(p) for p in dict.fromkeys(prompt_ids)}
+    specs = [generation_spec(m, p, s, w, max_new_tokens, dtype_name, prompt=texts[p])
+             for m in models for w, ws in seeds_by_sampling.items() for p in prompt_ids for s in ws]
+    plan = plan_specs(store, specs, batch_size, device, dtype_name)
     execute_local(store, plan, device, dtype, progress=progress)
     return store.runs(run_id=[s["run_id"] for s in plan.specs])
 
+
+def sampled_with(runs: pd.DataFrame, sampling: Sampling) -> pd.Series:
+    """Which of the run rows ``runs`` were sampled with ``sampling`` (a boolean mask)."""
+    mask = pd.Series(True, index=runs.index)
+    for key, value in sampling.as_dict().items():
+        mask &= runs[key] == value
+    return mask

@@ -144,21 +144,23 @@ def test_turning_points():
                                      "slope_above": 0.0}]
 
 
-def test_ensure_setting_runs_generates_greedy_once(monkeypatch):
+def test_ensure_setting_runs_generates_greedy_once_and_plans_every_setting_at_once(monkeypatch):
     calls = []
 
-    def fake_ensure(store, models, prompt_ids, seeds, sampling, max_new_tokens, **kw):
-        calls.append((sampling.top_k, sampling.temperature, seeds))
-        return pd.DataFrame([{"run_id": f"{m}{p}{s}{sampling.label}", "model": m, "status": "ok", "error": None}
-                             for m in models for p in prompt_ids for s in seeds])
+    def fake_ensure(store, models, prompt_ids, seeds_by_sampling, max_new_tokens, **kw):
+        calls.append([(w.top_k, w.temperature, seeds) for w, seeds in seeds_by_sampling.items()])
+        return pd.DataFrame([{"run_id": f"{m}{p}{s}{w.label}", "model": m, "seed": s, "status": "ok", "error": None,
+                              **w.as_dict()}
+                             for w, seeds in seeds_by_sampling.items() for m in models for p in prompt_ids
+                             for s in seeds])
 
-    monkeypatch.setattr(dynamics, "ensure_generations", fake_ensure)
+    monkeypatch.setattr(dynamics, "ensure_samplings", fake_ensure)
     P = validate(NOTEBOOK_SCHEMAS["boredom_confusion"], {"models": "m", "settings": "k1,t1.3", "prompts": "p01,p02",
                                                          "n_seeds": 3, "max_new_tokens": 64})
     runs = dynamics.ensure_setting_runs(None, P.models, P.samplings, P.prompts, P.seeds, P.max_new_tokens)
-    assert calls == [(1, 1.0, [0]), (0, 1.3, [0, 1, 2])]
+    assert calls == [[(1, 1.0, [0]), (0, 1.3, [0, 1, 2])]]  # one plan: the settings share batches
     assert runs.groupby("setting").size().to_dict() == {"k1": 2, "t1.3": 6}
-    monkeypatch.setattr(dynamics, "ensure_generations",
+    monkeypatch.setattr(dynamics, "ensure_samplings",
                         lambda *a, **k: fake_ensure(*a, **k).assign(status="failed", error="boom\nwhere"))
     with pytest.raises(RuntimeError, match="boom"):
         dynamics.ensure_setting_runs(None, ["m"], {"t1": Sampling()}, ["p01"], [0], 8)

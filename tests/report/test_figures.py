@@ -191,14 +191,14 @@ def test_claim_prints_rounded_values_and_the_verdict(capsys, monkeypatch):
 def test_ensure_self_grid_asks_for_both_settings(monkeypatch):
     calls = []
 
-    def fake_ensure(store, models, prompt_ids, seeds, sampling, max_new_tokens, **kw):
-        calls.append((sampling, seeds, max_new_tokens))
+    def fake_ensure(store, models, prompt_ids, seeds_by_sampling, max_new_tokens, **kw):
+        calls.extend((sampling, seeds, max_new_tokens) for sampling, seeds in seeds_by_sampling.items())
         rows = [{"run_id": f"{m}-{p}-{s}-{sampling.top_p}", "model": m, "prompt_id": p, "seed": s, "status": "ok",
-                 "error": None, "top_p": sampling.top_p, "max_new_tokens": max_new_tokens}
-                for m in models for p in prompt_ids for s in seeds]
+                 "error": None, **sampling.as_dict(), "max_new_tokens": max_new_tokens}
+                for sampling, seeds in seeds_by_sampling.items() for m in models for p in prompt_ids for s in seeds]
         return pd.DataFrame(rows)
 
-    monkeypatch.setattr(tables, "ensure_generations", fake_ensure)
+    monkeypatch.setattr(tables, "ensure_samplings", fake_ensure)
     P = validate(NOTEBOOK_SCHEMAS["fig05_convergence_all_models"],
                  {"models": "b,a", "prompts": "p01,p02", "n_seeds": 3, "n_seeds_truncated": 1, "top_p": 0.8,
                   "max_new_tokens": 7})
@@ -213,7 +213,7 @@ def test_ensure_self_grid_asks_for_both_settings(monkeypatch):
     def failing(*args, **kw):
         return fake_ensure(*args, **kw).assign(status="failed", error="boom")
 
-    monkeypatch.setattr(tables, "ensure_generations", failing)
+    monkeypatch.setattr(tables, "ensure_samplings", failing)
     with pytest.raises(RuntimeError, match="boom"):
         tables.ensure_self_grid(None, P)
 

@@ -49,16 +49,19 @@ def _tokens(store: RunStore) -> dict:
     return {rid: store.tokens([rid])[TOKEN_COLUMNS] for rid in ids}
 
 
-def test_plan_expands_warps_and_lengths_and_never_mixes_them(tiny, tmp_path):
+def test_plan_expands_warps_and_lengths_never_mixes_lengths_and_fills_batches_across_warps(tiny, tmp_path):
     warps = [Sampling(top_p=0.95), Sampling(temperature=0.7)]
     plan = plan_generations(RunStore(tmp_path / "s"), [tiny], ["p01", "p02", "p03"], [0, 1], warps, [4, 6],
                             batch_size=4, device="cpu", dtype="float32")
     assert len(plan.specs) == 3 * 2 * 2 * 2 == plan.n_missing
     assert len({s["run_id"] for s in plan.specs}) == 24
+    # per length 6 runs of each warp: batches of 4, 4, 4 (the middle one holds 2 of each warp)
+    assert [len(b.specs) for b in plan.batches] == [4, 4, 4, 4, 4, 4]
     for batch in plan.batches:
-        assert 1 <= len(batch.specs) <= 4
-        assert {(s["temperature"], s["top_p"], s["max_new_tokens"]) for s in batch.specs} == {
-            (batch.sampling.temperature, batch.sampling.top_p, batch.max_new_tokens)}
+        assert {s["max_new_tokens"] for s in batch.specs} == {batch.max_new_tokens}
+        assert [(w.temperature, w.top_p) for w in batch.samplings] == [(s["temperature"], s["top_p"]) for s in batch.specs]
+    first, middle = plan.batches[0].samplings, plan.batches[1].samplings
+    assert set(first) == {warps[0]} and middle == [warps[0]] * 2 + [warps[1]] * 2  # the warps in the order given
     assert sorted(r for b in plan.batches for r in b.run_ids) == sorted(s["run_id"] for s in plan.specs)
 
 
@@ -324,8 +327,8 @@ def test_a_ray_task_asks_for_the_gpus_its_placement_names():
     from aep_lib.runs.generations import GenerationBatch
     from aep_lib.runs.ray_executor import task_resources
 
-    two = GenerationBatch("m", Sampling(), 8, (), placement_from("auto", {0: "70GiB", 1: "70GiB", "cpu": "1TiB"}))
-    one = GenerationBatch("m", Sampling(), 8, ())
+    two = GenerationBatch("m", 8, (), placement_from("auto", {0: "70GiB", 1: "70GiB", "cpu": "1TiB"}))
+    one = GenerationBatch("m", 8, ())
     assert task_resources(two, cluster_gpus=8) == {"num_cpus": 1, "num_gpus": 2}
     assert task_resources(one, cluster_gpus=8) == {"num_cpus": 1, "num_gpus": 1}
     assert task_resources(two, cluster_gpus=0) == {"num_cpus": 1}  # a CPU cluster: CPUs only

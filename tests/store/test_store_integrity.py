@@ -482,3 +482,25 @@ def test_a_full_disk_while_writing_a_run_is_a_store_error_and_leaves_nothing(tmp
         st.write_run(make_run(2), make_tokens())
     assert not list((tmp_path / ".tmp").iterdir())  # no half-written run left behind
     assert len(RunStore(tmp_path).runs()) == 1  # the run stored before is intact
+
+
+def test_a_models_settings_share_its_batches_and_each_run_keeps_its_own(tmp_path, tiny_model):
+    """Two variants of one model, 2 prompts x 1 seed each: one batch of 4; each stored run has its variant's
+    warps and the tokens it gets generated alone with them."""
+    from aep_lib.core.sampling import Sampling, Variant
+    from aep_lib.engine.generate import generate
+    from aep_lib.engine.models import cached_model
+    from aep_lib.runs.comparisons import ensure_sources
+
+    st = RunStore(tmp_path / "store")
+    variants = [Variant(tiny_model, Sampling()), Variant(tiny_model, Sampling(temperature=0.5, top_k=4))]
+    runs = ensure_sources(st, variants, ["p01", "p02"], [3], 5, batch_size=8, device="cpu", dtype="float32")
+    assert len(runs) == 4 and set(runs["batch_size"]) == {4} and runs["started_at"].nunique() == 1
+    model, tokenizer = cached_model(tiny_model, "cpu", "float32")
+    for v in variants:
+        mine = runs[runs["variant"] == v.label]
+        assert len(mine) == 2 and set(mine["temperature"]) == {v.sampling.temperature}
+        assert set(mine["top_k"]) == {v.sampling.top_k}
+        for _, row in mine.iterrows():
+            alone = generate(model, tokenizer, [row["prompt_text"]], [3], v.sampling, 5, progress=False)[0]
+            assert st.tokens(row["run_id"])["token_id"].tolist() == alone.token_ids
