@@ -2,11 +2,11 @@
 # jupyter:
 #   jupytext:
 #     cell_metadata_filter: tags,-all
+#     notebook_metadata_filter: -jupytext.text_representation.jupytext_version
 #     text_representation:
 #       extension: .py
 #       format_name: percent
 #       format_version: '1.3'
-#       jupytext_version: 1.19.7
 #   kernelspec:
 #     display_name: Python 3 (ipykernel)
 #     language: python
@@ -56,7 +56,7 @@ n_seeds = 2  # generations per model and prompt (seeds 0..n_seeds-1)
 max_new_tokens = 64  # tokens per generation; attribution reads the whole text
 on_eos = "suppress"  # end-of-text handling: suppress (a warp, part of q), stop, continue
 alpha = 0.01  # risk of the bound on the share of runs within 2 sigma under q
-batch_size = 8  # sequences generated together
+batch_size = 16  # sequences generated together (adversarial and baseline texts of a model in one batch)
 device = "auto"  # auto (CUDA if present), cpu or cuda
 dtype = "auto"  # auto (float32 on CPU, bfloat16 on CUDA), float32, bfloat16 or float16
 

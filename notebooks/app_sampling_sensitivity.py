@@ -2,11 +2,11 @@
 # jupyter:
 #   jupytext:
 #     cell_metadata_filter: tags,-all
+#     notebook_metadata_filter: -jupytext.text_representation.jupytext_version
 #     text_representation:
 #       extension: .py
 #       format_name: percent
 #       format_version: '1.3'
-#       jupytext_version: 1.19.7
 #   kernelspec:
 #     display_name: Python 3 (ipykernel)
 #     language: python
@@ -58,7 +58,7 @@ settings = "t0.7,t1,t1.3,p0.9,k50"  # comma-separated warps, one factor at a tim
 prompts = "p01"  # comma-separated prompt ids (params/prompts.yaml)
 n_seeds = 2  # generations per prompt and setting (seeds 0..n_seeds-1)
 max_new_tokens = 64  # tokens per generation
-batch_size = 8  # sequences generated together
+batch_size = 18  # sequences generated together (the settings share batches)
 device = "auto"  # auto (CUDA if present), cpu or cuda
 dtype = "auto"  # auto (float32 on CPU, bfloat16 on CUDA), float32, bfloat16 or float16
 

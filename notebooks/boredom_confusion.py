@@ -2,11 +2,11 @@
 # jupyter:
 #   jupytext:
 #     cell_metadata_filter: tags,-all
+#     notebook_metadata_filter: -jupytext.text_representation.jupytext_version
 #     text_representation:
 #       extension: .py
 #       format_name: percent
 #       format_version: '1.3'
-#       jupytext_version: 1.19.7
 #   kernelspec:
 #     display_name: Python 3 (ipykernel)
 #     language: python
@@ -54,7 +54,7 @@ max_new_tokens = 64  # tokens per generation
 n_gram = 4  # repetition: n-grams of token ids of this length
 window = 32  # repetition: trailing window, in tokens
 tolerance = 0.1  # flat: |slope of l_n over the second half| at most this many bits/token per 100 tokens
-batch_size = 8  # sequences generated together
+batch_size = 16  # sequences generated together (the settings share batches)
 device = "auto"  # auto (CUDA if present), cpu or cuda
 dtype = "auto"  # auto (float32 on CPU, bfloat16 on CUDA), float32, bfloat16 or float16
 

@@ -2,11 +2,11 @@
 # jupyter:
 #   jupytext:
 #     cell_metadata_filter: tags,-all
+#     notebook_metadata_filter: -jupytext.text_representation.jupytext_version
 #     text_representation:
 #       extension: .py
 #       format_name: percent
 #       format_version: '1.3'
-#       jupytext_version: 1.19.7
 #   kernelspec:
 #     display_name: Python 3 (ipykernel)
 #     language: python
@@ -47,7 +47,7 @@ n_seeds = 3  # generations per model and prompt at temperature 1 without truncat
 n_seeds_truncated = 1  # generations per model and prompt with top-p truncation
 top_p = 0.9  # nucleus mass of the truncated setting
 max_new_tokens = 192  # length of every generation, in tokens
-batch_size = 16  # sequences generated together
+batch_size = 24  # sequences generated together (both settings of a model in one batch)
 device = "auto"  # torch device: auto, cpu, cuda, cuda:1, ...
 dtype = "auto"  # model dtype: auto (float32 on CPU, bfloat16 on CUDA), float32, bfloat16, float16
 model = ""  # the model shown, one of models (empty: the first)
