@@ -189,7 +189,8 @@ VOCABULARY: dict[str, Term] = {
     "profile": T("str", str, "the params profile this execution belongs to (cpu, paper, paper-smoke, cpu-full)"),
     "device": T("str", str, "torch device: auto (CUDA if present), cpu, cuda, cuda:1, ..."),
     "dtype": T("str", DType, "model dtype: auto (float32 on CPU, bfloat16 on CUDA), float32, bfloat16, float16"),
-    "batch_size": T("int", BatchSize, "sequences generated together"),
+    "batch_size": T("int", BatchSize, "sequences generated together (at most; a model's runs of one length "
+                    "share batches whatever their settings)"),
     "device_map": T("str", Annotated[str, AfterValidator(device_map_strategy)],
                     "spread each model across devices through accelerate: auto, balanced, balanced_low_0, "
                     "sequential (empty: one device)"),
