@@ -152,6 +152,18 @@ def share_table(finals: pd.DataFrame, by=("model", "setting", "dist")) -> pd.Dat
     return out
 
 
+def pooled_z(finals: pd.DataFrame, runs: pd.DataFrame) -> float:
+    """The ``z`` of the runs of ``finals`` (one row per run, final ``D`` and ``sigma``) read as one sample:
+    their summed ``l - h`` over the root of their summed varentropies, ``sum n_i D_i / sqrt(sum (n_i sigma_i)^2)``
+    (``n_i``: the run's tokens, ``runs``' ``n_tokens``). Where each run's ``z`` is N(0, 1), so is this one; a
+    drift shows in it with the power of all the runs' tokens, where the share of a few short runs beyond ±2
+    is decided by one draw. NaN when the runs have no varentropy."""
+    n = finals["run_id"].map(runs.set_index("run_id")["n_tokens"]).to_numpy(dtype=float)
+    d, sigma = finals["D"].to_numpy(dtype=float), finals["sigma"].to_numpy(dtype=float)
+    sd = math.sqrt(float(np.sum((n * sigma) ** 2)))
+    return float(np.sum(n * d) / sd) if sd > 0 else float("nan")
+
+
 def log_grid(n_max: int, points: int = 40, n_min: int = 1) -> np.ndarray:
     """About ``points`` distinct integers from ``n_min`` to ``n_max``, evenly spaced on a log axis."""
     if n_max < n_min:

@@ -363,3 +363,12 @@ def test_plot_helpers_draw():
     plots.close(heat)
     edges = plots.z_bins((-4.2, 3.1), 0.5)
     assert edges[0] == -4.5 and edges[-1] == 3.5 and 0.0 in edges and 2.0 in edges
+
+
+def test_pooled_z_is_the_summed_drift_over_the_root_of_the_summed_varentropies():
+    # run a: 100 tokens, D = -0.2, sigma = 0.2 (sum of V = 400) -> z -1; run b: 300 tokens, D = -0.1,
+    # sigma = 0.1 (sum of V = 900) -> z -1; pooled: (-20 - 30) / sqrt(400 + 900) = -50 / 36.06 = -1.387
+    finals = pd.DataFrame({"run_id": ["a", "b"], "D": [-0.2, -0.1], "sigma": [0.2, 0.1]})
+    runs = pd.DataFrame({"run_id": ["b", "a"], "n_tokens": [300, 100]})
+    assert abs(tables.pooled_z(finals, runs) - (-50 / math.sqrt(1300))) < 1e-12
+    assert math.isnan(tables.pooled_z(finals.assign(sigma=0.0), runs))
