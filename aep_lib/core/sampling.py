@@ -284,7 +284,7 @@ class RowWarps:
         self.samplings = [samplings] if isinstance(samplings, Sampling) else list(samplings)
         distinct = list(dict.fromkeys(self.samplings))
         self.warps = {s: SamplingWarp(s, eos_token_ids, top_p_by, top_p_ties) for s in distinct}
-        self.rows = {s: [i for i, r in enumerate(self.samplings) if r == s] for s in distinct}
+        self.rows = {s: torch.tensor([i for i, r in enumerate(self.samplings) if r == s]) for s in distinct}
         self.uniform = self.warps[distinct[0]] if len(distinct) == 1 else None
 
     def __call__(self, logits: torch.Tensor) -> torch.Tensor:
@@ -292,7 +292,7 @@ class RowWarps:
             return self.uniform(logits)
         out = torch.empty(logits.shape, dtype=torch.float32, device=logits.device)
         for sampling, warp in self.warps.items():
-            rows = torch.tensor(self.rows[sampling], device=logits.device)
+            rows = self.rows[sampling].to(logits.device)
             out[rows] = warp(logits[rows])
         return out
 
